@@ -1,1 +1,139 @@
-fn main(){}
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cvs_operator::{controller, crd, metrics::Metrics, server};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+/// Kubernetes operator that keeps a multi-region live HLS event on air.
+#[derive(Parser)]
+#[command(name = "cvs-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config.
+    Run(RunArgs),
+    /// Print both CustomResourceDefinitions as one multi-document YAML stream.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "CVS_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Exit code when the CRDs are missing: the operator cannot do anything useful.
+const EXIT_CRDS_MISSING: u8 = 3;
+
+fn init_tracing(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("CVS_LOG").unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight work");
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client (is KUBECONFIG set, or are we in a cluster?)")?;
+    if let Err(e) = controller::check_crds(&client).await {
+        tracing::error!("{e}");
+        eprintln!("cvs-operator: {e}");
+        return Ok(match e {
+            controller::StartError::CrdMissing(_) => ExitCode::from(EXIT_CRDS_MISSING),
+            controller::StartError::Unreachable(_) => ExitCode::FAILURE,
+        });
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let readiness = controller::Readiness::default();
+    let listener = server::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http = tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        wait_stop(stop_rx.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    controller::run(client, metrics, readiness, wait_stop(stop_rx)).await;
+    http.await.context("HTTP server task failed")??;
+    tracing::info!("cvs-operator stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => crd::render_yaml()
+            .map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
+        Command::Run(args) => run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cvs-operator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! Reconciles one ClusteredStream with all of its StreamInstances: decides each instance's
+//! effective open state (see [`crate::openness`]) and summarises the group.
+
+use super::instance::{publish, up_to_date};
+use super::{Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR};
+use crate::conditions::{self, Desired, Status};
+use crate::metrics::{ConditionLabels, ControllerLabels};
+use crate::openness::{self, InstanceView, OpenDecision, OpenReason};
+use crate::resources::{ClusteredStream, InstanceSummary, StreamInstance};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Field manager for the fields this reconciler owns (on both kinds).
+pub const FIELD_MANAGER: &str = "cvs-operator/cluster";
+const CONTROLLER: &str = "cluster";
+
+/// What the reconciler will write, decided without I/O.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterPlan {
+    /// Per instance, in name order: the effective open state and its `Open` condition.
+    pub instances: Vec<(OpenDecision, Desired)>,
+    pub summaries: Vec<InstanceSummary>,
+    pub conditions: Vec<Desired>,
+    pub open: u32,
+    pub healthy: u32,
+}
+
+/// Health as the instance reconciler last recorded it in the `Healthy` condition.
+pub fn health_of(instance: &StreamInstance) -> Option<bool> {
+    let status = instance.status.as_ref()?;
+    match conditions::find(&status.conditions, "Healthy")?
+        .status
+        .as_str()
+    {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Pure stage: the effective open state of every instance and the ClusteredStream's conditions.
+pub fn plan(cluster: &ClusteredStream, instances: &[Arc<StreamInstance>]) -> ClusterPlan {
+    let mut instances: Vec<&StreamInstance> = instances.iter().map(|i| i.as_ref()).collect();
+    instances.sort_by_key(|i| i.name_any());
+    let views: Vec<InstanceView> = instances
+        .iter()
+        .map(|i| InstanceView {
+            name: i.name_any(),
+            desired_open: i.spec.distro_open,
+            healthy: health_of(i),
+            open_now: i.status.as_ref().and_then(|s| s.open),
+        })
+        .collect();
+    let decisions = openness::decide(&cluster.spec, &views);
+
+    let mut summaries = Vec::with_capacity(decisions.len());
+    let mut per_instance = Vec::with_capacity(decisions.len());
+    for ((decision, view), instance) in decisions.into_iter().zip(&views).zip(&instances) {
+        summaries.push(InstanceSummary {
+            name: view.name.clone(),
+            region: instance.spec.region.clone(),
+            domain: instance.spec.cloudfront.domain.clone(),
+            desired_open: view.desired_open,
+            open: decision.open,
+            healthy: view.healthy,
+            reason: decision.reason.as_str().to_owned(),
+        });
+        let condition = Desired::new(
+            "Open",
+            Status::from_bool(decision.open),
+            decision.reason.as_str(),
+            decision.message.clone(),
+        );
+        per_instance.push((decision, condition));
+    }
+
+    let total = summaries.len();
+    let open = summaries.iter().filter(|s| s.open).count();
+    let healthy = summaries.iter().filter(|s| s.healthy == Some(true)).count();
+    let serving = summaries
+        .iter()
+        .filter(|s| s.open && s.healthy == Some(true))
+        .count();
+    let awaiting = summaries
+        .iter()
+        .filter(|s| s.open && s.healthy.is_none())
+        .count();
+    let needed = (cluster.spec.min_open as usize).min(total).max(1);
+
+    let ready = if total == 0 {
+        Desired::new(
+            "Ready",
+            Status::False,
+            "NoInstances",
+            "no StreamInstance names this ClusteredStream",
+        )
+    } else if serving >= needed {
+        Desired::new(
+            "Ready",
+            Status::True,
+            "InstancesServing",
+            format!(
+                "{serving} of {total} instances are open and healthy (minOpen {})",
+                cluster.spec.min_open
+            ),
+        )
+    } else if serving + awaiting >= needed {
+        Desired::new(
+            "Ready",
+            Status::Unknown,
+            "AwaitingProbe",
+            format!("{awaiting} open instance(s) have no probe result yet"),
+        )
+    } else {
+        Desired::new(
+            "Ready",
+            Status::False,
+            "TooFewServing",
+            format!("only {serving} of {total} instances are open and healthy; {needed} needed"),
+        )
+    };
+
+    let mut problems = Vec::new();
+    for s in &summaries {
+        if !s.open {
+            problems.push(format!("{} closed", s.name));
+        } else if s.reason == OpenReason::HeldOpenForMinOpen.as_str() {
+            problems.push(format!("{} held open for minOpen", s.name));
+        }
+        if s.healthy == Some(false) {
+            problems.push(format!("{} unhealthy", s.name));
+        }
+    }
+    let degraded = if !problems.is_empty() {
+        Desired::new(
+            "Degraded",
+            Status::True,
+            "InstancesImpaired",
+            problems.join("; "),
+        )
+    } else if summaries.iter().any(|s| s.healthy.is_none()) {
+        Desired::new(
+            "Degraded",
+            Status::Unknown,
+            "AwaitingProbe",
+            "some instances have no probe result yet",
+        )
+    } else {
+        Desired::new(
+            "Degraded",
+            Status::False,
+            "AllServing",
+            "every instance is open and healthy",
+        )
+    };
+
+    ClusterPlan {
+        instances: per_instance,
+        summaries,
+        conditions: vec![ready, degraded],
+        open: open as u32,
+        healthy: healthy as u32,
+    }
+}
+
+pub async fn reconcile(cluster: Arc<ClusteredStream>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
+    result
+}
+
+async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let ns = cluster
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
+    let members: Vec<Arc<StreamInstance>> = ctx
+        .instances
+        .state()
+        .into_iter()
+        .filter(|i| {
+            i.spec.clustered_stream == name && i.metadata.namespace.as_deref() == Some(ns.as_str())
+        })
+        .collect();
+    let plan = plan(cluster, &members);
+
+    // Instances first: the ClusteredStream's summary then describes states already written.
+    let instance_api: Api<StreamInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    for (decision, condition) in &plan.instances {
+        let Some(instance) = members.iter().find(|i| i.name_any() == decision.name) else {
+            continue;
+        };
+        write_instance_open(ctx, &instance_api, instance, decision, condition).await?;
+    }
+
+    let generation = cluster.metadata.generation;
+    let status = cluster.status.clone().unwrap_or_default();
+    let unchanged = status.observed_generation == generation
+        && status.instances == plan.summaries
+        && status.total_instances as usize == plan.summaries.len()
+        && status.open_instances == plan.open
+        && status.healthy_instances == plan.healthy
+        && up_to_date(&status.conditions, &plan.conditions, generation);
+    if !unchanged {
+        let next = conditions::merge(
+            &status.conditions,
+            plan.conditions.clone(),
+            generation,
+            conditions::now(),
+        );
+        let transitions = conditions::transitions(&status.conditions, &next);
+        let patch = serde_json::json!({
+            "apiVersion": ClusteredStream::api_version(&()),
+            "kind": ClusteredStream::kind(&()),
+            "status": {
+                "observedGeneration": generation,
+                "conditions": next,
+                "instances": plan.summaries,
+                "totalInstances": plan.summaries.len(),
+                "openInstances": plan.open,
+                "healthyInstances": plan.healthy,
+            }
+        });
+        let api: Api<ClusteredStream> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        ctx.metrics
+            .status_writes
+            .get_or_create(&ControllerLabels {
+                controller: CONTROLLER,
+            })
+            .inc();
+        for t in transitions {
+            ctx.metrics
+                .condition_transitions
+                .get_or_create(&ConditionLabels {
+                    kind: "ClusteredStream",
+                    condition: t.type_.clone(),
+                    status: t.to.status.clone(),
+                })
+                .inc();
+            if t.type_ == "Ready" && t.from.is_some() {
+                let type_ = if t.to.status == "True" {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                };
+                publish(
+                    ctx,
+                    cluster,
+                    Event {
+                        type_,
+                        reason: format!("Ready{}", t.to.status),
+                        note: Some(t.to.message.clone()),
+                        action: "Reconcile".into(),
+                        secondary: None,
+                    },
+                )
+                .await;
+            }
+        }
+    }
+    update_open_gauge(ctx);
+    Ok(Action::requeue(RESYNC_PERIOD))
+}
+
+async fn write_instance_open(
+    ctx: &Context,
+    api: &Api<StreamInstance>,
+    instance: &StreamInstance,
+    decision: &OpenDecision,
+    condition: &Desired,
+) -> Result<(), Error> {
+    let generation = instance.metadata.generation;
+    let status = instance.status.clone().unwrap_or_default();
+    let desired = std::slice::from_ref(condition);
+    if status.open == Some(decision.open) && up_to_date(&status.conditions, desired, generation) {
+        return Ok(());
+    }
+    let next = conditions::merge(
+        &status.conditions,
+        desired.to_vec(),
+        generation,
+        conditions::now(),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": StreamInstance::api_version(&()),
+        "kind": StreamInstance::kind(&()),
+        "status": { "open": decision.open, "conditions": next }
+    });
+    api.patch_status(
+        &instance.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics
+        .status_writes
+        .get_or_create(&ControllerLabels {
+            controller: CONTROLLER,
+        })
+        .inc();
+
+    let before = conditions::find(&status.conditions, "Open");
+    let reason_changed = before.is_none_or(|c| c.reason != condition.reason);
+    if status.open != Some(decision.open) || reason_changed {
+        ctx.metrics
+            .condition_transitions
+            .get_or_create(&ConditionLabels {
+                kind: "StreamInstance",
+                condition: "Open".into(),
+                status: condition.status.as_str().into(),
+            })
+            .inc();
+        let (type_, reason) = match decision.reason {
+            OpenReason::HeldOpenForMinOpen => (EventType::Warning, "CloseRefused"),
+            _ if decision.open => (EventType::Normal, "Opened"),
+            _ => (EventType::Normal, "Closed"),
+        };
+        publish(
+            ctx,
+            instance,
+            Event {
+                type_,
+                reason: reason.into(),
+                note: Some(decision.message.clone()),
+                action: "UpdateOpenState".into(),
+                secondary: None,
+            },
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn update_open_gauge(ctx: &Context) {
+    let open: i64 = ctx
+        .clusters
+        .state()
+        .iter()
+        .filter_map(|c| c.status.as_ref())
+        .map(|s| i64::from(s.open_instances))
+        .sum();
+    ctx.metrics.open_instances.set(open);
+}
+
+pub fn error_policy(cluster: Arc<ClusteredStream>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        clustered_stream = %cluster.name_any(),
+        error = %error,
+        "{OPERATOR_NAME}: reconciling ClusteredStream failed; retrying"
+    );
+    ctx.metrics.observe_error(CONTROLLER, error.kind());
+    Action::requeue(RETRY_AFTER_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{ClusteredStreamSpec, StreamInstanceSpec, StreamInstanceStatus};
+
+    fn cluster(min_open: u32) -> ClusteredStream {
+        let mut spec: ClusteredStreamSpec = serde_json::from_value(serde_json::json!({
+            "stateTable": {"name": "cvs-state", "region": "us-east-1"}
+        }))
+        .unwrap();
+        spec.min_open = min_open;
+        ClusteredStream::new("event", spec)
+    }
+
+    fn instance(name: &str, open: bool, healthy: Option<bool>) -> Arc<StreamInstance> {
+        let spec: StreamInstanceSpec = serde_json::from_value(serde_json::json!({
+            "clusteredStream": "event", "region": "us-east-1",
+            "cloudfront": {"domain": format!("{name}.cloudfront.net")},
+            "origin": {"url": "https://o.example.com/master.m3u8"},
+            "distroOpen": open,
+        }))
+        .unwrap();
+        let mut i = StreamInstance::new(name, spec);
+        if let Some(h) = healthy {
+            let c = conditions::merge(
+                &[],
+                vec![Desired::new("Healthy", Status::from_bool(h), "Probe", "")],
+                None,
+                conditions::now(),
+            );
+            i.status = Some(StreamInstanceStatus {
+                conditions: c,
+                ..Default::default()
+            });
+        }
+        Arc::new(i)
+    }
+
+    fn condition<'a>(plan: &'a ClusterPlan, type_: &str) -> &'a Desired {
+        plan.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn no_instances_is_not_ready() {
+        let p = plan(&cluster(1), &[]);
+        assert_eq!(condition(&p, "Ready").reason, "NoInstances");
+    }
+
+    #[test]
+    fn ready_when_enough_instances_are_open_and_healthy() {
+        let p = plan(
+            &cluster(1),
+            &[
+                instance("b", true, Some(true)),
+                instance("a", false, Some(true)),
+            ],
+        );
+        assert_eq!(condition(&p, "Ready").status, Status::True);
+        assert_eq!(condition(&p, "Degraded").status, Status::True);
+        assert_eq!(p.open, 1);
+        assert_eq!(p.healthy, 2);
+        // Summaries are sorted by name.
+        assert_eq!(p.summaries[0].name, "a");
+        assert!(!p.summaries[0].open);
+    }
+
+    #[test]
+    fn unknown_health_gives_unknown_readiness() {
+        let p = plan(&cluster(1), &[instance("a", true, None)]);
+        assert_eq!(condition(&p, "Ready").status, Status::Unknown);
+        assert_eq!(condition(&p, "Degraded").status, Status::Unknown);
+    }
+
+    #[test]
+    fn last_open_instance_is_held_open() {
+        let p = plan(&cluster(1), &[instance("a", false, Some(true))]);
+        let (decision, cond) = &p.instances[0];
+        assert!(decision.open);
+        assert_eq!(cond.reason, "HeldOpenForMinOpen");
+        assert!(condition(&p, "Degraded").message.contains("held open"));
+    }
+
+    #[test]
+    fn unhealthy_open_instances_are_not_ready() {
+        let p = plan(&cluster(1), &[instance("a", true, Some(false))]);
+        assert_eq!(condition(&p, "Ready").status, Status::False);
+        assert_eq!(condition(&p, "Ready").reason, "TooFewServing");
+    }
+}

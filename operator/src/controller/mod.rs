@@ -1,0 +1,260 @@
+//! The two reconcilers and what they share.
+//!
+//! * `instance` reconciles each StreamInstance: its own observations (`observedGeneration`, the
+//!   `Healthy` and `Stale` conditions) and, when its ClusteredStream is missing, says so.
+//! * `cluster` reconciles each ClusteredStream together with all of its instances: it decides the
+//!   effective open state of every instance at once (so `minOpen` holds across the group) and
+//!   writes `open` and the `Open` condition of each instance, and the ClusteredStream's status.
+//!
+//! Both write status only, by server-side apply, each under its own field manager, so their
+//! fields never clash and `kubectl apply`/Argo CD (which own `spec`) never fight the operator.
+
+pub mod cluster;
+pub mod instance;
+
+use crate::metrics::Metrics;
+use crate::resources::{ClusteredStream, StreamInstance};
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Name the operator reports Events and field ownership under.
+pub const OPERATOR_NAME: &str = "cvs-operator";
+
+/// Errors of one reconciliation. Each is retried by `error_policy` with a delay.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("could not serialize status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("object has no namespace: {0}")]
+    MissingNamespace(String),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Serialize(_) => "serialize",
+            Error::MissingNamespace(_) => "missing_namespace",
+        }
+    }
+}
+
+/// What every reconciliation can reach.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Every StreamInstance the operator watches, kept current by the instance controller.
+    pub instances: Store<StreamInstance>,
+    /// Every ClusteredStream the operator watches, kept current by the cluster controller.
+    pub clusters: Store<ClusteredStream>,
+}
+
+/// Why the operator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the CustomResourceDefinition {0} is not installed in this cluster; install the CRDs with \
+         `kubectl apply -f crds/` (or `cvs-operator crd | kubectl apply -f -`) and start the operator again"
+    )]
+    CrdMissing(String),
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(#[source] kube::Error),
+}
+
+/// Checks that both CRDs are installed and served, so the operator fails fast with a clear
+/// message instead of retrying watches forever.
+pub async fn check_crds(client: &Client) -> Result<(), StartError> {
+    async fn probe<K>(client: &Client) -> Result<(), StartError>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(client.clone());
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(StartError::CrdMissing(
+                format!("{}.{}", K::plural(&()), K::group(&())),
+            )),
+            Err(e) => Err(StartError::Unreachable(e)),
+        }
+    }
+    probe::<ClusteredStream>(client).await?;
+    probe::<StreamInstance>(client).await?;
+    Ok(())
+}
+
+/// Readiness: true once both controllers' caches have synced.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs both controllers until `shutdown` resolves; in-flight reconciliations finish first.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let reporter = Reporter {
+        controller: OPERATOR_NAME.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let instance_api: Api<StreamInstance> = Api::all(client.clone());
+    let cluster_api: Api<ClusteredStream> = Api::all(client.clone());
+
+    // One shutdown signal fans out to both controllers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let instance_controller = Controller::new(instance_api.clone(), watcher::Config::default());
+    let cluster_controller = Controller::new(cluster_api.clone(), watcher::Config::default());
+    let instances = instance_controller.store();
+    let clusters = cluster_controller.store();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        metrics,
+        instances: instances.clone(),
+        clusters: clusters.clone(),
+    });
+
+    {
+        let (instances, clusters, readiness) =
+            (instances.clone(), clusters.clone(), readiness.clone());
+        tokio::spawn(async move {
+            let synced = instances.wait_until_ready().await.is_ok()
+                && clusters.wait_until_ready().await.is_ok();
+            if synced {
+                readiness.set();
+                tracing::info!("caches synced; operator is ready");
+            }
+        });
+    }
+
+    // An instance is reconciled again when its ClusteredStream appears, changes or goes away.
+    let instances_for_mapper = instances.clone();
+    let instance_loop = instance_controller
+        .watches(
+            cluster_api.clone(),
+            watcher::Config::default(),
+            move |cluster: ClusteredStream| {
+                let name = cluster.metadata.name.clone().unwrap_or_default();
+                let ns = cluster.metadata.namespace.clone();
+                instances_for_mapper
+                    .state()
+                    .into_iter()
+                    .filter(move |i| i.spec.clustered_stream == name && i.metadata.namespace == ns)
+                    .map(|i| kube::runtime::reflector::ObjectRef::from(i.as_ref()))
+            },
+        )
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(instance::reconcile, instance::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "instance reconcile ended with an error");
+            }
+        });
+
+    // A ClusteredStream is reconciled again whenever one of its instances changes.
+    let cluster_loop = cluster_controller
+        .watches(
+            instance_api,
+            watcher::Config::default(),
+            |instance: StreamInstance| {
+                Some(
+                    kube::runtime::reflector::ObjectRef::new(&instance.spec.clustered_stream)
+                        .within(instance.metadata.namespace.as_deref().unwrap_or("default")),
+                )
+            },
+        )
+        .graceful_shutdown_on(stopped(stop_rx))
+        .run(cluster::reconcile, cluster::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "cluster reconcile ended with an error");
+            }
+        });
+
+    tokio::join!(instance_loop, cluster_loop);
+    tracing::info!("controllers stopped");
+}
+
+/// Delay before retrying a failed reconciliation.
+pub(crate) const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+/// Periodic re-reconciliation, a safety net for missed events.
+pub(crate) const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    /// An API server that knows nothing of cvs.dev answers 404 for the list; the operator must
+    /// name the missing CRD rather than retry forever. (The real-cluster path is covered by e2e.)
+    #[tokio::test]
+    async fn missing_crds_are_named() {
+        let not_found = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "the server could not find the requested resource",
+            "reason": "NotFound", "code": 404
+        })
+        .to_string();
+        let app = Router::new().fallback(get(
+            move || async move { (StatusCode::NOT_FOUND, not_found) },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let err = check_crds(&client).await.unwrap_err();
+        assert!(
+            matches!(err, StartError::CrdMissing(ref crd) if crd == "clusteredstreams.cvs.dev")
+        );
+        assert!(err.to_string().contains("kubectl apply -f crds/"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_api_server_is_not_mistaken_for_missing_crds() {
+        // Bind then drop, so the port is (almost certainly) closed.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        assert!(matches!(
+            check_crds(&client).await,
+            Err(StartError::Unreachable(_))
+        ));
+    }
+}

@@ -1,0 +1,116 @@
+//! Prometheus metrics, served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub kind: &'static str,
+    pub condition: String,
+    pub status: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciliations: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub status_writes: Family<ControllerLabels, Counter>,
+    pub condition_transitions: Family<ConditionLabels, Counter>,
+    pub open_instances: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cvs");
+        let reconciliations = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "reconciliations",
+            "Reconciliations run",
+            reconciliations.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by error kind",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            reconcile_duration.clone(),
+        );
+        let status_writes = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Status patches sent to the API server",
+            status_writes.clone(),
+        );
+        let condition_transitions = Family::<ConditionLabels, Counter>::default();
+        registry.register(
+            "condition_transitions",
+            "Condition status flips, by kind, condition and new status",
+            condition_transitions.clone(),
+        );
+        let open_instances = Gauge::default();
+        registry.register(
+            "open_instances",
+            "Instances effectively open, summed over every ClusteredStream",
+            open_instances.clone(),
+        );
+        Self {
+            registry,
+            reconciliations,
+            reconcile_errors,
+            reconcile_duration,
+            status_writes,
+            condition_transitions,
+            open_instances,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, controller: &'static str, took: Duration) {
+        let labels = ControllerLabels { controller };
+        self.reconciliations.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_error(&self, controller: &'static str, error: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { controller, error })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,617 @@
+//! The two custom resources, `ClusteredStream` and `StreamInstance` (group `cvs.dev`, version
+//! `v1alpha1`), as Rust types. The CustomResourceDefinitions in `crds/` are generated from these
+//! types (`cvs-operator crd`), so every doc comment here becomes `kubectl explain` text and every
+//! `pattern`, `range` and CEL rule is enforced by the API server before the operator sees an object.
+//!
+//! People (or Git, through Argo CD) write `spec`; the operator only ever writes `status`.
+
+// Several `printcolumn(...)` entries repeat `type_ = ...`; clippy mistakes them for duplicated
+// attributes.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of both kinds.
+pub const GROUP: &str = "cvs.dev";
+/// API version of both kinds.
+pub const VERSION: &str = "v1alpha1";
+
+/// An AWS region name such as `us-east-1`, `eu-west-2` or `us-gov-west-1`.
+const REGION_PATTERN: &str = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$";
+/// A DNS host name, lower case, with an optional port (a port only makes sense for local origins).
+const HOST_PATTERN: &str =
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?$";
+/// A Kubernetes object name (RFC 1123 subdomain).
+const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// CEL: an absolute http or https URL with a host.
+const HTTP_URL_RULE: &str =
+    "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''";
+const HTTP_URL_MESSAGE: &str = "must be an absolute http:// or https:// URL with a host";
+
+// ---------------------------------------------------------------------------------------------
+// ClusteredStream
+// ---------------------------------------------------------------------------------------------
+
+/// One live event as the audience sees it: the set of regional StreamInstances that carry it,
+/// how their health is judged, when a region is closed, and where the merged multi-region master
+/// playlist is published.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "cvs.dev",
+    version = "v1alpha1",
+    kind = "ClusteredStream",
+    plural = "clusteredstreams",
+    namespaced,
+    status = "ClusteredStreamStatus",
+    shortname = "cstream",
+    category = "cvs",
+    derive = "PartialEq",
+    doc = "A live event carried by several regional StreamInstances and watched by the Clustered Video Streams operator.",
+    printcolumn(
+        name = "Failover",
+        type_ = "string",
+        json_path = ".spec.failover.mode",
+        description = "Failover policy"
+    ),
+    printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".status.totalInstances",
+        description = "StreamInstances that name this ClusteredStream"
+    ),
+    printcolumn(
+        name = "Open",
+        type_ = "integer",
+        json_path = ".status.openInstances",
+        description = "Instances that are effectively open"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "integer",
+        json_path = ".status.healthyInstances",
+        description = "Instances whose playlists are fresh"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "At least minOpen instances are open and healthy"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusteredStreamSpec {
+    /// The DynamoDB global table that records the state of every instance, read by the copilot
+    /// edge function in each region.
+    pub state_table: StateTableSpec,
+
+    /// How the freshness of each instance's playlists is judged.
+    #[serde(default)]
+    pub health: HealthPolicy,
+
+    /// When instances are closed and reopened without a person asking.
+    #[serde(default)]
+    pub failover: FailoverPolicy,
+
+    /// The fewest instances that must stay open. A change (a patch or an automatic failover) that
+    /// would leave fewer open is not applied, and the reason shows as a condition and an Event.
+    #[serde(default = "default_min_open")]
+    #[schemars(range(min = 1, max = 64))]
+    pub min_open: u32,
+
+    /// Where the merged multi-region master playlist is published. Without it the playlist is
+    /// not published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playlist: Option<PlaylistSpec>,
+
+    /// HLS Content Steering (EXT-X-CONTENT-STEERING) settings for the merged master playlist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringSpec>,
+
+    /// Where state changes are announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsSpec>,
+
+    /// The copilot edge function that answers 404 for a closed instance so players move to
+    /// another region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copilot: Option<CopilotSpec>,
+}
+
+fn default_min_open() -> u32 {
+    1
+}
+
+/// The DynamoDB global table holding one item per StreamInstance, keyed by CloudFront domain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.create || !has(self.replicaRegions) || size(self.replicaRegions) == 0").message("replicaRegions can only be set when create is true"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.replicaRegions) || !self.replicaRegions.exists(r, r == self.region)").message("replicaRegions must not contain the table's own region"))]
+pub struct StateTableSpec {
+    /// Table name.
+    #[schemars(length(min = 3, max = 255), regex(pattern = r"^[a-zA-Z0-9_.-]+$"))]
+    pub name: String,
+
+    /// The region the operator reads and writes the table in.
+    #[schemars(length(max = 32), regex(pattern = REGION_PATTERN))]
+    pub region: String,
+
+    /// Create the table (and its replicas) when it does not exist. When false, the operator only
+    /// checks that the table exists with the expected key and reports a condition when it does not.
+    #[serde(default)]
+    pub create: bool,
+
+    /// Further regions to replicate the table to, as a global table. Only with `create: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 32), regex(pattern = REGION_PATTERN)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub replica_regions: Vec<String>,
+}
+
+/// How the freshness of each rendition's media playlist is judged.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthPolicy {
+    /// A rendition is stale when its media playlist has not gained a segment for this many target
+    /// durations. RFC 8216bis 6.2.1 requires servers to update within 1.5 target durations.
+    #[serde(default = "default_staleness_multiplier")]
+    #[schemars(range(max = 10.0))]
+    #[x_kube(validation = kube::core::Rule::new("self > 1.0").message("stalenessMultiplier must be greater than 1 (1.5 is the HLS server bound)"))]
+    pub staleness_multiplier: f64,
+
+    /// Recovery hysteresis: consecutive fresh playlist updates a stale rendition must show before
+    /// it counts as fresh again.
+    #[serde(default = "default_recovery_updates")]
+    #[schemars(range(min = 1, max = 20))]
+    pub recovery_updates: u32,
+}
+
+fn default_staleness_multiplier() -> f64 {
+    1.5
+}
+
+fn default_recovery_updates() -> u32 {
+    2
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            staleness_multiplier: default_staleness_multiplier(),
+            recovery_updates: default_recovery_updates(),
+        }
+    }
+}
+
+/// Whether the operator closes and reopens instances on its own.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailoverMode {
+    /// Only `spec.distroOpen` of each StreamInstance decides (the default).
+    #[default]
+    Manual,
+    /// A stale instance is closed while stale and reopened after it has stayed healthy for
+    /// `holdDownSeconds`.
+    Automatic,
+}
+
+/// When instances are closed and reopened without a person asking.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverPolicy {
+    /// `Manual` (default) or `Automatic`.
+    #[serde(default)]
+    pub mode: FailoverMode,
+
+    /// With `Automatic`, how long an instance must stay healthy before it is reopened.
+    #[serde(default = "default_hold_down_seconds")]
+    #[schemars(range(max = 86400))]
+    pub hold_down_seconds: u32,
+}
+
+fn default_hold_down_seconds() -> u32 {
+    60
+}
+
+/// Where the merged multi-region master playlist is published.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaylistSpec {
+    /// S3 objects the playlist is written to, at most one per region.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["region".into()]))]
+    pub targets: Vec<PublicationTarget>,
+
+    /// Cache-Control header stored with the playlist object.
+    #[serde(default = "default_cache_control")]
+    #[schemars(length(min = 1, max = 256))]
+    pub cache_control: String,
+}
+
+fn default_cache_control() -> String {
+    "max-age=2".to_owned()
+}
+
+/// One S3 object the merged master playlist is written to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicationTarget {
+    /// Region of the bucket.
+    #[schemars(length(max = 32), regex(pattern = REGION_PATTERN))]
+    pub region: String,
+
+    /// Bucket name.
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+
+    /// Object key, without a leading slash, for example `live/event/master.m3u8`.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = kube::core::Rule::new("!self.startsWith('/')").message("key must not start with '/'"))]
+    pub key: String,
+}
+
+/// HLS Content Steering for the merged master playlist.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!self.enabled || has(self.serverUri)").message("serverUri is required when steering is enabled"))]
+pub struct SteeringSpec {
+    /// Add EXT-X-CONTENT-STEERING and a PATHWAY-ID per region to the master playlist.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// URL of the steering manifest players reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(HTTP_URL_RULE).message(HTTP_URL_MESSAGE))]
+    pub server_uri: Option<String>,
+
+    /// TTL of the steering manifest, in seconds.
+    #[serde(default = "default_steering_ttl")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub ttl_seconds: u32,
+}
+
+fn default_steering_ttl() -> u32 {
+    10
+}
+
+/// Where state changes are announced.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// ARN of the SNS topic that receives one message per change of health or open state.
+    #[schemars(
+        length(max = 512),
+        regex(
+            pattern = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+        )
+    )]
+    pub sns_topic_arn: String,
+}
+
+/// The copilot edge function.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!self.enabled || has(self.roleArn)").message("roleArn is required when the copilot is enabled"))]
+pub struct CopilotSpec {
+    /// Deploy the copilot and attach it to each instance's CloudFront distribution.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Lambda function name (in us-east-1, as Lambda@Edge requires).
+    #[serde(default = "default_function_name")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-zA-Z0-9_-]+$"))]
+    pub function_name: String,
+
+    /// IAM role the function runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$")
+    )]
+    pub role_arn: Option<String>,
+
+    /// How long the function caches a table read, in seconds.
+    #[serde(default = "default_table_cache_seconds")]
+    #[schemars(range(max = 300))]
+    pub table_cache_seconds: u32,
+}
+
+fn default_function_name() -> String {
+    "cvs-copilot".to_owned()
+}
+
+fn default_table_cache_seconds() -> u32 {
+    5
+}
+
+/// What the operator observed of a ClusteredStream and its instances.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusteredStreamStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Degraded`, and as their features run, `Published` and `EdgeDeployed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Every StreamInstance that names this ClusteredStream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub instances: Vec<InstanceSummary>,
+
+    /// Number of instances.
+    #[serde(default)]
+    pub total_instances: u32,
+
+    /// Number of instances that are effectively open.
+    #[serde(default)]
+    pub open_instances: u32,
+
+    /// Number of instances whose playlists are fresh.
+    #[serde(default)]
+    pub healthy_instances: u32,
+}
+
+/// One instance as its ClusteredStream sees it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSummary {
+    /// StreamInstance name.
+    pub name: String,
+    /// Region of the instance.
+    pub region: String,
+    /// CloudFront domain of the instance.
+    pub domain: String,
+    /// What `spec.distroOpen` asks for.
+    pub desired_open: bool,
+    /// The effective open state after the failover policy and minOpen.
+    pub open: bool,
+    /// Whether the instance's playlists are fresh; absent until the first probe result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Why the effective state is what it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// StreamInstance
+// ---------------------------------------------------------------------------------------------
+
+/// One region's copy of a live event: an origin fronted by its own CloudFront distribution.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "cvs.dev",
+    version = "v1alpha1",
+    kind = "StreamInstance",
+    plural = "streaminstances",
+    namespaced,
+    status = "StreamInstanceStatus",
+    shortname = "sinst",
+    category = "cvs",
+    derive = "PartialEq",
+    doc = "One region's copy of a live event, watched by the Clustered Video Streams operator.",
+    printcolumn(
+        name = "Stream",
+        type_ = "string",
+        json_path = ".spec.clusteredStream",
+        description = "The ClusteredStream this instance belongs to"
+    ),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(
+        name = "Desired",
+        type_ = "boolean",
+        json_path = ".spec.distroOpen",
+        description = "What spec.distroOpen asks for"
+    ),
+    printcolumn(
+        name = "Open",
+        type_ = "boolean",
+        json_path = ".status.open",
+        description = "Effective open state"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
+    ),
+    printcolumn(
+        name = "Domain",
+        type_ = "string",
+        json_path = ".spec.cloudfront.domain",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamInstanceSpec {
+    /// Name of the ClusteredStream (in the same namespace) this instance belongs to. Immutable.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("clusteredStream is immutable; create a new StreamInstance instead"))]
+    pub clustered_stream: String,
+
+    /// AWS region of this copy, for example `us-east-1`.
+    #[schemars(length(max = 32), regex(pattern = REGION_PATTERN))]
+    pub region: String,
+
+    /// The CloudFront distribution in front of this copy.
+    pub cloudfront: CloudFrontSpec,
+
+    /// The origin whose master playlist is probed.
+    pub origin: OriginSpec,
+
+    /// Whether a person wants this instance to serve players. Closing it (false) makes the copilot
+    /// answer 404 so players move to another region, unless that would leave fewer than the
+    /// ClusteredStream's minOpen instances open.
+    #[serde(default = "default_distro_open")]
+    pub distro_open: bool,
+}
+
+fn default_distro_open() -> bool {
+    true
+}
+
+/// The CloudFront distribution in front of an instance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudFrontSpec {
+    /// Domain of the distribution, for example `d111111abcdef8.cloudfront.net`. It keys the
+    /// instance's item in the state table, so it is immutable.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("cloudfront.domain is immutable: it keys the state table item"))]
+    pub domain: String,
+
+    /// Distribution ID, for example `EDFDVBD6EXAMPLE`; needed to attach the copilot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 6, max = 32), regex(pattern = r"^[A-Z0-9]+$"))]
+    pub distribution_id: Option<String>,
+}
+
+/// The origin of an instance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginSpec {
+    /// URL of the instance's master playlist (http or https), for example
+    /// `https://origin.example.com/live/event/master.m3u8`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(HTTP_URL_RULE).message(HTTP_URL_MESSAGE))]
+    pub url: String,
+}
+
+/// What the operator observed of a StreamInstance.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamInstanceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Healthy`, `Stale` and `Open`, each with a reason and a message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The effective open state: what the copilot enforces after the failover policy and minOpen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<bool>,
+
+    /// Freshness of each rendition playlist found in the master playlist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["uri".into()]))]
+    pub renditions: Vec<RenditionStatus>,
+}
+
+/// Freshness of one rendition's media playlist.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RenditionStatus {
+    /// Absolute URL of the media playlist.
+    pub uri: String,
+    /// `video`, `audio`, `subtitles`, `closed-captions` or `iframe`.
+    pub kind: String,
+    /// Whether a new segment arrived within the staleness bound.
+    pub fresh: bool,
+    /// Last EXT-X-MEDIA-SEQUENCE seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_sequence: Option<u64>,
+    /// EXT-X-TARGETDURATION, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_duration_ms: Option<u64>,
+    /// When the playlist last gained a segment (millisecond precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Time>,
+    /// The last probe error, if the last probe failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl StreamInstance {
+    /// Namespace of the instance; instances are namespaced, so it is always set once stored.
+    pub fn namespace_or_default(&self) -> String {
+        self.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn schema_of<T: CustomResourceExt>() -> serde_json::Value {
+        let crd = serde_json::to_value(T::crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    #[test]
+    fn every_property_is_documented() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    let here = format!("{path}.{name}");
+                    let top_level = matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+                    if !top_level && prop.get("description").is_none() {
+                        missing.push(here.clone());
+                    }
+                    walk(&here, prop, missing);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            "ClusteredStream",
+            &schema_of::<ClusteredStream>(),
+            &mut missing,
+        );
+        walk(
+            "StreamInstance",
+            &schema_of::<StreamInstance>(),
+            &mut missing,
+        );
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let spec: StreamInstanceSpec = serde_json::from_value(serde_json::json!({
+            "clusteredStream": "event", "region": "us-east-1",
+            "cloudfront": {"domain": "d1.cloudfront.net"},
+            "origin": {"url": "https://o.example.com/master.m3u8"}
+        }))
+        .unwrap();
+        assert!(spec.distro_open);
+        let cs: ClusteredStreamSpec = serde_json::from_value(serde_json::json!({
+            "stateTable": {"name": "cvs-state", "region": "us-east-1"}
+        }))
+        .unwrap();
+        assert_eq!(cs.health.staleness_multiplier, 1.5);
+        assert_eq!(cs.min_open, 1);
+        assert_eq!(cs.failover.mode, FailoverMode::Manual);
+    }
+}
