@@ -21,7 +21,13 @@ export CGO_ENABLED=0
 
 log() { echo "[build-binaries] $*" >&2; }
 
-if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" ]]; then
+# Bump when the way the binaries are built changes, so caches built the old way are rebuilt.
+RECIPE="2"   # 2: version stamped into kube-apiserver/kubectl with -X ldflags
+STAMP="$BIN_DIR/.built"
+STAMP_WANT="recipe=$RECIPE kube=$KUBE_VERSION etcd=$ETCD_VERSION"
+
+if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" \
+      && -f "$STAMP" && "$(<"$STAMP")" == "$STAMP_WANT" ]]; then
   log "cached: $BIN_DIR"
   echo "$BIN_DIR"
   exit 0
@@ -69,10 +75,21 @@ GO
   log "wrapper go.mod replaces $(grep -c '=>' "$dir/go.mod") staging modules with $staging_version"
   (cd "$dir" && go mod tidy -e >&2 2>"$dir/tidy.log" || true)
   (cd "$dir" && go mod download >&2)
+  # Without these the binaries report "v0.0.0-master+$Format:%H$", which `kubectl version` refuses
+  # to parse and which breaks anything that compares the server version (e.g. Helm's kubeVersion).
+  local minor_only="${minor%%.*}"   # 36
+  local build_date
+  build_date=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "${gomod%.mod}.info" 2>/dev/null || true)
+  [[ -n "$build_date" ]] || build_date="1970-01-01T00:00:00Z"
+  local ldflags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor_only"
+    ldflags+=" -X $pkg.gitCommit= -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+  done
   log "building kube-apiserver (several minutes on a cold cache)"
-  (cd "$dir" && go build -tags tools -trimpath -ldflags "-s -w" -o "$BIN_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd "$dir" && go build -tags tools -trimpath -ldflags "$ldflags" -o "$BIN_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
   log "building kubectl"
-  (cd "$dir" && go build -tags tools -trimpath -ldflags "-s -w" -o "$BIN_DIR/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
+  (cd "$dir" && go build -tags tools -trimpath -ldflags "$ldflags" -o "$BIN_DIR/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
   mv "$BIN_DIR/kube-apiserver.tmp" "$BIN_DIR/kube-apiserver"
   mv "$BIN_DIR/kubectl.tmp" "$BIN_DIR/kubectl"
 }
@@ -100,7 +117,9 @@ GO
   mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
 }
 
+rm -f "$STAMP"
 [[ -x "$BIN_DIR/etcd" ]] || build_etcd
-[[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kubectl" ]] || build_kube
+build_kube
+echo "$STAMP_WANT" >"$STAMP"
 log "built: $BIN_DIR"
 echo "$BIN_DIR"
