@@ -27,6 +27,9 @@ struct RunArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "CVS_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "CVS_WATCH_NAMESPACE")]
+    namespace: Option<String>,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -80,7 +83,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (is KUBECONFIG set, or are we in a cluster?)")?;
-    if let Err(e) = controller::check_crds(&client).await {
+    if let Err(e) = controller::check_crds(&client, args.namespace.as_deref()).await {
         tracing::error!("{e}");
         eprintln!("cvs-operator: {e}");
         return Ok(match e {
@@ -111,7 +114,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
 
-    controller::run(client, metrics, readiness, wait_stop(stop_rx)).await;
+    controller::run(
+        client,
+        args.namespace.clone(),
+        metrics,
+        readiness,
+        wait_stop(stop_rx),
+    )
+    .await;
     http.await.context("HTTP server task failed")??;
     tracing::info!("cvs-operator stopped cleanly");
     Ok(ExitCode::SUCCESS)

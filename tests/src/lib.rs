@@ -1,0 +1,294 @@
+//! Helpers for the end-to-end suite. Every test runs against the real servers that
+//! `tests/env/up.sh` starts (kube-apiserver and etcd, DynamoDB Local, moto) and drives the
+//! cluster with the real `kubectl`, as a person would.
+//!
+//! Tests share one API server, so each works in a namespace of its own.
+
+use anyhow::{Context as _, bail};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use kube;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The environment `tests/env/up.sh` exported. Panics with instructions when it is missing, so
+/// an e2e test can never pass vacuously.
+pub fn require_env() {
+    if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
+        panic!(
+            "the e2e environment is not up: run `make test` (or `eval \"$(tests/env/up.sh)\"` and then \
+             `cargo test -p cvs-e2e`)"
+        );
+    }
+}
+
+/// Path of the `kubectl` built with the control plane.
+pub fn kubectl_path() -> PathBuf {
+    std::env::var_os("CVS_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into())
+}
+
+/// Runs kubectl with `args`, and `stdin` as standard input when given.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    require_env();
+    let mut cmd = Command::new(kubectl_path());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("kubectl starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// Runs kubectl and fails with its stderr when it does not succeed; returns stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs kubectl until it succeeds (bounded), for what the API server publishes a little after
+/// a CRD is Established (its OpenAPI document, used by `kubectl explain`).
+pub async fn kubectl_eventually(args: &[&str], timeout: std::time::Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = kubectl(args, None);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "kubectl {args:?} kept failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Installs the CRDs from `crds/` and waits until the API server serves them.
+pub fn install_crds() {
+    let crds = repo_root().join("crds");
+    kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crds.to_str().unwrap(),
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/clusteredstreams.cvs.dev",
+            "crd/streaminstances.cvs.dev",
+        ],
+        None,
+    );
+}
+
+/// Creates a namespace unique to this test process and name.
+pub fn namespace(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ns = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    kubectl_ok(&["create", "namespace", &ns], None);
+    ns
+}
+
+/// A kube client for the test cluster.
+pub async fn client() -> kube::Client {
+    require_env();
+    kube::Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free loopback port (bound and released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `cvs-operator` binary, built by `make test` before the suite runs.
+pub fn operator_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CVS_OPERATOR_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    target.join("debug").join("cvs-operator")
+}
+
+/// The operator, running as a separate process as it would in a pod.
+pub struct Operator {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `cvs-operator run` with its log in the state dir, and waits for `/readyz`.
+    pub async fn start(name: &str, namespace: &str) -> anyhow::Result<Self> {
+        require_env();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let logs = std::env::var_os("CVS_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("operator-{name}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log)?;
+        let bin = operator_binary();
+        if !bin.exists() {
+            bail!(
+                "{} does not exist; run `cargo build -p operator` first",
+                bin.display()
+            );
+        }
+        let child = Command::new(&bin)
+            .args([
+                "run",
+                "--listen",
+                &addr.to_string(),
+                "--namespace",
+                namespace,
+            ])
+            .env("CVS_LOG", "info,cvs_operator=debug")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut op = Operator {
+            child: Some(child),
+            addr,
+            log,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(op);
+            }
+            if let Some(status) = op.child.as_mut().unwrap().try_wait()? {
+                bail!(
+                    "operator exited early with {status}; log:\n{}",
+                    op.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("operator not ready within 30 s; log:\n{}", op.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GETs a path on the operator's HTTP endpoint.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let r = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns its exit code.
+    pub async fn terminate(mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        // The child stays in `self` until it has exited, so `Drop` reaps it on every early return.
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "operator did not exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -74,12 +74,18 @@ pub enum StartError {
 
 /// Checks that both CRDs are installed and served, so the operator fails fast with a clear
 /// message instead of retrying watches forever.
-pub async fn check_crds(client: &Client) -> Result<(), StartError> {
-    async fn probe<K>(client: &Client) -> Result<(), StartError>
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), StartError> {
+    async fn probe<K>(client: &Client, namespace: Option<&str>) -> Result<(), StartError>
     where
-        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
-        let api: Api<K> = Api::all(client.clone());
+        let api: Api<K> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
         match api.list(&ListParams::default().limit(1)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Err(StartError::CrdMissing(
@@ -88,8 +94,8 @@ pub async fn check_crds(client: &Client) -> Result<(), StartError> {
             Err(e) => Err(StartError::Unreachable(e)),
         }
     }
-    probe::<ClusteredStream>(client).await?;
-    probe::<StreamInstance>(client).await?;
+    probe::<ClusteredStream>(client, namespace).await?;
+    probe::<StreamInstance>(client, namespace).await?;
     Ok(())
 }
 
@@ -106,9 +112,24 @@ impl Readiness {
     }
 }
 
+/// Waits until a store has seen its first full list. The controllers wait on the same stores,
+/// and a store wakes only its most recent waiter, so this polls again every 200 ms rather than
+/// waiting once (a single wait can sleep forever).
+async fn wait_synced<K>(store: &Store<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
+}
+
 /// Runs both controllers until `shutdown` resolves; in-flight reconciliations finish first.
 pub async fn run(
     client: Client,
+    namespace: Option<String>,
     metrics: Arc<Metrics>,
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -118,8 +139,14 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let instance_api: Api<StreamInstance> = Api::all(client.clone());
-    let cluster_api: Api<ClusteredStream> = Api::all(client.clone());
+    let (instance_api, cluster_api): (Api<StreamInstance>, Api<ClusteredStream>) = match &namespace
+    {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
 
     // One shutdown signal fans out to both controllers.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -148,12 +175,10 @@ pub async fn run(
         let (instances, clusters, readiness) =
             (instances.clone(), clusters.clone(), readiness.clone());
         tokio::spawn(async move {
-            let synced = instances.wait_until_ready().await.is_ok()
-                && clusters.wait_until_ready().await.is_ok();
-            if synced {
-                readiness.set();
-                tracing::info!("caches synced; operator is ready");
-            }
+            wait_synced(&instances).await;
+            wait_synced(&clusters).await;
+            readiness.set();
+            tracing::info!("caches synced; operator is ready");
         });
     }
 
@@ -236,7 +261,7 @@ mod tests {
 
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         let client = Client::try_from(config).unwrap();
-        let err = check_crds(&client).await.unwrap_err();
+        let err = check_crds(&client, None).await.unwrap_err();
         assert!(
             matches!(err, StartError::CrdMissing(ref crd) if crd == "clusteredstreams.cvs.dev")
         );
@@ -253,7 +278,7 @@ mod tests {
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         let client = Client::try_from(config).unwrap();
         assert!(matches!(
-            check_crds(&client).await,
+            check_crds(&client, None).await,
             Err(StartError::Unreachable(_))
         ));
     }

@@ -1,0 +1,464 @@
+//! Foundation: the CRDs install, validation refuses bad manifests with a message naming the
+//! field, the operator sets status on the example and stops cleanly on SIGTERM.
+
+use cvs_e2e::*;
+use cvs_operator::resources::{ClusteredStream, StreamInstance};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+
+const STATUS_WAIT: Duration = Duration::from_secs(20);
+
+fn example() -> String {
+    std::fs::read_to_string(repo_root().join("manifests/example.yaml")).unwrap()
+}
+
+#[tokio::test]
+async fn crds_install_and_are_documented() {
+    install_crds();
+    let explain = kubectl_eventually(
+        &["explain", "streaminstance.spec.distroOpen"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        explain.contains("players move to another region"),
+        "{explain}"
+    );
+    let explain = kubectl_eventually(
+        &["explain", "clusteredstream.spec.health.stalenessMultiplier"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(explain.contains("1.5"), "{explain}");
+
+    let resources = kubectl_ok(
+        &["api-resources", "--api-group=cvs.dev", "-o", "wide"],
+        None,
+    );
+    assert!(
+        resources.contains("cstream") && resources.contains("sinst"),
+        "{resources}"
+    );
+    assert!(resources.contains("cvs"), "category missing: {resources}");
+}
+
+#[tokio::test]
+async fn example_manifest_is_accepted_and_listed_by_category() {
+    install_crds();
+    let ns = namespace("example");
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&example()));
+    let listed = kubectl_ok(&["get", "cvs", "-n", &ns, "-o", "name"], None);
+    assert!(
+        listed.contains("clusteredstream.cvs.dev/live-event"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("streaminstance.cvs.dev/live-event-us-east-1"),
+        "{listed}"
+    );
+    // Server-side defaults are filled in.
+    let multiplier = kubectl_ok(
+        &[
+            "get",
+            "cstream",
+            "live-event",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.health.recoveryUpdates}",
+        ],
+        None,
+    );
+    assert_eq!(multiplier, "2");
+}
+
+/// A manifest built from `base` with one edit, expected to be refused naming `field` and
+/// containing `message`.
+struct Invalid {
+    what: &'static str,
+    manifest: String,
+    field: &'static str,
+    message: &'static str,
+}
+
+fn cluster_manifest(spec: &str) -> String {
+    format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: bad\nspec:\n{spec}"
+    )
+}
+
+const TABLE: &str = "  stateTable: {name: cvs-state, region: us-east-1}\n";
+
+fn instance_manifest(region: &str, domain: &str, url: &str) -> String {
+    format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: bad\nspec:\n  clusteredStream: live-event\n  region: {region}\n  cloudfront: {{domain: \"{domain}\"}}\n  origin: {{url: \"{url}\"}}\n"
+    )
+}
+
+fn invalid_manifests() -> Vec<Invalid> {
+    let good_url = "https://origin.example.com/master.m3u8";
+    vec![
+        Invalid {
+            what: "region in upper case",
+            manifest: instance_manifest("US-EAST-1", "d1.cloudfront.net", good_url),
+            field: "spec.region",
+            message: "should match",
+        },
+        Invalid {
+            what: "origin URL with an ftp scheme",
+            manifest: instance_manifest("us-east-1", "d1.cloudfront.net", "ftp://origin.example.com/master.m3u8"),
+            field: "spec.origin.url",
+            message: "must be an absolute http:// or https:// URL",
+        },
+        Invalid {
+            what: "origin URL that is not a URL",
+            manifest: instance_manifest("us-east-1", "d1.cloudfront.net", "not a url"),
+            field: "spec.origin.url",
+            message: "must be an absolute http:// or https:// URL",
+        },
+        Invalid {
+            what: "CloudFront domain with an underscore",
+            manifest: instance_manifest("us-east-1", "bad_domain.cloudfront.net", good_url),
+            field: "spec.cloudfront.domain",
+            message: "should match",
+        },
+        Invalid {
+            what: "StreamInstance without cloudfront",
+            manifest: "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: bad\nspec:\n  clusteredStream: live-event\n  region: us-east-1\n  origin: {url: \"https://o.example.com/m.m3u8\"}\n".into(),
+            field: "spec.cloudfront",
+            message: "Required value",
+        },
+        Invalid {
+            what: "staleness multiplier of 1",
+            manifest: cluster_manifest(&format!("{TABLE}  health: {{stalenessMultiplier: 1}}\n")),
+            field: "spec.health.stalenessMultiplier",
+            message: "must be greater than 1",
+        },
+        Invalid {
+            what: "staleness multiplier of 20",
+            manifest: cluster_manifest(&format!("{TABLE}  health: {{stalenessMultiplier: 20}}\n")),
+            field: "spec.health.stalenessMultiplier",
+            message: "less than or equal to 10",
+        },
+        Invalid {
+            what: "minOpen of 0",
+            manifest: cluster_manifest(&format!("{TABLE}  minOpen: 0\n")),
+            field: "spec.minOpen",
+            message: "greater than or equal to 1",
+        },
+        Invalid {
+            what: "unknown failover mode",
+            manifest: cluster_manifest(&format!("{TABLE}  failover: {{mode: Sometimes}}\n")),
+            field: "spec.failover.mode",
+            message: "Unsupported value",
+        },
+        Invalid {
+            what: "steering enabled without a server URI",
+            manifest: cluster_manifest(&format!("{TABLE}  steering: {{enabled: true}}\n")),
+            field: "spec.steering",
+            message: "serverUri is required when steering is enabled",
+        },
+        Invalid {
+            what: "copilot enabled without a role",
+            manifest: cluster_manifest(&format!("{TABLE}  copilot: {{enabled: true}}\n")),
+            field: "spec.copilot",
+            message: "roleArn is required when the copilot is enabled",
+        },
+        Invalid {
+            what: "replica regions on a table the operator does not create",
+            manifest: cluster_manifest(
+                "  stateTable: {name: cvs-state, region: us-east-1, replicaRegions: [eu-west-1]}\n",
+            ),
+            field: "spec.stateTable",
+            message: "replicaRegions can only be set when create is true",
+        },
+        Invalid {
+            what: "a replica in the table's own region",
+            manifest: cluster_manifest(
+                "  stateTable: {name: cvs-state, region: us-east-1, create: true, replicaRegions: [us-east-1]}\n",
+            ),
+            field: "spec.stateTable",
+            message: "must not contain the table's own region",
+        },
+        Invalid {
+            what: "SNS topic that is not an ARN",
+            manifest: cluster_manifest(&format!("{TABLE}  notifications: {{snsTopicArn: my-topic}}\n")),
+            field: "spec.notifications.snsTopicArn",
+            message: "should match",
+        },
+        Invalid {
+            what: "two playlist targets in one region",
+            manifest: cluster_manifest(&format!(
+                "{TABLE}  playlist:\n    targets:\n    - {{region: us-east-1, bucket: b-one, key: a.m3u8}}\n    - {{region: us-east-1, bucket: b-two, key: b.m3u8}}\n"
+            )),
+            field: "spec.playlist.targets[1]",
+            message: "Duplicate value",
+        },
+        Invalid {
+            what: "playlist key with a leading slash",
+            manifest: cluster_manifest(&format!(
+                "{TABLE}  playlist:\n    targets:\n    - {{region: us-east-1, bucket: b-one, key: /a.m3u8}}\n"
+            )),
+            field: "spec.playlist.targets[0].key",
+            message: "key must not start with '/'",
+        },
+    ]
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_naming_the_field() {
+    install_crds();
+    let ns = namespace("invalid");
+    let cases = invalid_manifests();
+    assert!(cases.len() >= 8);
+    for case in cases {
+        let out = kubectl(&["create", "-n", &ns, "-f", "-"], Some(&case.manifest));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: was accepted", case.what);
+        assert!(
+            stderr.contains(case.field) && stderr.contains(case.message),
+            "{}: expected {:?} and {:?} in: {stderr}",
+            case.what,
+            case.field,
+            case.message
+        );
+    }
+    // Nothing invalid was stored.
+    let left = kubectl_ok(&["get", "cvs", "-n", &ns, "-o", "name"], None);
+    assert!(left.trim().is_empty(), "{left}");
+}
+
+#[tokio::test]
+async fn immutable_fields_are_refused_on_update() {
+    install_crds();
+    let ns = namespace("immutable");
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&example()));
+    for (patch, message) in [
+        (
+            r#"{"spec":{"clusteredStream":"other"}}"#,
+            "clusteredStream is immutable",
+        ),
+        (
+            r#"{"spec":{"cloudfront":{"domain":"other.cloudfront.net"}}}"#,
+            "cloudfront.domain is immutable",
+        ),
+    ] {
+        let out = kubectl(
+            &[
+                "patch",
+                "streaminstance",
+                "live-event-us-east-1",
+                "-n",
+                &ns,
+                "--type",
+                "merge",
+                "-p",
+                patch,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(message),
+            "{patch}: {stderr}"
+        );
+    }
+    // distroOpen is meant to be patched.
+    kubectl_ok(
+        &[
+            "patch",
+            "streaminstance",
+            "live-event-us-east-1",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"distroOpen":false}}"#,
+        ],
+        None,
+    );
+}
+
+fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn operator_sets_status_and_stops_cleanly() {
+    install_crds();
+    let ns = namespace("operator");
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&example()));
+    let operator = Operator::start("foundation", &ns)
+        .await
+        .expect("operator starts");
+    let client = client().await;
+    let clusters: Api<ClusteredStream> = Api::namespaced(client.clone(), &ns);
+    let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+
+    // Status on every example object within seconds.
+    let status = wait_for("ClusteredStream status", STATUS_WAIT, || async {
+        let c = clusters.get("live-event").await.ok()?;
+        let s = c.status?;
+        (s.observed_generation == c.metadata.generation
+            && s.total_instances == 2
+            && s.open_instances == 2)
+            .then_some(s)
+    })
+    .await;
+    let ready = condition(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(ready.status, "Unknown", "no probe results yet: {ready:?}");
+    assert!(!ready.reason.is_empty() && !ready.message.is_empty());
+    for name in ["live-event-us-east-1", "live-event-eu-west-1"] {
+        let i = wait_for("StreamInstance status", STATUS_WAIT, || async {
+            let i = instances.get(name).await.ok()?;
+            let s = i.status.as_ref()?;
+            (s.observed_generation == i.metadata.generation && s.open == Some(true)).then_some(i)
+        })
+        .await;
+        let s = i.status.unwrap();
+        let open = condition(&s.conditions, "Open").expect("Open condition");
+        assert_eq!(
+            (open.status.as_str(), open.reason.as_str()),
+            ("True", "DesiredOpen")
+        );
+        assert!(condition(&s.conditions, "Healthy").is_some());
+    }
+
+    // Closing one region by patch reaches its status, with an Event.
+    let patch_closed = |name: &str| {
+        kubectl_ok(
+            &[
+                "patch",
+                "streaminstance",
+                name,
+                "-n",
+                &ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"distroOpen":false}}"#,
+            ],
+            None,
+        )
+    };
+    patch_closed("live-event-eu-west-1");
+    wait_for("eu-west-1 closed", STATUS_WAIT, || async {
+        let s = instances.get("live-event-eu-west-1").await.ok()?.status?;
+        (s.open == Some(false)).then_some(())
+    })
+    .await;
+    let open_time_before = {
+        let s = instances
+            .get("live-event-us-east-1")
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        condition(&s.conditions, "Open")
+            .unwrap()
+            .last_transition_time
+            .clone()
+    };
+
+    // Closing the last open region is refused: it stays open, and says why.
+    patch_closed("live-event-us-east-1");
+    let s = wait_for("us-east-1 held open", STATUS_WAIT, || async {
+        let s = instances.get("live-event-us-east-1").await.ok()?.status?;
+        let c = condition(&s.conditions, "Open")?;
+        (c.reason == "HeldOpenForMinOpen").then_some(s)
+    })
+    .await;
+    assert_eq!(s.open, Some(true));
+    let open = condition(&s.conditions, "Open").unwrap();
+    assert_eq!(open.status, "True");
+    assert!(open.message.contains("minOpen 1"), "{}", open.message);
+    assert_eq!(
+        open.last_transition_time, open_time_before,
+        "status did not flip, so the time stays"
+    );
+    wait_for("CloseRefused Warning Event", STATUS_WAIT, || async {
+        events_for(&client, &ns, "live-event-us-east-1")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("CloseRefused") && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+    let described = kubectl_ok(
+        &[
+            "describe",
+            "streaminstance",
+            "live-event-us-east-1",
+            "-n",
+            &ns,
+        ],
+        None,
+    );
+    assert!(described.contains("CloseRefused"), "{described}");
+    assert!(
+        events_for(&client, &ns, "live-event-eu-west-1")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Closed"))
+    );
+
+    // An instance whose ClusteredStream does not exist says so.
+    let orphan = "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: orphan\nspec:\n  clusteredStream: no-such-stream\n  region: us-west-2\n  cloudfront: {domain: d3orphan.cloudfront.net}\n  origin: {url: \"https://o.example.com/m.m3u8\"}\n";
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(orphan));
+    wait_for("orphan condition", STATUS_WAIT, || async {
+        let s = instances.get("orphan").await.ok()?.status?;
+        let c = condition(&s.conditions, "Open")?;
+        (c.status == "False" && c.reason == "ClusteredStreamNotFound").then_some(())
+    })
+    .await;
+
+    // The operator never writes spec: every manager other than kubectl touches status only.
+    for i in instances.list(&ListParams::default()).await.unwrap() {
+        for mf in i.metadata.managed_fields.unwrap_or_default() {
+            let manager = mf.manager.unwrap_or_default();
+            if manager.starts_with("cvs-operator") {
+                assert_eq!(
+                    mf.subresource.as_deref(),
+                    Some("status"),
+                    "{manager} wrote outside status"
+                );
+            }
+        }
+        assert!(!i.spec.distro_open || i.metadata.name.as_deref() == Some("orphan"));
+    }
+
+    // Health and metrics endpoints.
+    assert_eq!(operator.get("/healthz").await.unwrap().0, 200);
+    assert_eq!(operator.get("/readyz").await.unwrap().0, 200);
+    let (code, metrics) = operator.get("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("cvs_reconciliations_total{controller=\"cluster\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cvs_status_writes_total"), "{metrics}");
+
+    // SIGTERM: a clean exit, promptly.
+    let log = operator.log.clone();
+    let code = operator
+        .terminate(Duration::from_secs(15))
+        .await
+        .expect("exits on SIGTERM");
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(code, Some(0), "exit code; log:\n{text}");
+    assert!(text.contains("stopped cleanly"), "{text}");
+}
