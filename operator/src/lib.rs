@@ -8,5 +8,6 @@ pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod openness;
+pub mod probe;
 pub mod resources;
 pub mod server;

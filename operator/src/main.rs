@@ -30,6 +30,24 @@ struct RunArgs {
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "CVS_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Timeout of one playlist request.
+    #[arg(long, env = "CVS_PROBE_TIMEOUT", default_value = "4s")]
+    probe_timeout: humantime::Duration,
+    /// Largest playlist accepted, in bytes.
+    #[arg(long, env = "CVS_MAX_PLAYLIST_BYTES", default_value_t = 1 << 20)]
+    max_playlist_bytes: u64,
+    /// Redirects followed per playlist request (http and https only).
+    #[arg(long, env = "CVS_MAX_REDIRECTS", default_value_t = 3)]
+    max_redirects: usize,
+    /// Playlist requests in flight at once.
+    #[arg(long, env = "CVS_PROBE_CONCURRENCY", default_value_t = 256)]
+    probe_concurrency: usize,
+    /// How often each master playlist is fetched again to follow added or removed renditions.
+    #[arg(long, env = "CVS_REDISCOVER_INTERVAL", default_value = "10s")]
+    rediscover_interval: humantime::Duration,
+    /// Longest wait between polls of a failing playlist.
+    #[arg(long, env = "CVS_MAX_PROBE_BACKOFF", default_value = "30s")]
+    max_probe_backoff: humantime::Duration,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -114,10 +132,24 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
 
+    let settings = cvs_operator::probe::EngineSettings {
+        limits: cvs_operator::probe::fetch::FetchLimits {
+            request_timeout: args.probe_timeout.into(),
+            max_body_bytes: args.max_playlist_bytes,
+            max_redirects: args.max_redirects,
+            concurrency: args.probe_concurrency,
+        },
+        rediscover_every: args.rediscover_interval.into(),
+        max_backoff: args.max_probe_backoff.into(),
+    };
+    let (probes, probe_changes) = cvs_operator::probe::ProbeEngine::new(settings, metrics.clone())
+        .context("cannot build the probe HTTP client")?;
     controller::run(
         client,
         args.namespace.clone(),
         metrics,
+        Arc::new(probes),
+        probe_changes,
         readiness,
         wait_stop(stop_rx),
     )

@@ -26,6 +26,22 @@ pub struct ConditionLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub playlist: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlaylistLabels {
+    pub playlist: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -35,6 +51,12 @@ pub struct Metrics {
     pub status_writes: Family<ControllerLabels, Counter>,
     pub condition_transitions: Family<ConditionLabels, Counter>,
     pub open_instances: Gauge,
+    pub probe_requests: Family<ProbeLabels, Counter>,
+    pub probe_duration: Family<PlaylistLabels, Histogram>,
+    pub staleness_age: Histogram,
+    pub probed_playlists: Gauge,
+    pub stale_renditions: Gauge,
+    pub health_transitions: Family<HealthLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,8 +101,52 @@ impl Default for Metrics {
             "Instances effectively open, summed over every ClusteredStream",
             open_instances.clone(),
         );
+        let probe_requests = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "probe_requests",
+            "Playlist fetches, by playlist kind and outcome (ok or the failure kind)",
+            probe_requests.clone(),
+        );
+        let probe_duration = Family::<PlaylistLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "probe_duration_seconds",
+            "Time to fetch and parse one playlist",
+            probe_duration.clone(),
+        );
+        let staleness_age = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "staleness_age_seconds",
+            "Age of a media playlist's newest segment (as the prober saw it) at each poll",
+            staleness_age.clone(),
+        );
+        let probed_playlists = Gauge::default();
+        registry.register(
+            "probed_playlists",
+            "Media playlists being probed",
+            probed_playlists.clone(),
+        );
+        let stale_renditions = Gauge::default();
+        registry.register(
+            "stale_renditions",
+            "Media playlists currently stale",
+            stale_renditions.clone(),
+        );
+        let health_transitions = Family::<HealthLabels, Counter>::default();
+        registry.register(
+            "health_transitions",
+            "Instance health flips, by new state",
+            health_transitions.clone(),
+        );
         Self {
             registry,
+            probe_requests,
+            probe_duration,
+            staleness_age,
+            probed_playlists,
+            stale_renditions,
+            health_transitions,
             reconciliations,
             reconcile_errors,
             reconcile_duration,
@@ -104,6 +170,21 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&ErrorLabels { controller, error })
             .inc();
+    }
+
+    pub fn observe_probe(
+        &self,
+        playlist: &'static str,
+        took: Duration,
+        failure: Option<&crate::probe::decision::Failure>,
+    ) {
+        let outcome = failure.map(|f| f.kind()).unwrap_or("ok");
+        self.probe_requests
+            .get_or_create(&ProbeLabels { playlist, outcome })
+            .inc();
+        self.probe_duration
+            .get_or_create(&PlaylistLabels { playlist })
+            .observe(took.as_secs_f64());
     }
 
     /// The text exposition format.

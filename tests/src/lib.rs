@@ -185,6 +185,11 @@ pub struct Operator {
 impl Operator {
     /// Starts `cvs-operator run` with its log in the state dir, and waits for `/readyz`.
     pub async fn start(name: &str, namespace: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, namespace, &[]).await
+    }
+
+    /// Starts the operator with extra `run` arguments.
+    pub async fn start_with(name: &str, namespace: &str, extra: &[&str]) -> anyhow::Result<Self> {
         require_env();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let logs = std::env::var_os("CVS_STATE_DIR")
@@ -209,6 +214,7 @@ impl Operator {
                 "--namespace",
                 namespace,
             ])
+            .args(extra)
             .env("CVS_LOG", "info,cvs_operator=debug")
             .stdout(file.try_clone()?)
             .stderr(file)

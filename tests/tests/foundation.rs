@@ -319,7 +319,8 @@ async fn operator_sets_status_and_stops_cleanly() {
     })
     .await;
     let ready = condition(&status.conditions, "Ready").expect("Ready condition");
-    assert_eq!(ready.status, "Unknown", "no probe results yet: {ready:?}");
+    // The example's origins are not reachable from a test machine, so the event is never Ready.
+    assert_ne!(ready.status, "True", "{ready:?}");
     assert!(!ready.reason.is_empty() && !ready.message.is_empty());
     for name in ["live-event-us-east-1", "live-event-eu-west-1"] {
         let i = wait_for("StreamInstance status", STATUS_WAIT, || async {

@@ -1,44 +1,94 @@
 //! Reconciles one StreamInstance: its own observations, and a clear condition when the
 //! ClusteredStream it names does not exist.
 
-use super::{Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR};
+use super::{Context, Error, OPERATOR_NAME, RETRY_AFTER_ERROR};
 use crate::conditions::{self, Desired, Status};
-use crate::resources::StreamInstance;
+use crate::probe::decision::Policy;
+use crate::probe::engine::RenditionHealth;
+use crate::probe::{InstanceHealth, InstanceKey, ProbeTarget};
+use crate::resources::{RenditionStatus, StreamInstance};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use reqwest::Url;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 /// Field manager for the fields this reconciler owns.
 pub const FIELD_MANAGER: &str = "cvs-operator/instance";
 const CONTROLLER: &str = "instance";
+/// Rendition detail (sequence numbers, last change) is written at most this often unless
+/// something meaningful changed; conditions are written as soon as they change.
+const DETAIL_REFRESH: Duration = Duration::from_secs(30);
 
 /// The part of a StreamInstance's status this reconciler decides, before timestamps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstancePlan {
     pub conditions: Vec<Desired>,
+    pub renditions: Vec<RenditionStatus>,
 }
 
-/// Pure stage: what the instance's own conditions should be.
-pub fn plan(cluster_exists: bool, clustered_stream: &str) -> InstancePlan {
-    let mut conditions = vec![
-        Desired::new(
-            "Healthy",
-            Status::Unknown,
-            "AwaitingProbe",
-            "no probe result for this instance yet",
+/// Pure stage: the instance's own conditions and rendition detail, from the latest probe result.
+pub fn plan(
+    cluster_exists: bool,
+    clustered_stream: &str,
+    origin: Result<(), String>,
+    health: Option<&InstanceHealth>,
+) -> InstancePlan {
+    let (mut conditions, renditions) = match (origin, health) {
+        (Err(e), _) => {
+            let msg = format!("spec.origin.url cannot be probed: {e}");
+            (
+                vec![
+                    Desired::new("Healthy", Status::False, "InvalidOriginUrl", msg.clone()),
+                    Desired::new("Stale", Status::True, "InvalidOriginUrl", msg),
+                ],
+                Vec::new(),
+            )
+        }
+        (Ok(()), None) => (
+            vec![
+                Desired::new(
+                    "Healthy",
+                    Status::Unknown,
+                    "AwaitingProbe",
+                    "no probe result for this instance yet",
+                ),
+                Desired::new(
+                    "Stale",
+                    Status::Unknown,
+                    "AwaitingProbe",
+                    "no probe result for this instance yet",
+                ),
+            ],
+            Vec::new(),
         ),
-        Desired::new(
-            "Stale",
-            Status::Unknown,
-            "AwaitingProbe",
-            "no probe result for this instance yet",
-        ),
-    ];
+        (Ok(()), Some(h)) => {
+            let v = &h.verdict;
+            (
+                vec![
+                    Desired::new(
+                        "Healthy",
+                        Status::from_bool(v.healthy),
+                        v.reason,
+                        v.message.clone(),
+                    ),
+                    Desired::new(
+                        "Stale",
+                        Status::from_bool(!v.healthy),
+                        v.reason,
+                        v.message.clone(),
+                    ),
+                ],
+                h.renditions.iter().map(rendition_status).collect(),
+            )
+        }
+    };
     if !cluster_exists {
         conditions.push(Desired::new(
             "Open",
@@ -47,7 +97,36 @@ pub fn plan(cluster_exists: bool, clustered_stream: &str) -> InstancePlan {
             format!("ClusteredStream {clustered_stream:?} does not exist in this namespace; the instance is not served"),
         ));
     }
-    InstancePlan { conditions }
+    InstancePlan {
+        conditions,
+        renditions,
+    }
+}
+
+fn rendition_status(r: &RenditionHealth) -> RenditionStatus {
+    RenditionStatus {
+        uri: r.uri.clone(),
+        kind: r.kind.to_owned(),
+        fresh: r.fresh,
+        media_sequence: r.media_sequence,
+        target_duration_ms: r.target_duration_ms,
+        last_change: r.last_change.map(Time),
+        last_error: r.detail.clone(),
+    }
+}
+
+/// The fields of a rendition's status that only change on a real event (not every segment).
+fn shape(r: &[RenditionStatus]) -> Vec<(&str, &str, bool, Option<&str>)> {
+    r.iter()
+        .map(|r| {
+            (
+                r.uri.as_str(),
+                r.kind.as_str(),
+                r.fresh,
+                r.last_error.as_deref(),
+            )
+        })
+        .collect()
 }
 
 /// True when every desired condition is already in `current` with the same status, reason,
@@ -80,15 +159,51 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
     let cluster_ref = ObjectRef::new(&instance.spec.clustered_stream).within(&ns);
-    let cluster_exists = ctx.clusters.get(&cluster_ref).is_some();
-    let plan = plan(cluster_exists, &instance.spec.clustered_stream);
+    let cluster = ctx.clusters.get(&cluster_ref);
+    let policy = cluster
+        .as_ref()
+        .map(|c| Policy {
+            staleness_multiplier: c.spec.health.staleness_multiplier,
+            recovery_updates: c.spec.health.recovery_updates,
+        })
+        .unwrap_or_default();
+
+    let key = InstanceKey {
+        namespace: ns.clone(),
+        name: name.clone(),
+    };
+    let origin = match Url::parse(&instance.spec.origin.url) {
+        Ok(master_url) => {
+            ctx.probes.ensure(&key, ProbeTarget { master_url, policy });
+            Ok(())
+        }
+        Err(e) => {
+            ctx.probes.retain(|k| k != &key);
+            Err(e.to_string())
+        }
+    };
+    let health = ctx.probes.health(&key);
+    let plan = plan(
+        cluster.is_some(),
+        &instance.spec.clustered_stream,
+        origin,
+        health.as_ref(),
+    );
 
     let generation = instance.metadata.generation;
     let status = instance.status.clone().unwrap_or_default();
-    if status.observed_generation == generation
-        && up_to_date(&status.conditions, &plan.conditions, generation)
-    {
-        return Ok(Action::requeue(RESYNC_PERIOD));
+    let conditions_current = status.observed_generation == generation
+        && up_to_date(&status.conditions, &plan.conditions, generation);
+    let shape_current = shape(&status.renditions) == shape(&plan.renditions);
+    let details_current = status.renditions == plan.renditions;
+    let details_due = ctx
+        .detail_writes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .is_none_or(|at| at.elapsed() >= DETAIL_REFRESH);
+    if conditions_current && shape_current && (details_current || !details_due) {
+        return Ok(Action::requeue(DETAIL_REFRESH));
     }
 
     let next = conditions::merge(
@@ -104,6 +219,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         "status": {
             "observedGeneration": generation,
             "conditions": next,
+            "renditions": plan.renditions,
         }
     });
     let api: Api<StreamInstance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -113,6 +229,10 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.detail_writes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, Instant::now());
     ctx.metrics
         .status_writes
         .get_or_create(&crate::metrics::ControllerLabels {
@@ -129,22 +249,30 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
                 status: t.to.status.clone(),
             })
             .inc();
-        if t.type_ == "Open" && t.to.reason == "ClusteredStreamNotFound" {
+        let event = match (t.type_.as_str(), t.to.status.as_str()) {
+            ("Open", "False") if t.to.reason == "ClusteredStreamNotFound" => {
+                Some((EventType::Warning, "ClusteredStreamNotFound"))
+            }
+            ("Healthy", "False") => Some((EventType::Warning, "Stale")),
+            ("Healthy", "True") if t.from.is_some() => Some((EventType::Normal, "Healthy")),
+            _ => None,
+        };
+        if let Some((type_, reason)) = event {
             publish(
                 ctx,
                 instance,
                 Event {
-                    type_: EventType::Warning,
-                    reason: "ClusteredStreamNotFound".into(),
+                    type_,
+                    reason: reason.into(),
                     note: Some(t.to.message.clone()),
-                    action: "Reconcile".into(),
+                    action: "Probe".into(),
                     secondary: None,
                 },
             )
             .await;
         }
     }
-    Ok(Action::requeue(RESYNC_PERIOD))
+    Ok(Action::requeue(DETAIL_REFRESH))
 }
 
 /// Records an Event; a failure to record is logged, never fatal to the reconciliation.
@@ -172,16 +300,45 @@ pub fn error_policy(instance: Arc<StreamInstance>, error: &Error, ctx: Arc<Conte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::decision::InstanceVerdict;
+
+    fn health(healthy: bool) -> InstanceHealth {
+        InstanceHealth {
+            verdict: InstanceVerdict {
+                healthy,
+                reason: if healthy {
+                    "AllRenditionsFresh"
+                } else {
+                    "NoNewSegment"
+                },
+                message: "m".into(),
+            },
+            renditions: vec![RenditionHealth {
+                uri: "http://o/720p.m3u8".into(),
+                kind: "video",
+                fresh: healthy,
+                media_sequence: Some(7),
+                target_duration_ms: Some(2000),
+                last_change: None,
+                detail: None,
+            }],
+            at: jiff::Timestamp::now(),
+        }
+    }
+
+    fn cond<'a>(p: &'a InstancePlan, t: &str) -> &'a Desired {
+        p.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
 
     #[test]
     fn orphan_instance_is_reported_closed() {
-        let p = plan(false, "event");
-        let open = p.conditions.iter().find(|c| c.type_ == "Open").unwrap();
+        let p = plan(false, "event", Ok(()), None);
+        let open = cond(&p, "Open");
         assert_eq!(open.status, Status::False);
         assert_eq!(open.reason, "ClusteredStreamNotFound");
         assert!(open.message.contains("\"event\""));
         assert!(
-            plan(true, "event")
+            plan(true, "event", Ok(()), None)
                 .conditions
                 .iter()
                 .all(|c| c.type_ != "Open")
@@ -189,14 +346,35 @@ mod tests {
     }
 
     #[test]
+    fn probe_results_become_healthy_and_stale_conditions() {
+        let p = plan(true, "event", Ok(()), None);
+        assert_eq!(cond(&p, "Healthy").status, Status::Unknown);
+        let p = plan(true, "event", Ok(()), Some(&health(false)));
+        assert_eq!(cond(&p, "Healthy").status, Status::False);
+        assert_eq!(cond(&p, "Stale").status, Status::True);
+        assert_eq!(cond(&p, "Stale").reason, "NoNewSegment");
+        assert_eq!(p.renditions[0].media_sequence, Some(7));
+        let p = plan(true, "event", Ok(()), Some(&health(true)));
+        assert_eq!(cond(&p, "Healthy").status, Status::True);
+        assert_eq!(cond(&p, "Stale").status, Status::False);
+        let p = plan(
+            true,
+            "event",
+            Err("relative URL without a base".into()),
+            None,
+        );
+        assert_eq!(cond(&p, "Healthy").reason, "InvalidOriginUrl");
+    }
+
+    #[test]
     fn up_to_date_needs_same_reason_message_and_generation() {
-        let p = plan(true, "event");
+        let p = plan(true, "event", Ok(()), None);
         let current = conditions::merge(&[], p.conditions.clone(), Some(3), conditions::now());
         assert!(up_to_date(&current, &p.conditions, Some(3)));
         assert!(!up_to_date(&current, &p.conditions, Some(4)));
         assert!(!up_to_date(
             &current,
-            &plan(false, "event").conditions,
+            &plan(false, "event", Ok(()), None).conditions,
             Some(3)
         ));
     }

@@ -13,10 +13,12 @@ pub mod cluster;
 pub mod instance;
 
 use crate::metrics::Metrics;
+use crate::probe::{InstanceKey, ProbeEngine};
 use crate::resources::{ClusteredStream, StreamInstance};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource};
@@ -58,6 +60,10 @@ pub struct Context {
     pub instances: Store<StreamInstance>,
     /// Every ClusteredStream the operator watches, kept current by the cluster controller.
     pub clusters: Store<ClusteredStream>,
+    /// Probes every instance's playlists.
+    pub probes: Arc<ProbeEngine>,
+    /// When each instance's rendition detail was last written.
+    pub detail_writes: std::sync::Mutex<std::collections::HashMap<InstanceKey, std::time::Instant>>,
 }
 
 /// Why the operator cannot start.
@@ -131,6 +137,8 @@ pub async fn run(
     client: Client,
     namespace: Option<String>,
     metrics: Arc<Metrics>,
+    probes: Arc<ProbeEngine>,
+    probe_changes: tokio::sync::mpsc::UnboundedReceiver<InstanceKey>,
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -169,6 +177,36 @@ pub async fn run(
         metrics,
         instances: instances.clone(),
         clusters: clusters.clone(),
+        probes: probes.clone(),
+        detail_writes: Default::default(),
+    });
+
+    // Stop probing instances that are gone. Deletions need no finalizer: probes are in memory.
+    {
+        let (instances, probes) = (instances.clone(), probes.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                if instances.wait_until_ready().now_or_never().is_none() {
+                    continue;
+                }
+                probes.retain(|k| {
+                    instances
+                        .get(&ObjectRef::new(&k.name).within(&k.namespace))
+                        .is_some()
+                });
+            }
+        });
+    }
+    // An instance whose probe verdict changed is reconciled at once.
+    let probe_triggers = futures::stream::unfold(probe_changes, |mut rx| async move {
+        rx.recv().await.map(|k| {
+            (
+                ObjectRef::<StreamInstance>::new(&k.name).within(&k.namespace),
+                rx,
+            )
+        })
     });
 
     {
@@ -198,6 +236,7 @@ pub async fn run(
                     .map(|i| kube::runtime::reflector::ObjectRef::from(i.as_ref()))
             },
         )
+        .reconcile_on(probe_triggers)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
         .run(instance::reconcile, instance::error_policy, ctx.clone())
         .for_each(|result| async move {

@@ -1,0 +1,363 @@
+//! The stale-playlist detector end to end: the HLS origin simulator serves two regions, the
+//! operator runs as a process against the real API server, and every fault kind the simulator
+//! can inject must show as `Healthy=False`/`Stale=True` on the right instance, with a Warning
+//! Event, and heal back.
+
+use cvs_e2e::*;
+use cvs_operator::resources::{ClusteredStream, StreamInstance, StreamInstanceStatus};
+use hls_sim::api::{
+    FaultKind, FaultParams, FaultRequest, RenditionUpdate, ResourceFilter, TruncateMode,
+};
+use hls_sim::{SimConfig, SimHandle, Simulator};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+
+const EAST: &str = "us-east-1";
+const WEST: &str = "eu-west-1";
+const STREAM: &str = "s0001";
+/// Generous bounds for a shared, noisy 2-core machine; the benchmark measures the real latency.
+const DETECT: Duration = Duration::from_secs(20);
+const RECOVER: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    sim: SimHandle,
+    ns: String,
+    instances: Api<StreamInstance>,
+    client: kube::Client,
+    _operator: Operator,
+}
+
+fn instance_name(region: &str) -> String {
+    format!("event-{region}")
+}
+
+impl Fixture {
+    /// A simulator with two regions of one stream (3 video renditions, 1 audio, I-frames) at a
+    /// 1 s target duration, the event applied with kubectl, and the operator probing it.
+    async fn start(name: &str, before_operator: impl AsyncFnOnce(&SimHandle)) -> Fixture {
+        install_crds();
+        let sim = Simulator::start(SimConfig {
+            regions: vec![EAST.into(), WEST.into()],
+            streams: 1,
+            renditions: 3,
+            audio_renditions: 1,
+            target_duration: Duration::from_secs(1),
+            ..SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
+        let ns = namespace(name);
+        let mut manifest = String::from(
+            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+        );
+        for (i, region) in [EAST, WEST].iter().enumerate() {
+            manifest.push_str(&format!(
+                "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d{i}.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
+                instance_name(region),
+                sim.master_url(region, STREAM).unwrap()
+            ));
+        }
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+        before_operator(&sim).await;
+        let operator = Operator::start_with(
+            name,
+            &ns,
+            &[
+                "--probe-timeout",
+                "1500ms",
+                "--rediscover-interval",
+                "1s",
+                "--max-probe-backoff",
+                "2s",
+            ],
+        )
+        .await
+        .expect("operator starts");
+        let client = client().await;
+        let instances = Api::namespaced(client.clone(), &ns);
+        Fixture {
+            sim,
+            ns,
+            instances,
+            client,
+            _operator: operator,
+        }
+    }
+
+    async fn status(&self, region: &str) -> Option<StreamInstanceStatus> {
+        self.instances
+            .get(&instance_name(region))
+            .await
+            .ok()?
+            .status
+    }
+
+    /// Waits until the instance's `Healthy` condition has `status`, returning the status.
+    async fn wait_healthy(
+        &self,
+        region: &str,
+        healthy: bool,
+        within: Duration,
+    ) -> StreamInstanceStatus {
+        let want = if healthy { "True" } else { "False" };
+        wait_for(&format!("{region} Healthy={want}"), within, || async {
+            let s = self.status(region).await?;
+            let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+            (c.status == want).then_some(s)
+        })
+        .await
+    }
+
+    async fn events(&self, region: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(
+            &ListParams::default()
+                .fields(&format!("involvedObject.name={}", instance_name(region))),
+        )
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    }
+}
+
+fn condition<'a>(
+    s: &'a StreamInstanceStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+/// Injects `fault` on the 720p rendition of us-east-1 only, and checks that us-east-1 turns
+/// stale with one of `reasons` naming 720p, that eu-west-1 stays healthy, and that healing
+/// brings us-east-1 back.
+async fn rendition_fault_is_detected(name: &str, fault: FaultRequest, reasons: &[&str]) {
+    let f = Fixture::start(name, async |_| {}).await;
+    let healthy = f.wait_healthy(EAST, true, DETECT).await;
+    // 3 video + 1 audio + 3 I-frame playlists are all discovered and probed.
+    assert_eq!(healthy.renditions.len(), 7, "{:?}", healthy.renditions);
+    assert!(healthy.renditions.iter().any(|r| r.kind == "audio"));
+    assert!(healthy.renditions.iter().any(|r| r.kind == "iframe"));
+    f.wait_healthy(WEST, true, DETECT).await;
+
+    let applied = f
+        .sim
+        .apply_fault(
+            fault
+                .region(EAST)
+                .stream(STREAM)
+                .rendition("720p")
+                .resource(ResourceFilter::Media),
+        )
+        .await
+        .expect("fault applies");
+    let stale = f.wait_healthy(EAST, false, DETECT).await;
+    let cond = condition(&stale, "Stale");
+    assert_eq!(cond.status, "True");
+    assert!(
+        reasons.contains(&cond.reason.as_str()),
+        "reason {:?} not in {reasons:?}: {}",
+        cond.reason,
+        cond.message
+    );
+    // The 720p media playlist, and its I-frame playlist (the fault's rendition scope covers
+    // both), are the only stale ones: one frozen rendition of seven is reported.
+    assert!(
+        cond.message.starts_with("1 of 7 renditions stale")
+            || cond.message.starts_with("2 of 7 renditions stale"),
+        "{}",
+        cond.message
+    );
+    let bad: Vec<_> = stale.renditions.iter().filter(|r| !r.fresh).collect();
+    assert!(!bad.is_empty() && bad.len() <= 2, "{:?}", stale.renditions);
+    for r in &bad {
+        assert!(r.uri.contains("/720p/"), "{r:?}");
+        assert!(r.last_error.is_some(), "{r:?}");
+    }
+
+    // The other region is untouched.
+    let west = f.status(WEST).await.unwrap();
+    assert_eq!(condition(&west, "Healthy").status, "True");
+
+    wait_for("Stale Warning Event", DETECT, || async {
+        f.events(EAST)
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Stale") && e.type_.as_deref() == Some("Warning"))
+    })
+    .await;
+
+    f.sim.heal_fault(applied.id).await.expect("heals");
+    let back = f.wait_healthy(EAST, true, RECOVER).await;
+    assert_eq!(condition(&back, "Stale").status, "False");
+    assert!(back.renditions.iter().all(|r| r.fresh));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_rendition_is_stale() {
+    rendition_fault_is_detected(
+        "freeze",
+        FaultRequest::new(FaultKind::Freeze),
+        &["NoNewSegment"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendition_answering_404_is_stale() {
+    rendition_fault_is_detected(
+        "http404",
+        FaultRequest::new(FaultKind::Http404),
+        &["HttpError"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendition_answering_500_is_stale() {
+    rendition_fault_is_detected(
+        "http500",
+        FaultRequest::new(FaultKind::Http500),
+        &["HttpError"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendition_whose_connection_is_reset_is_stale() {
+    rendition_fault_is_detected(
+        "reset-conn",
+        FaultRequest::new(FaultKind::Refuse),
+        &["ConnectionFailed", "FetchFailed"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendition_that_hangs_is_stale() {
+    // Declared stale at the staleness bound even while the request is still hanging, then the
+    // request times out.
+    rendition_fault_is_detected(
+        "hang",
+        FaultRequest::new(FaultKind::Hang),
+        &["NoNewSegment", "Timeout"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_sequence_going_backwards_is_stale() {
+    rendition_fault_is_detected(
+        "seqreset",
+        FaultRequest::new(FaultKind::Reset),
+        &["MediaSequenceReset"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_body_is_stale() {
+    rendition_fault_is_detected(
+        "truncate",
+        FaultRequest::new(FaultKind::Truncate).params(FaultParams {
+            mode: Some(TruncateMode::Abort),
+            ..FaultParams::default()
+        }),
+        &["FetchFailed", "PlaylistUnparsable"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_body_is_stale() {
+    rendition_fault_is_detected(
+        "garbage",
+        FaultRequest::new(FaultKind::Garbage),
+        &["PlaylistUnparsable"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_is_stale() {
+    rendition_fault_is_detected(
+        "oversize",
+        FaultRequest::new(FaultKind::Oversize).params(FaultParams {
+            bytes: Some(8 << 20),
+            ..FaultParams::default()
+        }),
+        &["PlaylistTooLarge"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_region_and_origin_down_at_start_up_are_stale() {
+    let f = Fixture::start("refuse-region", async |sim| {
+        // The whole us-east-1 origin refuses connections before the operator starts.
+        sim.apply_fault(FaultRequest::new(FaultKind::Refuse).region(EAST))
+            .await
+            .expect("region refuses");
+    })
+    .await;
+    let stale = f.wait_healthy(EAST, false, DETECT).await;
+    let cond = condition(&stale, "Stale");
+    assert_eq!(cond.reason, "MasterUnavailable", "{}", cond.message);
+    assert!(cond.message.contains("connect"), "{}", cond.message);
+    f.wait_healthy(WEST, true, DETECT).await;
+
+    f.sim.heal_all().await;
+    f.wait_healthy(EAST, true, RECOVER).await;
+
+    // The cluster summary follows the instances.
+    let clusters: Api<ClusteredStream> = Api::namespaced(f.client.clone(), &f.ns);
+    wait_for("ClusteredStream Ready", DETECT, || async {
+        let s = clusters.get("event").await.ok()?.status?;
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (ready.status == "True" && s.healthy_instances == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renditions_added_and_removed_mid_stream_are_followed() {
+    let f = Fixture::start("renditions", async |_| {}).await;
+    f.wait_healthy(EAST, true, DETECT).await;
+
+    f.sim
+        .update_renditions(
+            STREAM,
+            &RenditionUpdate {
+                add: vec![serde_json::from_value(serde_json::json!("540p")).unwrap()],
+                remove: vec![],
+            },
+        )
+        .expect("rendition added");
+    let s = wait_for("540p probed", RECOVER, || async {
+        let s = f.status(EAST).await?;
+        s.renditions
+            .iter()
+            .any(|r| r.uri.contains("/540p/index.m3u8"))
+            .then_some(s)
+    })
+    .await;
+    assert!(s.renditions.len() > 7, "{:?}", s.renditions);
+
+    f.sim
+        .update_renditions(
+            STREAM,
+            &RenditionUpdate {
+                add: vec![],
+                remove: vec!["360p".into()],
+            },
+        )
+        .expect("rendition removed");
+    wait_for("360p dropped", RECOVER, || async {
+        let s = f.status(EAST).await?;
+        (!s.renditions.iter().any(|r| r.uri.contains("/360p/"))).then_some(())
+    })
+    .await;
+    // A removed rendition is not a stale one.
+    let s = f.wait_healthy(EAST, true, DETECT).await;
+    assert!(s.renditions.iter().all(|r| r.fresh), "{:?}", s.renditions);
+}
