@@ -27,6 +27,8 @@ pub struct ClusterPlan {
     pub conditions: Vec<Desired>,
     pub open: u32,
     pub healthy: u32,
+    /// When to decide again even if nothing changes (a hold-down ending), unix ms.
+    pub recheck_at_ms: Option<i64>,
 }
 
 /// Health as the instance reconciler last recorded it in the `Healthy` condition.
@@ -42,8 +44,18 @@ pub fn health_of(instance: &StreamInstance) -> Option<bool> {
     }
 }
 
+/// When the instance's `Healthy` condition last turned True, if it is True now.
+pub fn healthy_since_ms(instance: &StreamInstance) -> Option<i64> {
+    let c = conditions::find(&instance.status.as_ref()?.conditions, "Healthy")?;
+    (c.status == "True").then(|| c.last_transition_time.0.as_millisecond())
+}
+
 /// Pure stage: the effective open state of every instance and the ClusteredStream's conditions.
-pub fn plan(cluster: &ClusteredStream, instances: &[Arc<StreamInstance>]) -> ClusterPlan {
+pub fn plan(
+    cluster: &ClusteredStream,
+    instances: &[Arc<StreamInstance>],
+    now_ms: i64,
+) -> ClusterPlan {
     let mut instances: Vec<&StreamInstance> = instances.iter().map(|i| i.as_ref()).collect();
     instances.sort_by_key(|i| i.name_any());
     let views: Vec<InstanceView> = instances
@@ -53,9 +65,11 @@ pub fn plan(cluster: &ClusteredStream, instances: &[Arc<StreamInstance>]) -> Clu
             desired_open: i.spec.distro_open,
             healthy: health_of(i),
             open_now: i.status.as_ref().and_then(|s| s.open),
+            healthy_since_ms: healthy_since_ms(i),
         })
         .collect();
-    let decisions = openness::decide(&cluster.spec, &views);
+    let decided = openness::decide(&cluster.spec, &views, now_ms);
+    let decisions = decided.instances;
 
     let mut summaries = Vec::with_capacity(decisions.len());
     let mut per_instance = Vec::with_capacity(decisions.len());
@@ -164,6 +178,7 @@ pub fn plan(cluster: &ClusteredStream, instances: &[Arc<StreamInstance>]) -> Clu
         conditions: vec![ready, degraded],
         open: open as u32,
         healthy: healthy as u32,
+        recheck_at_ms: decided.recheck_at_ms,
     }
 }
 
@@ -187,7 +202,8 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             i.spec.clustered_stream == name && i.metadata.namespace.as_deref() == Some(ns.as_str())
         })
         .collect();
-    let plan = plan(cluster, &members);
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let plan = plan(cluster, &members, now_ms);
 
     // Instances first: the ClusteredStream's summary then describes states already written.
     let instance_api: Api<StreamInstance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -270,7 +286,11 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         }
     }
     update_open_gauge(ctx);
-    Ok(Action::requeue(RESYNC_PERIOD))
+    let recheck = plan
+        .recheck_at_ms
+        .map(|at| std::time::Duration::from_millis((at - now_ms).max(0) as u64 + 50))
+        .unwrap_or(RESYNC_PERIOD);
+    Ok(Action::requeue(recheck.min(RESYNC_PERIOD)))
 }
 
 async fn write_instance_open(
@@ -323,6 +343,8 @@ async fn write_instance_open(
             .inc();
         let (type_, reason) = match decision.reason {
             OpenReason::HeldOpenForMinOpen => (EventType::Warning, "CloseRefused"),
+            OpenReason::FailedOver => (EventType::Warning, "FailedOver"),
+            OpenReason::HoldDown => (EventType::Normal, "HoldDown"),
             _ if decision.open => (EventType::Normal, "Opened"),
             _ => (EventType::Normal, "Closed"),
         };
@@ -407,7 +429,7 @@ mod tests {
 
     #[test]
     fn no_instances_is_not_ready() {
-        let p = plan(&cluster(1), &[]);
+        let p = plan(&cluster(1), &[], 0);
         assert_eq!(condition(&p, "Ready").reason, "NoInstances");
     }
 
@@ -419,6 +441,7 @@ mod tests {
                 instance("b", true, Some(true)),
                 instance("a", false, Some(true)),
             ],
+            0,
         );
         assert_eq!(condition(&p, "Ready").status, Status::True);
         assert_eq!(condition(&p, "Degraded").status, Status::True);
@@ -431,14 +454,14 @@ mod tests {
 
     #[test]
     fn unknown_health_gives_unknown_readiness() {
-        let p = plan(&cluster(1), &[instance("a", true, None)]);
+        let p = plan(&cluster(1), &[instance("a", true, None)], 0);
         assert_eq!(condition(&p, "Ready").status, Status::Unknown);
         assert_eq!(condition(&p, "Degraded").status, Status::Unknown);
     }
 
     #[test]
     fn last_open_instance_is_held_open() {
-        let p = plan(&cluster(1), &[instance("a", false, Some(true))]);
+        let p = plan(&cluster(1), &[instance("a", false, Some(true))], 0);
         let (decision, cond) = &p.instances[0];
         assert!(decision.open);
         assert_eq!(cond.reason, "HeldOpenForMinOpen");
@@ -447,7 +470,7 @@ mod tests {
 
     #[test]
     fn unhealthy_open_instances_are_not_ready() {
-        let p = plan(&cluster(1), &[instance("a", true, Some(false))]);
+        let p = plan(&cluster(1), &[instance("a", true, Some(false))], 0);
         assert_eq!(condition(&p, "Ready").status, Status::False);
         assert_eq!(condition(&p, "Ready").reason, "TooFewServing");
     }
