@@ -96,6 +96,26 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight work");
 }
 
+/// AWS configuration from the standard credential chain and `AWS_ENDPOINT_URL_*`, with short
+/// timeouts and bounded retries so an unreachable AWS endpoint costs a reconcile seconds, not
+/// minutes.
+async fn load_aws_config() -> aws_config::SdkConfig {
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    use std::time::Duration;
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .operation_timeout(Duration::from_secs(8))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let client = kube::Client::try_default()
@@ -144,16 +164,15 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let (probes, probe_changes) = cvs_operator::probe::ProbeEngine::new(settings, metrics.clone())
         .context("cannot build the probe HTTP client")?;
-    controller::run(
+    let wiring = controller::Wiring {
         client,
-        args.namespace.clone(),
+        namespace: args.namespace.clone(),
         metrics,
-        Arc::new(probes),
+        probes: Arc::new(probes),
         probe_changes,
-        readiness,
-        wait_stop(stop_rx),
-    )
-    .await;
+        aws: load_aws_config().await,
+    };
+    controller::run(wiring, readiness, wait_stop(stop_rx)).await;
     http.await.context("HTTP server task failed")??;
     tracing::info!("cvs-operator stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -57,6 +57,11 @@ pub struct Metrics {
     pub probed_playlists: Gauge,
     pub stale_renditions: Gauge,
     pub health_transitions: Family<HealthLabels, Counter>,
+    pub state_writes: Counter,
+    pub state_errors: Counter,
+    pub sns_published: Counter,
+    pub sns_failures: Counter,
+    pub sns_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -139,7 +144,42 @@ impl Default for Metrics {
             "Instance health flips, by new state",
             health_transitions.clone(),
         );
+        let state_writes = Counter::default();
+        registry.register(
+            "state_writes",
+            "State-table items written",
+            state_writes.clone(),
+        );
+        let state_errors = Counter::default();
+        registry.register(
+            "state_errors",
+            "State-table requests that failed",
+            state_errors.clone(),
+        );
+        let sns_published = Counter::default();
+        registry.register(
+            "sns_published",
+            "Events published to SNS",
+            sns_published.clone(),
+        );
+        let sns_failures = Counter::default();
+        registry.register(
+            "sns_failures",
+            "SNS publish attempts that failed (each is retried)",
+            sns_failures.clone(),
+        );
+        let sns_dropped = Counter::default();
+        registry.register(
+            "sns_dropped",
+            "Events dropped because the SNS queue was full",
+            sns_dropped.clone(),
+        );
         Self {
+            state_writes,
+            state_errors,
+            sns_published,
+            sns_failures,
+            sns_dropped,
             registry,
             probe_requests,
             probe_duration,

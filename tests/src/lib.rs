@@ -190,6 +190,16 @@ impl Operator {
 
     /// Starts the operator with extra `run` arguments.
     pub async fn start_with(name: &str, namespace: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(name, namespace, extra, &[]).await
+    }
+
+    /// Starts the operator with extra `run` arguments and environment variables.
+    pub async fn start_full(
+        name: &str,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         require_env();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let logs = std::env::var_os("CVS_STATE_DIR")
@@ -198,7 +208,11 @@ impl Operator {
             .join("logs");
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("operator-{name}-{}.log", std::process::id()));
-        let file = std::fs::File::create(&log)?;
+        // Appends, so a restarted operator's log follows the first one's.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let bin = operator_binary();
         if !bin.exists() {
             bail!(
@@ -215,6 +229,7 @@ impl Operator {
                 namespace,
             ])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CVS_LOG", "info,cvs_operator=debug")
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -245,6 +260,14 @@ impl Operator {
                 bail!("operator not ready within 30 s; log:\n{}", op.log_text());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash or an evicted pod would end.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -297,4 +320,86 @@ impl Drop for Operator {
             let _ = child.wait();
         }
     }
+}
+
+/// A TCP proxy on loopback in front of a real server, which a test can take down (every
+/// connection, new and open, is cut) and bring back, to show an AWS service going away.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Proxies a fresh loopback port to `target` (an `http://host:port` URL or `host:port`).
+    pub async fn start(target: &str) -> anyhow::Result<Self> {
+        let target = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = std::sync::Arc::new(generation);
+        let (up2, gen2) = (up.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut = gen2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            up,
+            generation,
+            task,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every open connection and refuses new ones (they are accepted and closed at once).
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// AWS SDK configuration for the emulators `tests/env/up.sh` started.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    require_env();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
 }

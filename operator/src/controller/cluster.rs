@@ -5,8 +5,10 @@ use super::instance::{publish, up_to_date};
 use super::{Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR};
 use crate::conditions::{self, Desired, Status};
 use crate::metrics::{ConditionLabels, ControllerLabels};
+use crate::notify::{InstanceEvent, InstanceState, RenditionDetail};
 use crate::openness::{self, InstanceView, OpenDecision, OpenReason};
 use crate::resources::{ClusteredStream, InstanceSummary, StreamInstance};
+use crate::state::{StateError, Synced};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -214,6 +216,18 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         write_instance_open(ctx, &instance_api, instance, decision, condition).await?;
     }
 
+    // Then the state table, and an SNS event for each change it records.
+    let cluster_key = format!("{ns}/{name}");
+    let synced = sync_state(ctx, cluster, &cluster_key, &plan, &members).await;
+    let mut desired_conditions = plan.conditions.clone();
+    desired_conditions.push(synced.condition.clone());
+    let mut retry_soon = !synced.ok;
+    if cluster.spec.notifications.is_some() {
+        let d = ctx.notifier.delivery(&cluster_key);
+        retry_soon |= d.pending > 0;
+        desired_conditions.push(delivery_condition(&d));
+    }
+
     let generation = cluster.metadata.generation;
     let status = cluster.status.clone().unwrap_or_default();
     let unchanged = status.observed_generation == generation
@@ -221,11 +235,11 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         && status.total_instances as usize == plan.summaries.len()
         && status.open_instances == plan.open
         && status.healthy_instances == plan.healthy
-        && up_to_date(&status.conditions, &plan.conditions, generation);
+        && up_to_date(&status.conditions, &desired_conditions, generation);
     if !unchanged {
         let next = conditions::merge(
             &status.conditions,
-            plan.conditions.clone(),
+            desired_conditions,
             generation,
             conditions::now(),
         );
@@ -286,11 +300,188 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         }
     }
     update_open_gauge(ctx);
+    if retry_soon {
+        return Ok(Action::requeue(super::RETRY_AFTER_ERROR));
+    }
     let recheck = plan
         .recheck_at_ms
         .map(|at| std::time::Duration::from_millis((at - now_ms).max(0) as u64 + 50))
         .unwrap_or(RESYNC_PERIOD);
     Ok(Action::requeue(recheck.min(RESYNC_PERIOD)))
+}
+
+/// The `EventsDelivered` condition from the publisher's delivery state.
+fn delivery_condition(d: &crate::notify::Delivery) -> Desired {
+    match (&d.last_error, d.pending) {
+        (Some(e), pending) => Desired::new(
+            "EventsDelivered",
+            Status::False,
+            "PublishFailing",
+            format!("{pending} event(s) waiting; retrying with backoff; last error: {e}"),
+        ),
+        (None, 0) if d.dropped == 0 => Desired::new(
+            "EventsDelivered",
+            Status::True,
+            "Delivered",
+            format!("{} event(s) published", d.delivered),
+        ),
+        (None, 0) => Desired::new(
+            "EventsDelivered",
+            Status::False,
+            "EventsDropped",
+            format!("{} event(s) dropped because the queue was full", d.dropped),
+        ),
+        (None, pending) => Desired::new(
+            "EventsDelivered",
+            Status::Unknown,
+            "Publishing",
+            format!("{pending} event(s) being published"),
+        ),
+    }
+}
+
+/// The outcome of writing a ClusteredStream's instances to its state table.
+struct StateSync {
+    ok: bool,
+    condition: Desired,
+}
+
+/// Writes each instance's effective state to the state table (opens before closes, so the
+/// table never shows fewer open instances than it must), publishing an SNS event for each
+/// recorded change. Failures become the `StateSynced` condition; they never stop the status.
+async fn sync_state(
+    ctx: &Context,
+    cluster: &ClusteredStream,
+    cluster_key: &str,
+    plan: &ClusterPlan,
+    members: &[Arc<StreamInstance>],
+) -> StateSync {
+    let spec = &cluster.spec.state_table;
+    let (table, check_due) = ctx.table(&spec.name, &spec.region);
+    let fail = |e: StateError| {
+        ctx.metrics.state_errors.inc();
+        StateSync {
+            ok: false,
+            condition: Desired::new("StateSynced", Status::False, e.reason(), e.to_string()),
+        }
+    };
+    if check_due {
+        if let Err(e) = table.ensure(spec.create, &spec.replica_regions).await {
+            ctx.table_checked(&spec.name, &spec.region, false);
+            return fail(e);
+        }
+        ctx.table_checked(&spec.name, &spec.region, true);
+    }
+    let mut order: Vec<&(OpenDecision, Desired)> = plan.instances.iter().collect();
+    order.sort_by_key(|(d, _)| !d.open);
+    let mut written = 0;
+    for (decision, _) in order {
+        let Some(instance) = members.iter().find(|i| i.name_any() == decision.name) else {
+            continue;
+        };
+        let ns = instance.namespace().unwrap_or_default();
+        let desired = crate::state::Desired {
+            domain: instance.spec.cloudfront.domain.clone(),
+            distro_open: decision.open,
+            desired_open: instance.spec.distro_open,
+            healthy: health_of(instance),
+            region: instance.spec.region.clone(),
+            cluster: cluster_key.to_owned(),
+            name: format!("{ns}/{}", decision.name),
+            reason: decision.reason.as_str().to_owned(),
+        };
+        let cached = ctx
+            .items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&desired.domain)
+            .cloned();
+        match table.sync(&desired, cached).await {
+            Ok(synced) => {
+                ctx.items
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(desired.domain.clone(), synced.item.clone());
+                if synced.written {
+                    written += 1;
+                    ctx.metrics.state_writes.inc();
+                    notify(ctx, cluster, instance, &synced);
+                }
+            }
+            Err(e) => {
+                ctx.items
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&desired.domain);
+                return fail(e);
+            }
+        }
+    }
+    if written > 0 {
+        tracing::debug!(cluster = cluster_key, written, "state table updated");
+    }
+    StateSync {
+        ok: true,
+        condition: Desired::new(
+            "StateSynced",
+            Status::True,
+            "InSync",
+            format!(
+                "{} item(s) in sync in table {} ({})",
+                plan.instances.len(),
+                spec.name,
+                spec.region
+            ),
+        ),
+    }
+}
+
+/// Publishes the SNS event for a recorded change, if the ClusteredStream has a topic and the
+/// change is one of health or open state.
+fn notify(ctx: &Context, cluster: &ClusteredStream, instance: &StreamInstance, synced: &Synced) {
+    let Some(notifications) = &cluster.spec.notifications else {
+        return;
+    };
+    let state = |item: &crate::state::Item| InstanceState {
+        open: item.desired.distro_open,
+        healthy: item.desired.healthy,
+    };
+    let old = synced.previous.as_ref().map(state);
+    let new = state(&synced.item);
+    let Some(type_) = InstanceEvent::type_for(old.as_ref(), &new) else {
+        return;
+    };
+    let renditions = instance
+        .status
+        .as_ref()
+        .map(|s| {
+            s.renditions
+                .iter()
+                .map(|r| RenditionDetail {
+                    uri: r.uri.clone(),
+                    fresh: r.fresh,
+                    last_error: r.last_error.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let event = InstanceEvent {
+        schema_version: crate::notify::SCHEMA_VERSION,
+        type_,
+        sequence: synced.item.version,
+        cluster: synced.item.desired.cluster.clone(),
+        instance: synced.item.desired.name.clone(),
+        region: synced.item.desired.region.clone(),
+        domain: synced.item.desired.domain.clone(),
+        old,
+        new,
+        reason: synced.item.desired.reason.clone(),
+        renditions,
+        timestamp: jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string(),
+    };
+    ctx.notifier.publish(&notifications.sns_topic_arn, &event);
 }
 
 async fn write_instance_open(

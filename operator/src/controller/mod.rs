@@ -13,8 +13,10 @@ pub mod cluster;
 pub mod instance;
 
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::probe::{InstanceKey, ProbeEngine};
 use crate::resources::{ClusteredStream, StreamInstance};
+use crate::state::StateTable;
 use futures::{FutureExt, StreamExt};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -64,7 +66,61 @@ pub struct Context {
     pub probes: Arc<ProbeEngine>,
     /// When each instance's rendition detail was last written.
     pub detail_writes: std::sync::Mutex<std::collections::HashMap<InstanceKey, std::time::Instant>>,
+    /// AWS configuration from the standard chain (`AWS_ENDPOINT_URL_*` included).
+    pub aws: aws_config::SdkConfig,
+    /// State tables by (name, region), with when each was last checked.
+    pub tables: std::sync::Mutex<TableCache>,
+    /// The last item written or read, by domain: saves a read before each write.
+    pub items: std::sync::Mutex<std::collections::HashMap<String, crate::state::Item>>,
+    pub notifier: Notifier,
 }
+
+impl Context {
+    /// The state table `name` in `region`, and whether its existence needs checking again.
+    pub fn table(&self, name: &str, region: &str) -> (StateTable, bool) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = tables
+            .entry((name.to_owned(), region.to_owned()))
+            .or_insert_with(|| {
+                let conf = aws_sdk_dynamodb::config::Builder::from(&self.aws)
+                    .region(aws_config::Region::new(region.to_owned()))
+                    .build();
+                (
+                    StateTable::new(aws_sdk_dynamodb::Client::from_conf(conf), name, region),
+                    None,
+                )
+            });
+        let due = entry.1.is_none_or(|at| at.elapsed() > TABLE_RECHECK);
+        (entry.0.clone(), due)
+    }
+
+    /// Records that the table checked out fine (or forgets that, after an error).
+    pub fn table_checked(&self, name: &str, region: &str, ok: bool) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = tables.get_mut(&(name.to_owned(), region.to_owned())) {
+            entry.1 = ok.then(std::time::Instant::now);
+        }
+    }
+}
+
+/// State tables by (name, region), each with when it last checked out fine.
+pub type TableCache =
+    std::collections::HashMap<(String, String), (StateTable, Option<std::time::Instant>)>;
+
+/// What the controllers run with.
+pub struct Wiring {
+    pub client: Client,
+    /// Watch only this namespace (every namespace when `None`).
+    pub namespace: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub probes: Arc<ProbeEngine>,
+    /// Instances whose probe verdict changed, from the probe engine.
+    pub probe_changes: tokio::sync::mpsc::UnboundedReceiver<InstanceKey>,
+    pub aws: aws_config::SdkConfig,
+}
+
+/// How often a state table that checked out fine is described again.
+const TABLE_RECHECK: Duration = Duration::from_secs(60);
 
 /// Why the operator cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -134,14 +190,18 @@ where
 
 /// Runs both controllers until `shutdown` resolves; in-flight reconciliations finish first.
 pub async fn run(
-    client: Client,
-    namespace: Option<String>,
-    metrics: Arc<Metrics>,
-    probes: Arc<ProbeEngine>,
-    probe_changes: tokio::sync::mpsc::UnboundedReceiver<InstanceKey>,
+    wiring: Wiring,
     readiness: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let Wiring {
+        client,
+        namespace,
+        metrics,
+        probes,
+        probe_changes,
+        aws,
+    } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -174,11 +234,15 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
-        metrics,
+        metrics: metrics.clone(),
         instances: instances.clone(),
         clusters: clusters.clone(),
         probes: probes.clone(),
         detail_writes: Default::default(),
+        notifier: Notifier::start(aws.clone(), metrics.clone()),
+        aws,
+        tables: Default::default(),
+        items: Default::default(),
     });
 
     // Stop probing instances that are gone. Deletions need no finalizer: probes are in memory.

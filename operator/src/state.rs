@@ -1,0 +1,452 @@
+//! The DynamoDB state table: one item per StreamInstance, keyed by `domain` (the CloudFront
+//! domain) as the original system keyed it, so its readers (the copilot, dashboards, existing
+//! tooling) keep working.
+//!
+//! Every write is conditional on the item's `version`, which only increases: a write based on a
+//! stale read fails and is retried from a fresh read, so a late write never undoes a newer one in
+//! this region. (Across regions a global table is last-writer-wins; the operator writes in one
+//! region only, `spec.stateTable.region`.) The version doubles as the per-instance sequence
+//! number of the SNS events, so it survives operator restarts.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, CreateReplicationGroupMemberAction,
+    KeySchemaElement, KeyType, ReplicationGroupUpdate, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TableStatus,
+};
+use std::collections::HashMap;
+
+/// The item's key attribute.
+pub const KEY: &str = "domain";
+
+/// What the operator wants an instance's item to say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub domain: String,
+    /// The effective open state, what the copilot enforces.
+    pub distro_open: bool,
+    /// `spec.distroOpen`.
+    pub desired_open: bool,
+    /// Playlists fresh (`None` until the first probe result; stored as fresh then).
+    pub healthy: Option<bool>,
+    pub region: String,
+    /// `namespace/name` of the ClusteredStream.
+    pub cluster: String,
+    /// `namespace/name` of the StreamInstance.
+    pub name: String,
+    pub reason: String,
+}
+
+/// An item as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub desired: Desired,
+    pub updated_at: String,
+    pub version: u64,
+}
+
+impl Desired {
+    fn fresh(&self) -> bool {
+        self.healthy != Some(false)
+    }
+
+    /// Whether `current` already says what this wants (the timestamp and version aside).
+    pub fn matches(&self, current: &Item) -> bool {
+        let c = &current.desired;
+        c.distro_open == self.distro_open
+            && c.desired_open == self.desired_open
+            && c.fresh() == self.fresh()
+            && c.region == self.region
+            && c.cluster == self.cluster
+            && c.name == self.name
+            && c.reason == self.reason
+    }
+
+    fn to_attributes(&self, updated_at: &str, version: u64) -> HashMap<String, AttributeValue> {
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        HashMap::from([
+            (KEY.to_owned(), s(&self.domain)),
+            (
+                "distro_open".to_owned(),
+                AttributeValue::Bool(self.distro_open),
+            ),
+            (
+                "desired_open".to_owned(),
+                AttributeValue::Bool(self.desired_open),
+            ),
+            (
+                "playlist_fresh".to_owned(),
+                AttributeValue::Bool(self.fresh()),
+            ),
+            ("stale".to_owned(), AttributeValue::Bool(!self.fresh())),
+            ("region".to_owned(), s(&self.region)),
+            ("cluster".to_owned(), s(&self.cluster)),
+            ("name".to_owned(), s(&self.name)),
+            ("reason".to_owned(), s(&self.reason)),
+            ("updated_at".to_owned(), s(updated_at)),
+            ("version".to_owned(), AttributeValue::N(version.to_string())),
+        ])
+    }
+}
+
+impl Item {
+    /// Reads an item; attributes an older writer left out take neutral defaults.
+    pub fn from_attributes(attrs: &HashMap<String, AttributeValue>) -> Option<Item> {
+        let s = |k: &str| {
+            attrs
+                .get(k)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let b = |k: &str| attrs.get(k).and_then(|v| v.as_bool().ok()).copied();
+        let domain = attrs.get(KEY)?.as_s().ok()?.clone();
+        let fresh = b("playlist_fresh").or(b("stale").map(|st| !st));
+        Some(Item {
+            desired: Desired {
+                domain,
+                distro_open: b("distro_open").unwrap_or(true),
+                desired_open: b("desired_open").or(b("distro_open")).unwrap_or(true),
+                healthy: fresh,
+                region: s("region"),
+                cluster: s("cluster"),
+                name: s("name"),
+                reason: s("reason"),
+            },
+            updated_at: s("updated_at"),
+            version: attrs
+                .get("version")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// The outcome of [`StateTable::sync`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// The item as stored now.
+    pub item: Item,
+    /// The item this write replaced (`None` when nothing was written or it is new).
+    pub previous: Option<Item>,
+    pub written: bool,
+}
+
+/// Why a table operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "table {table} does not exist in {region}; set spec.stateTable.create: true or create it with key '{KEY}' (string)"
+    )]
+    TableMissing { table: String, region: String },
+    #[error("table {table} has the key schema {found}; it must be keyed by '{KEY}' (string, HASH)")]
+    WrongKey { table: String, found: String },
+    #[error("table {0} is not active yet")]
+    NotActive(String),
+    #[error("another writer changed the item for {0} first")]
+    Conflict(String),
+    #[error("DynamoDB request failed: {0}")]
+    Aws(String),
+}
+
+impl StateError {
+    /// A condition reason (CamelCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StateError::TableMissing { .. } => "TableMissing",
+            StateError::WrongKey { .. } => "TableWrongKey",
+            StateError::NotActive(_) => "TableNotActive",
+            StateError::Conflict(_) => "WriteConflict",
+            StateError::Aws(_) => "DynamoDBUnavailable",
+        }
+    }
+}
+
+fn aws<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> StateError {
+    StateError::Aws(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+/// One state table in one region.
+#[derive(Clone)]
+pub struct StateTable {
+    client: Client,
+    name: String,
+    region: String,
+}
+
+impl StateTable {
+    pub fn new(client: Client, name: &str, region: &str) -> Self {
+        Self {
+            client,
+            name: name.to_owned(),
+            region: region.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks the table exists with the right key, creating it (and asking for its replicas)
+    /// when `create` is set.
+    pub async fn ensure(&self, create: bool, replicas: &[String]) -> Result<(), StateError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let Some(table) = out.table else {
+                    return Err(StateError::Aws("DescribeTable returned no table".into()));
+                };
+                let keys = table.key_schema();
+                let ok = keys.len() == 1
+                    && keys[0].attribute_name() == KEY
+                    && keys[0].key_type() == &KeyType::Hash;
+                if !ok {
+                    let found = keys
+                        .iter()
+                        .map(|k| format!("{} ({})", k.attribute_name(), k.key_type().as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(StateError::WrongKey {
+                        table: self.name.clone(),
+                        found,
+                    });
+                }
+                match table.table_status() {
+                    Some(TableStatus::Active) | Some(TableStatus::Updating) | None => Ok(()),
+                    Some(_) => Err(StateError::NotActive(self.name.clone())),
+                }
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                if !create {
+                    return Err(StateError::TableMissing {
+                        table: self.name.clone(),
+                        region: self.region.clone(),
+                    });
+                }
+                self.create(replicas).await
+            }
+            Err(e) => Err(aws(e)),
+        }
+    }
+
+    async fn create(&self, replicas: &[String]) -> Result<(), StateError> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StateError::Aws(e.to_string());
+        let result = self
+            .client
+            .create_table()
+            .table_name(&self.name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            // Global tables replicate through streams of new and old images.
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(aws(e)),
+        }
+        tracing::info!(table = %self.name, region = %self.region, "created the state table");
+        for region in replicas {
+            let action = CreateReplicationGroupMemberAction::builder()
+                .region_name(region)
+                .build()
+                .map_err(build)?;
+            self.client
+                .update_table()
+                .table_name(&self.name)
+                .replica_updates(ReplicationGroupUpdate::builder().create(action).build())
+                .send()
+                .await
+                .map_err(aws)?;
+            tracing::info!(table = %self.name, replica = %region, "asked for a state table replica");
+        }
+        Ok(())
+    }
+
+    /// Reads an item (strongly consistent).
+    pub async fn get(&self, domain: &str) -> Result<Option<Item>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key(KEY, AttributeValue::S(domain.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws)?;
+        Ok(out.item.as_ref().and_then(Item::from_attributes))
+    }
+
+    /// Writes `desired` as version `current.version + 1`, only if the stored item is still at
+    /// `current`'s version (or absent when `current` is `None`).
+    pub async fn put(&self, desired: &Desired, current: Option<&Item>) -> Result<Item, StateError> {
+        let version = current.map_or(1, |c| c.version + 1);
+        let updated_at = jiff::Timestamp::now().to_string();
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(desired.to_attributes(&updated_at, version)));
+        req = match current {
+            Some(c) => req
+                .condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":expected", AttributeValue::N(c.version.to_string())),
+            None => req
+                .condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", KEY),
+        };
+        match req.send().await {
+            Ok(_) => Ok(Item {
+                desired: desired.clone(),
+                updated_at,
+                version,
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StateError::Conflict(desired.domain.clone()))
+            }
+            Err(e) => Err(aws(e)),
+        }
+    }
+
+    /// Brings the item to `desired`: reads (unless `cached` is given), writes when it differs,
+    /// and on a conflict re-reads and tries again (at most three times).
+    pub async fn sync(
+        &self,
+        desired: &Desired,
+        cached: Option<Item>,
+    ) -> Result<Synced, StateError> {
+        let mut current = match cached {
+            Some(c) => Some(c),
+            None => self.get(&desired.domain).await?,
+        };
+        for _ in 0..3 {
+            if let Some(c) = &current
+                && desired.matches(c)
+            {
+                return Ok(Synced {
+                    item: c.clone(),
+                    previous: None,
+                    written: false,
+                });
+            }
+            match self.put(desired, current.as_ref()).await {
+                Ok(item) => {
+                    return Ok(Synced {
+                        item,
+                        previous: current,
+                        written: true,
+                    });
+                }
+                Err(StateError::Conflict(_)) => current = self.get(&desired.domain).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StateError::Conflict(desired.domain.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired() -> Desired {
+        Desired {
+            domain: "d1.cloudfront.net".into(),
+            distro_open: true,
+            desired_open: true,
+            healthy: Some(true),
+            region: "us-east-1".into(),
+            cluster: "live/event".into(),
+            name: "live/event-us-east-1".into(),
+            reason: "DesiredOpen".into(),
+        }
+    }
+
+    #[test]
+    fn attributes_round_trip_and_keep_the_original_names() {
+        let d = desired();
+        let attrs = d.to_attributes("2026-01-01T00:00:00Z", 7);
+        for k in [
+            "domain",
+            "distro_open",
+            "playlist_fresh",
+            "stale",
+            "desired_open",
+            "version",
+            "updated_at",
+        ] {
+            assert!(attrs.contains_key(k), "{k}");
+        }
+        assert_eq!(attrs["stale"], AttributeValue::Bool(false));
+        let item = Item::from_attributes(&attrs).unwrap();
+        assert_eq!(item.version, 7);
+        assert!(d.matches(&item));
+    }
+
+    #[test]
+    fn an_item_from_the_original_system_is_read() {
+        // The original wrote only domain, distro_open and stale.
+        let attrs = HashMap::from([
+            (
+                KEY.to_owned(),
+                AttributeValue::S("d1.cloudfront.net".into()),
+            ),
+            ("distro_open".to_owned(), AttributeValue::Bool(false)),
+            ("stale".to_owned(), AttributeValue::Bool(true)),
+        ]);
+        let item = Item::from_attributes(&attrs).unwrap();
+        assert!(!item.desired.distro_open && !item.desired.desired_open);
+        assert_eq!(item.desired.healthy, Some(false));
+        assert_eq!(item.version, 0);
+        assert!(!desired().matches(&item));
+    }
+
+    #[test]
+    fn unknown_health_is_stored_as_fresh_and_matches_fresh() {
+        let mut d = desired();
+        d.healthy = None;
+        let item = Item::from_attributes(&desired().to_attributes("t", 1)).unwrap();
+        assert!(d.matches(&item));
+        assert_eq!(
+            d.to_attributes("t", 1)["playlist_fresh"],
+            AttributeValue::Bool(true)
+        );
+    }
+}

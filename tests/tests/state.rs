@@ -1,0 +1,549 @@
+//! The state table and SNS end to end, against DynamoDB Local and moto: patches and failover
+//! reach the table with versioned writes, every change is announced once with an increasing
+//! sequence number, minOpen holds, a killed operator converges without flips, and DynamoDB or
+//! SNS going away for a while loses nothing.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use cvs_e2e::*;
+use cvs_operator::resources::{ClusteredStream, StreamInstance};
+use hls_sim::api::{FaultKind, FaultRequest, ResourceFilter};
+use hls_sim::{SimConfig, SimHandle, Simulator};
+use kube::api::Api;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const EAST: &str = "us-east-1";
+const WEST: &str = "eu-west-1";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    sim: SimHandle,
+    ns: String,
+    table: String,
+    dynamodb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    received: Mutex<Vec<Value>>,
+    ddb_proxy: TcpProxy,
+    sns_proxy: TcpProxy,
+    operator: Option<Operator>,
+    client: kube::Client,
+}
+
+fn domain(region: &str) -> String {
+    format!("d-{region}.cloudfront.net")
+}
+
+fn name(region: &str) -> String {
+    format!("event-{region}")
+}
+
+impl Fixture {
+    async fn start(test: &str, failover: &str) -> Fixture {
+        install_crds();
+        let sim = Simulator::start(SimConfig {
+            regions: vec![EAST.into(), WEST.into()],
+            streams: 1,
+            renditions: 2,
+            audio_renditions: 1,
+            target_duration: Duration::from_secs(1),
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let ns = namespace(test);
+        let aws = aws_config().await;
+        let sns = aws_sdk_sns::Client::new(&aws);
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let topic = sns
+            .create_topic()
+            .name(&ns)
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&ns)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .unwrap();
+
+        let table = format!("{ns}-state");
+        let mut manifest = format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  failover: {failover}\n  notifications: {{snsTopicArn: \"{topic}\"}}\n"
+        );
+        for region in [EAST, WEST] {
+            manifest.push_str(&format!(
+                "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
+                name(region),
+                domain(region),
+                sim.master_url(region, "s0001").unwrap()
+            ));
+        }
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+        let ddb_proxy = TcpProxy::start(&std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap())
+            .await
+            .unwrap();
+        let sns_proxy = TcpProxy::start(&std::env::var("AWS_ENDPOINT_URL_SNS").unwrap())
+            .await
+            .unwrap();
+        let mut f = Fixture {
+            sim,
+            table,
+            dynamodb: aws_sdk_dynamodb::Client::new(&aws),
+            sqs,
+            queue_url,
+            received: Mutex::new(Vec::new()),
+            ddb_proxy,
+            sns_proxy,
+            operator: None,
+            client: client().await,
+            ns,
+        };
+        f.start_operator().await;
+        f
+    }
+
+    async fn start_operator(&mut self) {
+        let env = [
+            ("AWS_ENDPOINT_URL_DYNAMODB", self.ddb_proxy.url()),
+            ("AWS_ENDPOINT_URL_SNS", self.sns_proxy.url()),
+        ];
+        self.operator = Some(
+            Operator::start_full(
+                "state",
+                &self.ns,
+                &["--probe-timeout", "1500ms", "--rediscover-interval", "2s"],
+                &env,
+            )
+            .await
+            .expect("operator starts"),
+        );
+    }
+
+    async fn item(&self, region: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("domain", AttributeValue::S(domain(region)))
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?
+            .item
+    }
+
+    /// Waits until the item of `region` satisfies `check`.
+    async fn wait_item(
+        &self,
+        what: &str,
+        region: &str,
+        check: impl Fn(&HashMap<String, AttributeValue>) -> bool,
+    ) -> HashMap<String, AttributeValue> {
+        wait_for(what, WAIT, || async {
+            let item = self.item(region).await?;
+            check(&item).then_some(item)
+        })
+        .await
+    }
+
+    /// Every event received so far (the SNS envelope's Message parsed, with its attributes).
+    async fn events(&self) -> Vec<Value> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let mut fresh = Vec::new();
+        for m in out.messages.unwrap_or_default() {
+            let envelope: Value = serde_json::from_str(m.body.as_deref().unwrap_or("{}")).unwrap();
+            let mut event: Value =
+                serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+            event["_attributes"] = envelope["MessageAttributes"].clone();
+            fresh.push(event);
+            self.sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(m.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        let mut received = self.received.lock().unwrap();
+        received.extend(fresh);
+        received.clone()
+    }
+
+    async fn wait_event(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, WAIT, || async {
+            self.events().await.into_iter().find(|e| check(e))
+        })
+        .await
+    }
+
+    fn patch_open(&self, region: &str, open: bool) {
+        kubectl_ok(
+            &[
+                "patch",
+                "streaminstance",
+                &name(region),
+                "-n",
+                &self.ns,
+                "--type",
+                "merge",
+                "-p",
+                &format!(r#"{{"spec":{{"distroOpen":{open}}}}}"#),
+            ],
+            None,
+        );
+    }
+
+    async fn cluster_condition(&self, type_: &str) -> Option<(String, String, String)> {
+        let api: Api<ClusteredStream> = Api::namespaced(self.client.clone(), &self.ns);
+        let s = api.get("event").await.ok()?.status?;
+        let c = s.conditions.into_iter().find(|c| c.type_ == type_)?;
+        Some((c.status, c.reason, c.message))
+    }
+}
+
+fn b(item: &HashMap<String, AttributeValue>, k: &str) -> bool {
+    *item[k].as_bool().unwrap()
+}
+
+fn n(item: &HashMap<String, AttributeValue>, k: &str) -> u64 {
+    item[k].as_n().unwrap().parse().unwrap()
+}
+
+fn s<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> &'a str {
+    item[k].as_s().unwrap()
+}
+
+/// Events of one instance, in arrival order, with strictly increasing sequence numbers.
+fn sequences(events: &[Value], region: &str) -> Vec<u64> {
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e["region"] == region)
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{region}: {seqs:?}");
+    seqs
+}
+
+async fn healthy_items(f: &Fixture) {
+    let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    for region in [EAST, WEST] {
+        wait_for(&format!("{region} probed healthy"), WAIT, || async {
+            let s = instances.get(&name(region)).await.ok()?.status?;
+            let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+            (c.status == "True").then_some(())
+        })
+        .await;
+        f.wait_item(&format!("{region} item fresh and open"), region, |i| {
+            b(i, "distro_open") && b(i, "playlist_fresh") && !b(i, "stale")
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_reach_the_table_and_sns_and_min_open_holds() {
+    let f = Fixture::start("state-patch", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    let before = f.item(EAST).await.unwrap();
+    assert_eq!(s(&before, "cluster"), format!("{}/event", f.ns));
+    assert_eq!(s(&before, "region"), EAST);
+
+    let patched = Instant::now();
+    f.patch_open(EAST, false);
+    let closed = f
+        .wait_item("east closed", EAST, |i| !b(i, "distro_open"))
+        .await;
+    eprintln!("patch to table: {:?}", patched.elapsed());
+    assert!(!b(&closed, "desired_open"));
+    assert_eq!(s(&closed, "reason"), "DesiredClosed");
+    assert!(n(&closed, "version") > n(&before, "version"));
+    let event = f
+        .wait_event("OpenChanged event", |e| {
+            e["type"] == "OpenChanged" && e["region"] == EAST
+        })
+        .await;
+    assert_eq!(event["schemaVersion"], 1);
+    assert_eq!(event["sequence"].as_u64(), Some(n(&closed, "version")));
+    assert_eq!(event["old"]["open"], true);
+    assert_eq!(event["new"]["open"], false);
+    assert_eq!(event["domain"], domain(EAST));
+    assert_eq!(event["instance"], format!("{}/{}", f.ns, name(EAST)));
+    assert!(
+        event["renditions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{event}"
+    );
+    assert!(
+        event["timestamp"].as_str().is_some_and(|t| t.contains('.')),
+        "{event}"
+    );
+    for attr in ["cluster", "region", "type"] {
+        assert!(
+            event["_attributes"][attr]["Value"].is_string(),
+            "{attr}: {event}"
+        );
+    }
+
+    // Closing the last open region is refused: the table keeps it open and says why.
+    f.patch_open(WEST, false);
+    let held = f
+        .wait_item("west held open", WEST, |i| {
+            s(i, "reason") == "HeldOpenForMinOpen"
+        })
+        .await;
+    assert!(b(&held, "distro_open") && !b(&held, "desired_open"));
+
+    // Reopen east; then west may close.
+    f.patch_open(EAST, true);
+    f.wait_item("east open", EAST, |i| b(i, "distro_open"))
+        .await;
+    f.wait_item("west closed", WEST, |i| !b(i, "distro_open"))
+        .await;
+    let events = f.events().await;
+    sequences(&events, EAST);
+    sequences(&events, WEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_failover_closes_a_stale_region_and_reopens_after_hold_down() {
+    let f = Fixture::start("state-auto", "{mode: Automatic, holdDownSeconds: 3}").await;
+    healthy_items(&f).await;
+
+    let freeze = f
+        .sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Freeze)
+                .region(EAST)
+                .resource(ResourceFilter::Media),
+        )
+        .await
+        .unwrap();
+    let closed = f
+        .wait_item("east failed over", EAST, |i| !b(i, "distro_open"))
+        .await;
+    assert_eq!(s(&closed, "reason"), "FailedOver");
+    assert!(b(&closed, "stale") && b(&closed, "desired_open"));
+    f.wait_event("east health event", |e| {
+        e["region"] == EAST && e["new"]["healthy"] == false && e["new"]["open"] == false
+    })
+    .await;
+
+    f.sim.heal_fault(freeze.id).await.unwrap();
+    let healthy_again = wait_for("east fresh again", WAIT, || async {
+        let i = f.item(EAST).await?;
+        b(&i, "playlist_fresh").then(Instant::now)
+    })
+    .await;
+    let reopened = f
+        .wait_item("east reopened", EAST, |i| b(i, "distro_open"))
+        .await;
+    assert!(
+        healthy_again.elapsed() >= Duration::from_millis(2_000),
+        "reopened {:?} after turning healthy; hold-down is 3 s",
+        healthy_again.elapsed()
+    );
+    assert_eq!(s(&reopened, "reason"), "DesiredOpen");
+
+    // Both regions stale: one stays open (minOpen 1).
+    f.sim
+        .apply_fault(FaultRequest::new(FaultKind::Freeze).resource(ResourceFilter::Media))
+        .await
+        .unwrap();
+    wait_for("both stale, one held open", WAIT, || async {
+        let (e, w) = (f.item(EAST).await?, f.item(WEST).await?);
+        let both_stale = b(&e, "stale") && b(&w, "stale");
+        let open = [&e, &w].iter().filter(|i| b(i, "distro_open")).count();
+        (both_stale && open == 1).then_some(())
+    })
+    .await;
+    let events = f.events().await;
+    sequences(&events, EAST);
+    sequences(&events, WEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_operator_converges_without_flips_and_sequences_keep_increasing() {
+    let mut f = Fixture::start("state-restart", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    f.patch_open(EAST, false);
+    f.wait_item("east closed", EAST, |i| !b(i, "distro_open"))
+        .await;
+    f.wait_event("close event", |e| {
+        e["region"] == EAST && e["type"] == "OpenChanged"
+    })
+    .await;
+    let versions = (
+        n(&f.item(EAST).await.unwrap(), "version"),
+        n(&f.item(WEST).await.unwrap(), "version"),
+    );
+    let events_before = f.events().await.len();
+
+    // SIGKILL in the middle of work: a patch lands while the operator is dead.
+    f.operator.take().unwrap().kill();
+    f.patch_open(EAST, true);
+    f.start_operator().await;
+    let reopened = f
+        .wait_item("east reopened after restart", EAST, |i| b(i, "distro_open"))
+        .await;
+    assert_eq!(
+        n(&reopened, "version"),
+        versions.0 + 1,
+        "exactly one write for one change"
+    );
+
+    // West never flipped: its item was not rewritten, and its status stayed open.
+    let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(4) {
+        let west = instances.get(&name(WEST)).await.unwrap();
+        assert_eq!(west.status.unwrap().open, Some(true));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(n(&f.item(WEST).await.unwrap(), "version"), versions.1);
+    let events = f.events().await;
+    assert_eq!(
+        events.len(),
+        events_before + 1,
+        "one event for the one change: {events:?}"
+    );
+    sequences(&events, EAST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_and_sns_outages_lose_nothing() {
+    let f = Fixture::start("state-outage", "{mode: Manual}").await;
+    healthy_items(&f).await;
+
+    // DynamoDB goes away: status still follows the patch, the condition says why the table
+    // lags, and probing carries on.
+    f.ddb_proxy.down();
+    f.patch_open(EAST, false);
+    wait_for("StateSynced=False", WAIT, || async {
+        let (status, reason, _) = f.cluster_condition("StateSynced").await?;
+        (status == "False" && reason == "DynamoDBUnavailable").then_some(())
+    })
+    .await;
+    let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    wait_for("east status closed", WAIT, || async {
+        (instances.get(&name(EAST)).await.ok()?.status?.open == Some(false)).then_some(())
+    })
+    .await;
+    assert!(
+        b(&f.item(EAST).await.unwrap(), "distro_open"),
+        "the table could not be written"
+    );
+    f.ddb_proxy.up();
+    f.wait_item("east closed once DynamoDB is back", EAST, |i| {
+        !b(i, "distro_open")
+    })
+    .await;
+    wait_for("StateSynced=True", WAIT, || async {
+        (f.cluster_condition("StateSynced").await?.0 == "True").then_some(())
+    })
+    .await;
+
+    // SNS goes away: the change is recorded at once, and announced when SNS is back.
+    f.sns_proxy.down();
+    f.patch_open(EAST, true);
+    f.wait_item("east reopened", EAST, |i| b(i, "distro_open"))
+        .await;
+    wait_for("EventsDelivered=False", WAIT, || async {
+        let (status, reason, _) = f.cluster_condition("EventsDelivered").await?;
+        (status == "False" && reason == "PublishFailing").then_some(())
+    })
+    .await;
+    f.sns_proxy.up();
+    let version = n(&f.item(EAST).await.unwrap(), "version");
+    f.wait_event("the reopen event, late", |e| {
+        e["region"] == EAST && e["sequence"].as_u64() == Some(version)
+    })
+    .await;
+    wait_for("EventsDelivered=True", WAIT, || async {
+        (f.cluster_condition("EventsDelivered").await?.0 == "True").then_some(())
+    })
+    .await;
+    sequences(&f.events().await, EAST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_mis_keyed_table_is_reported() {
+    install_crds();
+    let ns = namespace("state-check");
+    let aws = aws_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let wrong = format!("{ns}-wrong");
+    dynamodb
+        .create_table()
+        .table_name(&wrong)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: missing\nspec:\n  stateTable: {{name: {ns}-none, region: us-east-1}}\n---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: wrong\nspec:\n  stateTable: {{name: {wrong}, region: us-east-1}}\n"
+    );
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let _operator = Operator::start("state-check", &ns).await.unwrap();
+    let api: Api<ClusteredStream> = Api::namespaced(client().await, &ns);
+    for (cluster, reason, words) in [
+        ("missing", "TableMissing", "does not exist"),
+        ("wrong", "TableWrongKey", "must be keyed by 'domain'"),
+    ] {
+        wait_for(reason, WAIT, || async {
+            let s = api.get(cluster).await.ok()?.status?;
+            let c = s
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "StateSynced")?;
+            (c.status == "False" && c.reason == reason && c.message.contains(words)).then_some(())
+        })
+        .await;
+    }
+}
