@@ -123,6 +123,21 @@ impl Item {
     }
 }
 
+/// What became of one requested replica region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaOutcome {
+    pub region: String,
+    pub result: Result<ReplicaState, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// The table lists the replica.
+    Present,
+    /// Asked for just now (UpdateTable accepted it); it appears once AWS has built it.
+    Requested,
+}
+
 /// The outcome of [`StateTable::sync`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Synced {
@@ -190,9 +205,54 @@ impl StateTable {
         &self.name
     }
 
-    /// Checks the table exists with the right key, creating it (and asking for its replicas)
-    /// when `create` is set.
-    pub async fn ensure(&self, create: bool, replicas: &[String]) -> Result<(), StateError> {
+    /// Checks the table exists with the right key; with `create`, creates it when missing and
+    /// asks (UpdateTable) for each replica region it does not list yet. A replica that cannot be
+    /// requested does not stop the table being used in its home region: it is reported in the
+    /// returned outcomes.
+    pub async fn ensure(
+        &self,
+        create: bool,
+        replicas: &[String],
+    ) -> Result<Vec<ReplicaOutcome>, StateError> {
+        let existing = self.check(create).await?;
+        if !create {
+            return Ok(Vec::new());
+        }
+        let mut outcomes = Vec::with_capacity(replicas.len());
+        for region in replicas {
+            let result = if existing.contains(region) {
+                Ok(ReplicaState::Present)
+            } else {
+                self.request_replica(region)
+                    .await
+                    .map(|()| ReplicaState::Requested)
+            };
+            outcomes.push(ReplicaOutcome {
+                region: region.clone(),
+                result,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    async fn request_replica(&self, region: &str) -> Result<(), String> {
+        let action = CreateReplicationGroupMemberAction::builder()
+            .region_name(region)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.client
+            .update_table()
+            .table_name(&self.name)
+            .replica_updates(ReplicationGroupUpdate::builder().create(action).build())
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        tracing::info!(table = %self.name, replica = %region, "asked for a state table replica");
+        Ok(())
+    }
+
+    /// Describes (or, with `create`, creates) the table; returns the replica regions it lists.
+    async fn check(&self, create: bool) -> Result<Vec<String>, StateError> {
         match self
             .client
             .describe_table()
@@ -220,7 +280,11 @@ impl StateTable {
                     });
                 }
                 match table.table_status() {
-                    Some(TableStatus::Active) | Some(TableStatus::Updating) | None => Ok(()),
+                    Some(TableStatus::Active) | Some(TableStatus::Updating) | None => Ok(table
+                        .replicas()
+                        .iter()
+                        .filter_map(|r| r.region_name().map(str::to_owned))
+                        .collect()),
                     Some(_) => Err(StateError::NotActive(self.name.clone())),
                 }
             }
@@ -234,13 +298,13 @@ impl StateTable {
                         region: self.region.clone(),
                     });
                 }
-                self.create(replicas).await
+                self.create().await.map(|()| Vec::new())
             }
             Err(e) => Err(aws(e)),
         }
     }
 
-    async fn create(&self, replicas: &[String]) -> Result<(), StateError> {
+    async fn create(&self) -> Result<(), StateError> {
         let build = |e: aws_sdk_dynamodb::error::BuildError| StateError::Aws(e.to_string());
         let result = self
             .client
@@ -279,20 +343,6 @@ impl StateTable {
             Err(e) => return Err(aws(e)),
         }
         tracing::info!(table = %self.name, region = %self.region, "created the state table");
-        for region in replicas {
-            let action = CreateReplicationGroupMemberAction::builder()
-                .region_name(region)
-                .build()
-                .map_err(build)?;
-            self.client
-                .update_table()
-                .table_name(&self.name)
-                .replica_updates(ReplicationGroupUpdate::builder().create(action).build())
-                .send()
-                .await
-                .map_err(aws)?;
-            tracing::info!(table = %self.name, replica = %region, "asked for a state table replica");
-        }
         Ok(())
     }
 

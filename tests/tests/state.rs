@@ -547,3 +547,54 @@ async fn a_missing_or_mis_keyed_table_is_reported() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_requested_and_refusals_are_reported() {
+    install_crds();
+    // DynamoDB Local has no global tables and refuses the replica; moto accepts the request.
+    for (label, endpoint, status, reason) in [
+        (
+            "replica-local",
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap(),
+            "False",
+            "ReplicaRequestFailed",
+        ),
+        (
+            "replica-moto",
+            std::env::var("AWS_ENDPOINT_URL_SNS").unwrap(),
+            "Unknown",
+            "ReplicasRequested",
+        ),
+    ] {
+        let ns = namespace(label);
+        let manifest = format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {ns}-global, region: us-east-1, create: true, replicaRegions: [eu-west-1, ap-south-1]}}\n"
+        );
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+        let _operator =
+            Operator::start_full(label, &ns, &[], &[("AWS_ENDPOINT_URL_DYNAMODB", endpoint)])
+                .await
+                .unwrap();
+        let api: Api<ClusteredStream> = Api::namespaced(client().await, &ns);
+        let (message, synced) = wait_for(reason, WAIT, || async {
+            let s = api.get("event").await.ok()?.status?;
+            let c = s.conditions.iter().find(|c| c.type_ == "TableReplicated")?;
+            let synced = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "StateSynced")?
+                .status
+                .clone();
+            (c.status == status && c.reason == reason).then(|| (c.message.clone(), synced))
+        })
+        .await;
+        assert!(
+            message.contains("eu-west-1") && message.contains("ap-south-1"),
+            "{label}: {message}"
+        );
+        assert_eq!(
+            synced, "True",
+            "{label}: the home region is used regardless"
+        );
+    }
+}

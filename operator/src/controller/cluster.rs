@@ -221,6 +221,21 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     let synced = sync_state(ctx, cluster, &cluster_key, &plan, &members).await;
     let mut desired_conditions = plan.conditions.clone();
     desired_conditions.push(synced.condition.clone());
+    // TableReplicated is decided only when the table is checked; between checks it stays as
+    // written, so it is carried over from the current status.
+    match &synced.replication {
+        Some(c) => desired_conditions.push(c.clone()),
+        None => {
+            if let Some(c) = cluster
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, "TableReplicated"))
+                .filter(|_| !cluster.spec.state_table.replica_regions.is_empty())
+            {
+                desired_conditions.push(carried_over(c));
+            }
+        }
+    }
     let mut retry_soon = !synced.ok;
     if cluster.spec.notifications.is_some() {
         let d = ctx.notifier.delivery(&cluster_key);
@@ -310,6 +325,22 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     Ok(Action::requeue(recheck.min(RESYNC_PERIOD)))
 }
 
+/// The stored `TableReplicated` condition, kept as it is between table checks (its reason is
+/// mapped back to one of the reasons this operator writes).
+fn carried_over(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> Desired {
+    let status = match c.status.as_str() {
+        "True" => Status::True,
+        "False" => Status::False,
+        _ => Status::Unknown,
+    };
+    let reason: &'static str = match c.reason.as_str() {
+        "ReplicaRequestFailed" => "ReplicaRequestFailed",
+        "ReplicasPresent" => "ReplicasPresent",
+        _ => "ReplicasRequested",
+    };
+    Desired::new("TableReplicated", status, reason, c.message.clone())
+}
+
 /// The `EventsDelivered` condition from the publisher's delivery state.
 fn delivery_condition(d: &crate::notify::Delivery) -> Desired {
     match (&d.last_error, d.pending) {
@@ -344,6 +375,8 @@ fn delivery_condition(d: &crate::notify::Delivery) -> Desired {
 struct StateSync {
     ok: bool,
     condition: Desired,
+    /// `TableReplicated`, when the table is created with replicas and was checked this time.
+    replication: Option<Desired>,
 }
 
 /// Writes each instance's effective state to the state table (opens before closes, so the
@@ -363,14 +396,23 @@ async fn sync_state(
         StateSync {
             ok: false,
             condition: Desired::new("StateSynced", Status::False, e.reason(), e.to_string()),
+            replication: None,
         }
     };
+    let mut replication = None;
     if check_due {
-        if let Err(e) = table.ensure(spec.create, &spec.replica_regions).await {
-            ctx.table_checked(&spec.name, &spec.region, false);
-            return fail(e);
+        match table.ensure(spec.create, &spec.replica_regions).await {
+            Ok(outcomes) => {
+                replication = replication_condition(&outcomes);
+                // A replica that could not be requested is asked for again at the next check.
+                let all_fine = outcomes.iter().all(|o| o.result.is_ok());
+                ctx.table_checked(&spec.name, &spec.region, all_fine);
+            }
+            Err(e) => {
+                ctx.table_checked(&spec.name, &spec.region, false);
+                return fail(e);
+            }
         }
-        ctx.table_checked(&spec.name, &spec.region, true);
     }
     let mut order: Vec<&(OpenDecision, Desired)> = plan.instances.iter().collect();
     order.sort_by_key(|(d, _)| !d.open);
@@ -422,6 +464,7 @@ async fn sync_state(
     }
     StateSync {
         ok: true,
+        replication,
         condition: Desired::new(
             "StateSynced",
             Status::True,
@@ -434,6 +477,54 @@ async fn sync_state(
             ),
         ),
     }
+}
+
+/// The `TableReplicated` condition from the replica requests, if any replica is wanted.
+fn replication_condition(outcomes: &[crate::state::ReplicaOutcome]) -> Option<Desired> {
+    use crate::state::ReplicaState;
+    if outcomes.is_empty() {
+        return None;
+    }
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", o.region))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Some(Desired::new(
+            "TableReplicated",
+            Status::False,
+            "ReplicaRequestFailed",
+            format!("could not request replica(s): {}", failed.join("; ")),
+        ));
+    }
+    let pending: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result == Ok(ReplicaState::Requested))
+        .map(|o| o.region.as_str())
+        .collect();
+    Some(if pending.is_empty() {
+        Desired::new(
+            "TableReplicated",
+            Status::True,
+            "ReplicasPresent",
+            "every replica region is listed",
+        )
+    } else {
+        Desired::new(
+            "TableReplicated",
+            Status::Unknown,
+            "ReplicasRequested",
+            format!(
+                "replica(s) requested, not listed yet: {}",
+                pending.join(", ")
+            ),
+        )
+    })
 }
 
 /// Publishes the SNS event for a recorded change, if the ClusteredStream has a topic and the
@@ -664,5 +755,29 @@ mod tests {
         let p = plan(&cluster(1), &[instance("a", true, Some(false))], 0);
         assert_eq!(condition(&p, "Ready").status, Status::False);
         assert_eq!(condition(&p, "Ready").reason, "TooFewServing");
+    }
+
+    #[test]
+    fn replication_condition_reports_failures_then_pending_then_present() {
+        use crate::state::{ReplicaOutcome, ReplicaState};
+        let o = |region: &str, result| ReplicaOutcome {
+            region: region.into(),
+            result,
+        };
+        assert_eq!(replication_condition(&[]), None);
+        let c = replication_condition(&[
+            o("eu-west-1", Ok(ReplicaState::Present)),
+            o("ap-south-1", Err("Nothing to update".into())),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.status, c.reason),
+            (Status::False, "ReplicaRequestFailed")
+        );
+        assert!(c.message.contains("ap-south-1: Nothing to update"));
+        let c = replication_condition(&[o("eu-west-1", Ok(ReplicaState::Requested))]).unwrap();
+        assert_eq!((c.status, c.reason), (Status::Unknown, "ReplicasRequested"));
+        let c = replication_condition(&[o("eu-west-1", Ok(ReplicaState::Present))]).unwrap();
+        assert_eq!(c.status, Status::True);
     }
 }
