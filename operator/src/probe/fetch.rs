@@ -315,4 +315,67 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].uri, base);
     }
+
+    /// A loopback server: `/loop` redirects to itself, `/ftp` to an ftp: URL, `/hop/N` through N
+    /// redirects to `/ok`, `/big` streams 2 MiB without a Content-Length.
+    async fn server() -> Url {
+        use axum::Router;
+        use axum::body::Body;
+        use axum::extract::Path;
+        use axum::response::Redirect;
+        use axum::routing::get;
+        let app = Router::new()
+            .route("/ok", get(|| async { MEDIA }))
+            .route("/loop", get(|| async { Redirect::temporary("/loop") }))
+            .route(
+                "/ftp",
+                get(|| async { Redirect::temporary("ftp://127.0.0.1/x.m3u8") }),
+            )
+            .route(
+                "/hop/{n}",
+                get(|Path(n): Path<u32>| async move {
+                    if n == 0 {
+                        Redirect::temporary("/ok")
+                    } else {
+                        Redirect::temporary(&format!("/hop/{}", n - 1))
+                    }
+                }),
+            )
+            .route(
+                "/big",
+                get(|| async {
+                    let chunks = futures::stream::iter(
+                        (0..2048).map(|_| Ok::<_, std::io::Error>(vec![b'#'; 1024])),
+                    );
+                    Body::from_stream(chunks)
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Url::parse(&format!("http://{addr}/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn redirects_are_limited_to_http_and_a_few_hops() {
+        let base = server().await;
+        let fetcher = Fetcher::new(&FetchLimits::default()).unwrap();
+        assert!(fetcher.get(&base.join("hop/2").unwrap()).await.is_ok());
+        for path in ["loop", "ftp", "hop/5"] {
+            let err = fetcher.get(&base.join(path).unwrap()).await.unwrap_err();
+            assert!(matches!(err, Failure::Redirect(_)), "{path}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_while_streaming() {
+        let base = server().await;
+        let fetcher = Fetcher::new(&FetchLimits {
+            max_body_bytes: 64 * 1024,
+            ..FetchLimits::default()
+        })
+        .unwrap();
+        let err = fetcher.get(&base.join("big").unwrap()).await.unwrap_err();
+        assert_eq!(err, Failure::TooLarge(64 * 1024));
+    }
 }
