@@ -1,13 +1,18 @@
 # Two commands matter: `make demo` (the local demo) and `make test` (everything CI checks).
+# `make bench` runs the stale-playlist detector's benchmarks (never part of `make test`).
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo lint fmt-check clippy unit crds crd-drift e2e env-up env-down
+.PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite.
-test: fmt-check clippy unit crd-drift e2e
+test: fmt-check clippy unit crd-drift chart-lint e2e
+
+## helm lint of the chart (helm is built from its Go module and cached).
+chart-lint:
+	helm=$$(tests/env/build-helm.sh); $$helm lint --strict charts/cvs-operator
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -18,23 +23,27 @@ clippy:
 unit:
 	$(CARGO) test --workspace --exclude cvs-e2e --locked
 
-## make crds: regenerate crds/ from the Rust types.
+## make crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
 	$(CARGO) run -q -p operator --locked -- crd > crds/cvs.dev.yaml
+	cp crds/cvs.dev.yaml charts/cvs-operator/crds/cvs.dev.yaml
 
 ## Fails when crds/ differs from what the Rust types generate.
 crd-drift:
 	@tmp=$$(mktemp); trap 'rm -f $$tmp' EXIT; \
 	$(CARGO) run -q -p operator --locked -- crd > $$tmp; \
-	if ! diff -u crds/cvs.dev.yaml $$tmp; then \
-	  echo "crds/cvs.dev.yaml is out of date: run 'make crds' and commit it" >&2; exit 1; \
-	fi
+	for f in crds/cvs.dev.yaml charts/cvs-operator/crds/cvs.dev.yaml; do \
+	  if ! diff -u $$f $$tmp; then \
+	    echo "$$f is out of date: run 'make crds' and commit it" >&2; exit 1; \
+	  fi; \
+	done
 
 ## The e2e suite against the real local environment, which it starts and always stops.
 e2e:
 	$(CARGO) build -p operator --locked
 	trap 'tests/env/down.sh' EXIT; \
 	env_lines=$$(tests/env/up.sh); eval "$$env_lines"; \
+	export CVS_HELM=$$(tests/env/build-helm.sh); \
 	$(CARGO) test -p cvs-e2e --locked -- --test-threads=4
 
 env-up:
@@ -46,3 +55,40 @@ env-down:
 ## make demo: start the environment, install the CRDs and the example, run the operator.
 demo:
 	tests/demo.sh
+
+## make bench: the stale-playlist detector's benchmarks (see BENCHMARKS.md). Not part of `make test`.
+## Builds the release binaries, starts etcd + kube-apiserver in a state dir of its own (so a `make
+## test` environment is never reused or stopped), installs the CRDs, runs each scenario of BENCH,
+## always stops the environment, and prints the results as Markdown tables.
+##   make bench BENCH=scale-td6                  one scenario (or a space-separated list)
+##   make bench BENCH_OPERATOR_ARGS=--operator-arg=--probe-concurrency=512
+## Each scenario is bounded (--max-runtime, 15 min by default); the whole default set takes ~20 min.
+BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k
+BENCH ?= detection-td2 detection-td6 scale-td6 scale-td2
+BENCH_STAMP := $(shell date +%Y%m%d-%H%M%S)
+BENCH_OUT ?= $(or $(CARGO_TARGET_DIR),target)/bench/$(BENCH_STAMP).jsonl
+BENCH_STATE_DIR ?= $(CURDIR)/.cvs-env-bench
+BENCH_OPERATOR_ARGS ?=
+bench_detection-td2 := detection --target-duration 2 --freezes 100 --parallel 25
+bench_detection-td6 := detection --target-duration 6 --freezes 100 --parallel 25
+bench_scale-td6 := scale --target-duration 6 --playlists 10000 --duration 120s --freezes 30 --parallel 15
+bench_scale-td2 := scale --target-duration 2 --playlists 10000 --duration 120s --freezes 30 --parallel 15
+bench_scale-td2-5k := scale --target-duration 2 --playlists 5000 --duration 120s --freezes 30 --parallel 15
+
+bench-build:
+	$(CARGO) build --release --locked -p operator -p hls-sim -p cvs-e2e \
+	  --bin cvs-operator --bin hls-origin-sim --bin cvs-bench
+
+bench: bench-build
+	$(foreach s,$(BENCH),$(if $(bench_$(s)),,$(error unknown benchmark '$(s)'; known: $(BENCH_ALL))))
+	export CVS_STATE_DIR='$(BENCH_STATE_DIR)'; \
+	trap 'tests/env/down.sh' EXIT; \
+	env_lines=$$(tests/env/up.sh --no-aws); eval "$$env_lines"; \
+	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \
+	kubectl wait --for=condition=Established --timeout=60s \
+	  crd/clusteredstreams.cvs.dev crd/streaminstances.cvs.dev >/dev/null; \
+	bench="$${CARGO_TARGET_DIR:-target}/release/cvs-bench"; failed=0; \
+	$(foreach s,$(BENCH),"$$bench" $(bench_$(s)) --label $(s) --json-out '$(BENCH_OUT)' $(BENCH_OPERATOR_ARGS) || failed=1;) \
+	echo; echo "Results ($(BENCH_OUT)):"; echo; \
+	"$$bench" report '$(BENCH_OUT)'; \
+	exit $$failed
