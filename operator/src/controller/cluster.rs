@@ -1,18 +1,20 @@
 //! Reconciles one ClusteredStream with all of its StreamInstances: decides each instance's
 //! effective open state (see [`crate::openness`]) and summarises the group.
 
-use super::instance::{publish, up_to_date};
-use super::{Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR};
+use super::instance::up_to_date;
+use super::{
+    Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR, apply_status,
+    count_transition, publish,
+};
 use crate::conditions::{self, Desired, Status};
-use crate::metrics::{ConditionLabels, ControllerLabels};
 use crate::notify::{InstanceEvent, InstanceState, RenditionDetail};
 use crate::openness::{self, InstanceView, OpenDecision, OpenReason};
 use crate::resources::{ClusteredStream, InstanceSummary, StreamInstance};
 use crate::state::{StateError, Synced};
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -259,40 +261,18 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             conditions::now(),
         );
         let transitions = conditions::transitions(&status.conditions, &next);
-        let patch = serde_json::json!({
-            "apiVersion": ClusteredStream::api_version(&()),
-            "kind": ClusteredStream::kind(&()),
-            "status": {
-                "observedGeneration": generation,
-                "conditions": next,
-                "instances": plan.summaries,
-                "totalInstances": plan.summaries.len(),
-                "openInstances": plan.open,
-                "healthyInstances": plan.healthy,
-            }
+        let status = serde_json::json!({
+            "observedGeneration": generation,
+            "conditions": next,
+            "instances": plan.summaries,
+            "totalInstances": plan.summaries.len(),
+            "openInstances": plan.open,
+            "healthyInstances": plan.healthy,
         });
         let api: Api<ClusteredStream> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics
-            .status_writes
-            .get_or_create(&ControllerLabels {
-                controller: CONTROLLER,
-            })
-            .inc();
+        apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
         for t in transitions {
-            ctx.metrics
-                .condition_transitions
-                .get_or_create(&ConditionLabels {
-                    kind: "ClusteredStream",
-                    condition: t.type_.clone(),
-                    status: t.to.status.clone(),
-                })
-                .inc();
+            count_transition(ctx, "ClusteredStream", &t.type_, &t.to.status);
             if t.type_ == "Ready" && t.from.is_some() {
                 let type_ = if t.to.status == "True" {
                     EventType::Normal
@@ -594,35 +574,21 @@ async fn write_instance_open(
         generation,
         conditions::now(),
     );
-    let patch = serde_json::json!({
-        "apiVersion": StreamInstance::api_version(&()),
-        "kind": StreamInstance::kind(&()),
-        "status": { "open": decision.open, "conditions": next }
-    });
-    api.patch_status(
+    let patch = serde_json::json!({ "open": decision.open, "conditions": next });
+    apply_status(
+        ctx,
+        api,
         &instance.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        FIELD_MANAGER,
+        CONTROLLER,
+        patch,
     )
     .await?;
-    ctx.metrics
-        .status_writes
-        .get_or_create(&ControllerLabels {
-            controller: CONTROLLER,
-        })
-        .inc();
 
     let before = conditions::find(&status.conditions, "Open");
     let reason_changed = before.is_none_or(|c| c.reason != condition.reason);
     if status.open != Some(decision.open) || reason_changed {
-        ctx.metrics
-            .condition_transitions
-            .get_or_create(&ConditionLabels {
-                kind: "StreamInstance",
-                condition: "Open".into(),
-                status: condition.status.as_str().into(),
-            })
-            .inc();
+        count_transition(ctx, "StreamInstance", "Open", condition.status.as_str());
         let (type_, reason) = match decision.reason {
             OpenReason::HeldOpenForMinOpen => (EventType::Warning, "CloseRefused"),
             OpenReason::FailedOver => (EventType::Warning, "FailedOver"),

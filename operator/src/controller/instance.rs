@@ -1,7 +1,9 @@
 //! Reconciles one StreamInstance: its own observations, and a clear condition when the
 //! ClusteredStream it names does not exist.
 
-use super::{Context, Error, OPERATOR_NAME, RETRY_AFTER_ERROR};
+use super::{
+    Context, Error, OPERATOR_NAME, RETRY_AFTER_ERROR, apply_status, count_transition, publish,
+};
 use crate::conditions::{self, Desired, Status};
 use crate::probe::decision::Policy;
 use crate::probe::engine::RenditionHealth;
@@ -9,11 +11,11 @@ use crate::probe::{InstanceHealth, InstanceKey, ProbeTarget};
 use crate::resources::{RenditionStatus, StreamInstance};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use reqwest::Url;
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,42 +215,20 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         conditions::now(),
     );
     let transitions = conditions::transitions(&status.conditions, &next);
-    let patch = serde_json::json!({
-        "apiVersion": StreamInstance::api_version(&()),
-        "kind": StreamInstance::kind(&()),
-        "status": {
-            "observedGeneration": generation,
-            "conditions": next,
-            "renditions": plan.renditions,
-        }
-    });
     let api: Api<StreamInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let status = serde_json::json!({
+        "observedGeneration": generation,
+        "conditions": next,
+        "renditions": plan.renditions,
+    });
+    apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
     ctx.detail_writes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, Instant::now());
-    ctx.metrics
-        .status_writes
-        .get_or_create(&crate::metrics::ControllerLabels {
-            controller: CONTROLLER,
-        })
-        .inc();
 
     for t in transitions {
-        ctx.metrics
-            .condition_transitions
-            .get_or_create(&crate::metrics::ConditionLabels {
-                kind: "StreamInstance",
-                condition: t.type_.clone(),
-                status: t.to.status.clone(),
-            })
-            .inc();
+        count_transition(ctx, "StreamInstance", &t.type_, &t.to.status);
         let event = match (t.type_.as_str(), t.to.status.as_str()) {
             ("Open", "False") if t.to.reason == "ClusteredStreamNotFound" => {
                 Some((EventType::Warning, "ClusteredStreamNotFound"))
@@ -273,18 +253,6 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         }
     }
     Ok(Action::requeue(DETAIL_REFRESH))
-}
-
-/// Records an Event; a failure to record is logged, never fatal to the reconciliation.
-pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    object: &K,
-    event: Event,
-) {
-    let reference = object.object_ref(&());
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(error = %e, reason = %event.reason, "could not record Event");
-    }
 }
 
 pub fn error_policy(instance: Arc<StreamInstance>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -18,7 +18,7 @@ use crate::probe::{InstanceKey, ProbeEngine};
 use crate::resources::{ClusteredStream, StreamInstance};
 use crate::state::StateTable;
 use futures::{FutureExt, StreamExt};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
@@ -331,6 +331,62 @@ pub async fn run(
 
     tokio::join!(instance_loop, cluster_loop);
     tracing::info!("controllers stopped");
+}
+
+/// Writes `status` to an object's status subresource by server-side apply under `manager`.
+/// Forced: each reconciler owns its own fields (conditions merge by type), so taking over a
+/// field another manager of ours once wrote is intended. Counts the write.
+pub(crate) async fn apply_status<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    manager: &'static str,
+    controller: &'static str,
+    status: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics
+        .status_writes
+        .get_or_create(&crate::metrics::ControllerLabels { controller })
+        .inc();
+    Ok(())
+}
+
+/// Counts a condition's status flip in the metrics.
+pub(crate) fn count_transition(ctx: &Context, kind: &'static str, condition: &str, status: &str) {
+    ctx.metrics
+        .condition_transitions
+        .get_or_create(&crate::metrics::ConditionLabels {
+            kind,
+            condition: condition.to_owned(),
+            status: status.to_owned(),
+        })
+        .inc();
+}
+
+/// Records an Event; a failure to record is logged, never fatal to the reconciliation.
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    event: kube::runtime::events::Event,
+) {
+    let reference = object.object_ref(&());
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, reason = %event.reason, "could not record Event");
+    }
 }
 
 /// Delay before retrying a failed reconciliation.
