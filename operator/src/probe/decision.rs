@@ -178,6 +178,12 @@ pub struct Tracker {
     recovering_seen: u32,
     pub last_error: Option<Failure>,
     pub consecutive_failures: u32,
+    /// When the prober last polled (successfully or not).
+    last_poll_ms: Option<u64>,
+    /// The last new segment appeared after this time (the poll before the one that saw it), so
+    /// the next is due one segment after it. Polling from there keeps the prober within one
+    /// catch-up interval of the origin's segment clock, whatever phase it started in.
+    change_after_ms: Option<u64>,
 }
 
 /// What one observation changed.
@@ -204,6 +210,8 @@ impl Tracker {
             recovering_seen: 0,
             last_error: None,
             consecutive_failures: 0,
+            last_poll_ms: None,
+            change_after_ms: None,
         }
     }
 
@@ -234,6 +242,7 @@ impl Tracker {
     /// Applies a successfully parsed playlist seen at `now_ms`.
     pub fn observe(&mut self, snap: Snapshot, now_ms: u64, policy: &Policy) -> Verdict {
         let was_fresh = self.is_fresh();
+        let previous_poll_ms = self.last_poll_ms.replace(now_ms);
         self.last_error = None;
         self.consecutive_failures = 0;
         let previous = self.last.replace(snap);
@@ -270,6 +279,7 @@ impl Tracker {
             Some(prev) if snap.head() > prev.head() => {
                 advanced = true;
                 self.last_change_ms = Some(now_ms);
+                self.change_after_ms = previous_poll_ms;
                 match &self.stale {
                     None => {}
                     Some(StaleReason::NeverFetched) => self.stale = None,
@@ -309,8 +319,9 @@ impl Tracker {
     }
 
     /// Applies a failed fetch at `now_ms`.
-    pub fn fail(&mut self, failure: Failure, _now_ms: u64) -> Verdict {
+    pub fn fail(&mut self, failure: Failure, now_ms: u64) -> Verdict {
         let was_fresh = self.is_fresh();
+        self.last_poll_ms = Some(now_ms);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(failure.clone());
         self.set_stale(StaleReason::Failed(failure));
@@ -351,10 +362,11 @@ impl Tracker {
 
     /// Milliseconds until the next poll. HLS cadence (RFC 8216bis 6.3.4): after a change, the
     /// last segment's duration; otherwise half the target duration. Two refinements keep
-    /// detection within the bound plus one `catch_up_ms`: the poll after a change comes
-    /// `catch_up_ms` early and an unchanged playlist is re-polled every `catch_up_ms` until the
-    /// next segment is due past, so the prober stays within `catch_up_ms` of the origin's segment
-    /// clock; and a poll is always due at the staleness deadline. Failures back off
+    /// detection within the bound plus one `catch_up_ms`: the next segment is expected one
+    /// segment after the poll *before* the one that saw the last change (the earliest it could
+    /// have appeared), and from then an unchanged playlist is re-polled every `catch_up_ms`, so
+    /// after one segment the prober is within `catch_up_ms` of the origin's segment clock
+    /// whatever phase it started in; and a poll is always due at the staleness deadline. Failures back off
     /// exponentially from half the target duration to `max_backoff_ms`, never below 50 ms.
     pub fn next_poll_in_ms(
         &self,
@@ -370,19 +382,19 @@ impl Tracker {
             (td / 2)
                 .saturating_mul(1u64 << exp)
                 .min(max_backoff_ms.max(td / 2))
-        } else if verdict_advanced {
+        } else {
             let seg = self
                 .last
                 .map(|s| s.last_segment_ms)
                 .filter(|&d| d > 0)
                 .unwrap_or(td);
-            seg.saturating_sub(catch_up).max(catch_up)
-        } else {
-            // Unchanged: the next segment is due one segment after the last change.
+            // The next segment is due one segment after the last one could first have appeared.
             let due = self
-                .last_change_ms
-                .map(|c| c + self.last.map(|s| s.last_segment_ms).unwrap_or(td));
+                .change_after_ms
+                .or(self.last_change_ms.map(|c| c.saturating_sub(catch_up)))
+                .map(|after| after + seg);
             match due {
+                Some(due) if verdict_advanced => due.saturating_sub(now_ms).max(catch_up),
                 Some(due) if now_ms + td / 2 > due => catch_up,
                 _ => td / 2,
             }
@@ -658,29 +670,45 @@ mod tests {
     }
 
     #[test]
-    fn cadence_follows_hls_with_catch_up_and_deadline() {
+    fn polling_locks_onto_the_segment_clock_within_one_catch_up() {
+        let p = policy();
+        // The origin publishes a segment every 2 s from 700 ms on; the prober starts at 0.
+        let head_at = |t: u64| if t < 700 { 0 } else { 1 + (t - 700) / TD };
+        let mut t = Tracker::new();
+        let (mut now, mut polls, mut lags) = (0u64, 0u32, Vec::new());
+        while now < 40_000 {
+            let head = head_at(now);
+            let v = t.observe(snap(head, 6), now, &p);
+            polls += 1;
+            if v.advanced {
+                lags.push(now - (700 + (head - 1) * TD));
+            }
+            now += t.next_poll_in_ms(v.advanced, now, &p, 30_000);
+        }
+        // From the second segment on, every new segment is seen within one catch-up interval.
+        assert!(lags[1..].iter().all(|&l| l <= catch_up_ms(TD)), "{lags:?}");
+        // At a bounded cost: about two polls per segment once locked.
+        assert!(polls <= 20 * 3, "{polls} polls for 20 segments");
+        assert!(t.is_fresh());
+    }
+
+    #[test]
+    fn a_poll_is_due_at_the_staleness_deadline() {
         let p = policy();
         let mut t = Tracker::new();
-        let v = t.observe(snap(1, 6), 0, &p);
-        // After the first sight, not yet "advanced": next segment due at 2,000 ms.
-        assert_eq!(t.next_poll_in_ms(v.advanced, 0, &p, 30_000), TD / 2);
+        t.observe(snap(1, 6), 0, &p);
         let v = t.observe(snap(2, 6), 2_000, &p);
-        assert_eq!(
-            t.next_poll_in_ms(v.advanced, 2_000, &p, 30_000),
-            TD - catch_up_ms(TD)
-        );
-        // Unchanged shortly before the next segment is due: catch-up polling.
-        let v = t.observe(snap(2, 6), 3_900, &p);
-        assert_eq!(
-            t.next_poll_in_ms(v.advanced, 3_900, &p, 30_000),
-            catch_up_ms(TD)
-        );
-        // Close to the deadline: poll right after it.
+        assert!(v.advanced);
+        // Unchanged right before the deadline (5,000 ms): the next poll is right after it.
         let v = t.observe(snap(2, 6), 4_990, &p);
         assert_eq!(
             t.next_poll_in_ms(v.advanced, 4_990, &p, 30_000),
             MIN_POLL_MS
         );
+        // Unchanged long before the next segment is due: half a target duration.
+        let mut t = Tracker::new();
+        t.observe(snap(1, 6), 0, &p);
+        assert_eq!(t.next_poll_in_ms(false, 0, &p, 30_000), TD / 2);
     }
 
     #[test]
