@@ -149,7 +149,7 @@ pub struct Synced {
 }
 
 /// Why a table operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StateError {
     #[error(
         "table {table} does not exist in {region}; set spec.stateTable.create: true or create it with key '{KEY}' (string)"

@@ -1,6 +1,7 @@
 //! Reconciles one ClusteredStream with all of its StreamInstances: decides each instance's
 //! effective open state (see [`crate::openness`]) and summarises the group.
 
+use super::TableOutcome;
 use super::instance::up_to_date;
 use super::{
     Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR, apply_status,
@@ -370,28 +371,35 @@ async fn sync_state(
     members: &[Arc<StreamInstance>],
 ) -> StateSync {
     let spec = &cluster.spec.state_table;
-    let (table, check_due) = ctx.table(&spec.name, &spec.region);
+    let handle = ctx.table(&spec.name, &spec.region);
+    let report = |e: &StateError| StateSync {
+        ok: false,
+        condition: Desired::new("StateSynced", Status::False, e.reason(), e.to_string()),
+        replication: None,
+    };
+    if let Some(e) = &handle.blocked {
+        return report(e);
+    }
     let fail = |e: StateError| {
         ctx.metrics.state_errors.inc();
-        StateSync {
-            ok: false,
-            condition: Desired::new("StateSynced", Status::False, e.reason(), e.to_string()),
-            replication: None,
-        }
+        let sync = report(&e);
+        ctx.table_outcome(&spec.name, &spec.region, TableOutcome::Failed(e));
+        sync
     };
+    let table = handle.table;
     let mut replication = None;
-    if check_due {
+    if handle.check_due {
         match table.ensure(spec.create, &spec.replica_regions).await {
             Ok(outcomes) => {
                 replication = replication_condition(&outcomes);
-                // A replica that could not be requested is asked for again at the next check.
-                let all_fine = outcomes.iter().all(|o| o.result.is_ok());
-                ctx.table_checked(&spec.name, &spec.region, all_fine);
+                let replicas_fine = outcomes.iter().all(|o| o.result.is_ok());
+                ctx.table_outcome(
+                    &spec.name,
+                    &spec.region,
+                    TableOutcome::Checked { replicas_fine },
+                );
             }
-            Err(e) => {
-                ctx.table_checked(&spec.name, &spec.region, false);
-                return fail(e);
-            }
+            Err(e) => return fail(e),
         }
     }
     let mut order: Vec<&(OpenDecision, Desired)> = plan.instances.iter().collect();
@@ -439,6 +447,7 @@ async fn sync_state(
             }
         }
     }
+    ctx.table_outcome(&spec.name, &spec.region, TableOutcome::Synced);
     if written > 0 {
         tracing::debug!(cluster = cluster_key, written, "state table updated");
     }

@@ -76,8 +76,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// The state table `name` in `region`, and whether its existence needs checking again.
-    pub fn table(&self, name: &str, region: &str) -> (StateTable, bool) {
+    /// The state table `name` in `region`: whether its existence needs checking again, and the
+    /// error to report without calling DynamoDB while it is backing off after a failure.
+    pub fn table(&self, name: &str, region: &str) -> TableHandle {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         let entry = tables
             .entry((name.to_owned(), region.to_owned()))
@@ -85,27 +86,88 @@ impl Context {
                 let conf = aws_sdk_dynamodb::config::Builder::from(&self.aws)
                     .region(aws_config::Region::new(region.to_owned()))
                     .build();
-                (
-                    StateTable::new(aws_sdk_dynamodb::Client::from_conf(conf), name, region),
-                    None,
-                )
+                TableEntry {
+                    table: StateTable::new(aws_sdk_dynamodb::Client::from_conf(conf), name, region),
+                    checked_at: None,
+                    failures: 0,
+                    backoff_until: None,
+                    last_error: None,
+                }
             });
-        let due = entry.1.is_none_or(|at| at.elapsed() > TABLE_RECHECK);
-        (entry.0.clone(), due)
+        let now = std::time::Instant::now();
+        TableHandle {
+            table: entry.table.clone(),
+            check_due: entry
+                .checked_at
+                .is_none_or(|at| at.elapsed() > TABLE_RECHECK),
+            blocked: entry
+                .backoff_until
+                .filter(|until| *until > now)
+                .and(entry.last_error.clone()),
+        }
     }
 
-    /// Records that the table checked out fine (or forgets that, after an error).
-    pub fn table_checked(&self, name: &str, region: &str, ok: bool) {
+    /// Records how a round of table work went: a success clears the backoff (and, with
+    /// `checked`, marks the table as checked); a failure doubles the backoff, from 1 s to 30 s.
+    pub fn table_outcome(&self, name: &str, region: &str, outcome: TableOutcome) {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = tables.get_mut(&(name.to_owned(), region.to_owned())) {
-            entry.1 = ok.then(std::time::Instant::now);
+        let Some(entry) = tables.get_mut(&(name.to_owned(), region.to_owned())) else {
+            return;
+        };
+        match outcome {
+            TableOutcome::Checked { replicas_fine } => {
+                // A replica that could not be requested is asked for again at the next check.
+                entry.checked_at = replicas_fine.then(std::time::Instant::now);
+            }
+            TableOutcome::Synced => {
+                entry.failures = 0;
+                entry.backoff_until = None;
+                entry.last_error = None;
+            }
+            TableOutcome::Failed(error) => {
+                entry.checked_at = None;
+                entry.failures = entry.failures.saturating_add(1);
+                let backoff = Duration::from_secs(1)
+                    .saturating_mul(1 << entry.failures.saturating_sub(1).min(5))
+                    .min(TABLE_MAX_BACKOFF);
+                entry.backoff_until = Some(std::time::Instant::now() + backoff);
+                entry.last_error = Some(error);
+            }
         }
     }
 }
 
-/// State tables by (name, region), each with when it last checked out fine.
-pub type TableCache =
-    std::collections::HashMap<(String, String), (StateTable, Option<std::time::Instant>)>;
+/// A state table as the cluster reconciler sees it for one round.
+pub struct TableHandle {
+    pub table: StateTable,
+    pub check_due: bool,
+    /// Backing off after a failure: the error to report instead of calling DynamoDB.
+    pub blocked: Option<crate::state::StateError>,
+}
+
+/// How a round of work on a state table went.
+pub enum TableOutcome {
+    Checked { replicas_fine: bool },
+    Synced,
+    Failed(crate::state::StateError),
+}
+
+/// One cached state table and its health.
+pub struct TableEntry {
+    table: StateTable,
+    checked_at: Option<std::time::Instant>,
+    failures: u32,
+    backoff_until: Option<std::time::Instant>,
+    last_error: Option<crate::state::StateError>,
+}
+
+/// State tables by (name, region).
+pub type TableCache = std::collections::HashMap<(String, String), TableEntry>;
+
+/// Longest pause between attempts on a failing state table. Without it every reconcile of every
+/// ClusteredStream would call an unreachable DynamoDB (and, when its host name cannot be
+/// resolved, tie up a blocking thread per call).
+const TABLE_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What the controllers run with.
 pub struct Wiring {
