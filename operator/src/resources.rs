@@ -504,7 +504,8 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Healthy`, `Stale` and `Open`, each with a reason and a message.
+    /// `Healthy`, `Stale`, `Open` and `Bound` (whether the named ClusteredStream exists), each
+    /// with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -422,7 +422,7 @@ async fn operator_sets_status_and_stops_cleanly() {
     kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(orphan));
     wait_for("orphan condition", STATUS_WAIT, || async {
         let s = instances.get("orphan").await.ok()?.status?;
-        let c = condition(&s.conditions, "Open")?;
+        let c = condition(&s.conditions, "Bound")?;
         (c.status == "False" && c.reason == "ClusteredStreamNotFound").then_some(())
     })
     .await;

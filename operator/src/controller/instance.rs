@@ -9,6 +9,7 @@ use crate::probe::decision::Policy;
 use crate::probe::engine::RenditionHealth;
 use crate::probe::{InstanceHealth, InstanceKey, ProbeTarget};
 use crate::resources::{RenditionStatus, StreamInstance};
+use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -91,14 +92,26 @@ pub fn plan(
             )
         }
     };
-    if !cluster_exists {
-        conditions.push(Desired::new(
-            "Open",
+    // `Bound`, not `Open`: the cluster reconciler owns `Open`, and two field managers sharing
+    // one condition can leave it half-owned (and invalid) when one of them lets go of it.
+    conditions.push(if cluster_exists {
+        Desired::new(
+            "Bound",
+            Status::True,
+            "ClusteredStreamFound",
+            format!("part of ClusteredStream {clustered_stream:?}"),
+        )
+    } else {
+        Desired::new(
+            "Bound",
             Status::False,
             "ClusteredStreamNotFound",
-            format!("ClusteredStream {clustered_stream:?} does not exist in this namespace; the instance is not served"),
-        ));
-    }
+            format!(
+                "ClusteredStream {clustered_stream:?} does not exist in this namespace; the \
+                 instance is not served"
+            ),
+        )
+    });
     InstancePlan {
         conditions,
         renditions,
@@ -161,6 +174,10 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
     let cluster_ref = ObjectRef::new(&instance.spec.clustered_stream).within(&ns);
+    // Before the ClusteredStream cache has its first full list, "not found" means nothing yet.
+    if ctx.clusters.wait_until_ready().now_or_never().is_none() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let cluster = ctx.clusters.get(&cluster_ref);
     let policy = cluster
         .as_ref()
@@ -230,9 +247,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     for t in transitions {
         count_transition(ctx, "StreamInstance", &t.type_, &t.to.status);
         let event = match (t.type_.as_str(), t.to.status.as_str()) {
-            ("Open", "False") if t.to.reason == "ClusteredStreamNotFound" => {
-                Some((EventType::Warning, "ClusteredStreamNotFound"))
-            }
+            ("Bound", "False") => Some((EventType::Warning, "ClusteredStreamNotFound")),
             ("Healthy", "False") => Some((EventType::Warning, "Stale")),
             ("Healthy", "True") if t.from.is_some() => Some((EventType::Normal, "Healthy")),
             _ => None,
@@ -301,16 +316,14 @@ mod tests {
     #[test]
     fn orphan_instance_is_reported_closed() {
         let p = plan(false, "event", Ok(()), None);
-        let open = cond(&p, "Open");
-        assert_eq!(open.status, Status::False);
-        assert_eq!(open.reason, "ClusteredStreamNotFound");
-        assert!(open.message.contains("\"event\""));
-        assert!(
-            plan(true, "event", Ok(()), None)
-                .conditions
-                .iter()
-                .all(|c| c.type_ != "Open")
-        );
+        let bound = cond(&p, "Bound");
+        assert_eq!(bound.status, Status::False);
+        assert_eq!(bound.reason, "ClusteredStreamNotFound");
+        assert!(bound.message.contains("\"event\""));
+        let p = plan(true, "event", Ok(()), None);
+        assert_eq!(cond(&p, "Bound").status, Status::True);
+        // The Open condition belongs to the cluster reconciler alone.
+        assert!(p.conditions.iter().all(|c| c.type_ != "Open"));
     }
 
     #[test]

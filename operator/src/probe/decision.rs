@@ -184,6 +184,9 @@ pub struct Tracker {
     /// the next is due one segment after it. Polling from there keeps the prober within one
     /// catch-up interval of the origin's segment clock, whatever phase it started in.
     change_after_ms: Option<u64>,
+    /// The last update added several segments at once, so it dates nothing: poll every
+    /// catch-up interval until a single new segment shows where the segment clock is.
+    clock_lost: bool,
 }
 
 /// What one observation changed.
@@ -212,6 +215,7 @@ impl Tracker {
             consecutive_failures: 0,
             last_poll_ms: None,
             change_after_ms: None,
+            clock_lost: false,
         }
     }
 
@@ -279,6 +283,10 @@ impl Tracker {
             Some(prev) if snap.head() > prev.head() => {
                 advanced = true;
                 self.last_change_ms = Some(now_ms);
+                // One new segment dates itself to after the previous poll. A jump of several (an
+                // origin catching up after a freeze heals) says nothing about the segment clock:
+                // expect the next one at once and find it by catch-up polling.
+                self.clock_lost = snap.head() - prev.head() > 1;
                 self.change_after_ms = previous_poll_ms;
                 match &self.stale {
                     None => {}
@@ -394,6 +402,7 @@ impl Tracker {
                 .or(self.last_change_ms.map(|c| c.saturating_sub(catch_up)))
                 .map(|after| after + seg);
             match due {
+                _ if self.clock_lost => catch_up,
                 Some(due) if verdict_advanced => due.saturating_sub(now_ms).max(catch_up),
                 Some(due) if now_ms + td / 2 > due => catch_up,
                 _ => td / 2,
@@ -690,6 +699,27 @@ mod tests {
         // At a bounded cost: about two polls per segment once locked.
         assert!(polls <= 20 * 3, "{polls} polls for 20 segments");
         assert!(t.is_fresh());
+    }
+
+    #[test]
+    fn after_a_jump_the_segment_clock_is_found_again_by_catch_up_polling() {
+        let p = policy();
+        let mut t = Tracker::new();
+        t.observe(snap(10, 6), 0, &p);
+        // The origin catches up several segments at once (a freeze healed).
+        let v = t.observe(snap(15, 6), 600, &p);
+        assert!(v.advanced);
+        assert_eq!(
+            t.next_poll_in_ms(v.advanced, 600, &p, 30_000),
+            catch_up_ms(TD)
+        );
+        // One segment later than that poll, a single new segment: its timing is known again.
+        let v = t.observe(snap(16, 6), 1_300, &p);
+        assert!(v.advanced);
+        assert_eq!(
+            t.next_poll_in_ms(v.advanced, 1_300, &p, 30_000),
+            600 + TD - 1_300
+        );
     }
 
     #[test]

@@ -484,9 +484,9 @@ async fn run_rendition(
             &policy,
             shared.settings.max_backoff.as_millis() as u64,
         );
-        // ±10 % jitter, so renditions polled together drift apart.
-        let jitter = (delay / 10).max(1);
-        let delay = delay.saturating_sub(jitter) + rng.u64(0..=2 * jitter);
+        // Up to 10 % early, so renditions polled together drift apart. Never late: a late poll
+        // would put the prober behind the origin's segment clock.
+        let delay = delay.saturating_sub(rng.u64(0..=delay / 10));
         next_poll = shared.instant(now) + Duration::from_millis(delay.max(decision::MIN_POLL_MS));
     }
 }
