@@ -1,0 +1,1973 @@
+//! `cvs-bench`: benchmarks of the operator's stale-playlist detector, run against the local
+//! environment (`tests/env/up.sh --no-aws`), the HLS origin simulator (`hls-origin-sim`) and the
+//! release operator (`cvs-operator run`), each as its own process.
+//!
+//! - `detection`: freezes one rendition of one stream at a time (many streams in parallel) and
+//!   times how long the StreamInstance's `Healthy` condition takes to turn False, as a watch on
+//!   the real API server sees it.
+//! - `scale`: one operator probing about N media playlists: its CPU, peak RSS and probe request
+//!   rate in a steady window, then detection latency while at that scale.
+//! - `report`: prints the JSON lines the other two appended (`--json-out`) as Markdown tables.
+//!
+//! Benchmarks print figures; nothing here is a timed assertion. Everything is on loopback, every
+//! phase has a deadline, and the whole run has `--max-runtime`; the operator and the simulator
+//! are stopped on every exit path (they are also killed if this process is dropped).
+//! `make bench` runs the standard set (see BENCHMARKS.md).
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use cvs_operator::resources::{ClusteredStream, StreamInstance};
+use futures::StreamExt;
+use hls_sim::api::{FaultApplied, FaultKind, FaultRequest, Ready, ResourceFilter};
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+/// Renditions a freeze picks from: the three video renditions (each also covers its I-frame
+/// playlist) and the audio rendition.
+const FREEZABLE: [&str; 4] = ["1080p", "720p", "360p", "audio-en"];
+/// Media playlists per instance: 3 video + 1 audio + 3 I-frame.
+const PLAYLISTS_PER_INSTANCE: usize = 7;
+
+#[derive(Parser)]
+#[command(
+    name = "cvs-bench",
+    about = "Benchmarks of the stale-playlist detector (loopback, bounded, prints figures)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detection latency: freeze a rendition, time until the instance's Healthy turns False.
+    Detection(DetectionArgs),
+    /// One operator probing ~N playlists: CPU, peak RSS, probe rate, then detection at scale.
+    Scale(ScaleArgs),
+    /// Print the JSON lines written with --json-out as Markdown tables.
+    Report {
+        /// The JSON-lines file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The operator binary [default: <target>/release/cvs-operator].
+    #[arg(long, env = "CVS_OPERATOR_BIN")]
+    operator_bin: Option<PathBuf>,
+    /// The simulator binary [default: <target>/release/hls-origin-sim].
+    #[arg(long, env = "CVS_SIM_BIN")]
+    sim_bin: Option<PathBuf>,
+    /// Extra argument for `cvs-operator run`, repeatable: --operator-arg=--probe-concurrency=512
+    #[arg(long = "operator-arg", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Name of this run in the results [default: the scenario and its target duration].
+    #[arg(long)]
+    label: Option<String>,
+    /// Hard limit on the whole run: when reached it kills the operator and the simulator and fails.
+    #[arg(long, default_value = "15m")]
+    max_runtime: humantime::Duration,
+}
+
+#[derive(Args, Clone)]
+struct DetectionArgs {
+    /// Segment duration of the simulated streams, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    target_duration: f64,
+    /// Number of freezes to time.
+    #[arg(long, default_value_t = 100)]
+    freezes: usize,
+    /// Freezes in flight at once, each on its own stream (the simulator serves this many streams
+    /// in two regions, so 2 x this many StreamInstances).
+    #[arg(long, default_value_t = 25)]
+    parallel: usize,
+    /// Wait after every instance is Healthy before the first freeze [default: 20 x TD, at most
+    /// 120 s], so first freezes meet a prober that has settled on the origin's segment clock.
+    #[arg(long)]
+    settle: Option<humantime::Duration>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct ScaleArgs {
+    /// Segment duration of the simulated streams, in seconds.
+    #[arg(long, default_value_t = 6.0)]
+    target_duration: f64,
+    /// Media playlists to probe, 7 per StreamInstance, instances in two regions.
+    #[arg(long, default_value_t = 10_000)]
+    playlists: usize,
+    /// Steady-state measuring window (CPU, probe rate, status writes).
+    #[arg(long, default_value = "120s")]
+    duration: humantime::Duration,
+    /// Time after every instance is Healthy before the window starts.
+    #[arg(long, default_value = "20s")]
+    warmup: humantime::Duration,
+    /// Freezes timed at scale, after the window.
+    #[arg(long, default_value_t = 30)]
+    freezes: usize,
+    /// Freezes in flight at once, each on its own stream.
+    #[arg(long, default_value_t = 15)]
+    parallel: usize,
+    /// Longest wait for every instance to become Healthy after the operator starts.
+    #[arg(long, default_value = "240s")]
+    healthy_timeout: humantime::Duration,
+    /// Streams (2 StreamInstances each) created per batch while the operator runs; each batch
+    /// is Healthy before the next is created.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// Create every object before starting the operator instead (a restart at full scale: every
+    /// instance's first status write at once).
+    #[arg(long)]
+    cold_start: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cvs_e2e::repo_root().join("target"))
+}
+
+fn logs_dir() -> PathBuf {
+    let dir = std::env::var_os("CVS_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("logs");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[cvs-bench {}] {}", clock(), msg.as_ref());
+}
+
+fn clock() -> String {
+    let ms = now_ms();
+    let s = (ms / 1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+/// Latency distribution in milliseconds (nearest-rank percentiles).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Dist {
+    n: usize,
+    min: i64,
+    p50: i64,
+    p90: i64,
+    p99: i64,
+    max: i64,
+    mean: f64,
+}
+
+fn dist(values: impl IntoIterator<Item = i64>) -> Option<Dist> {
+    let mut v: Vec<i64> = values.into_iter().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    Some(Dist {
+        n: v.len(),
+        min: v[0],
+        p50: rank(0.50),
+        p90: rank(0.90),
+        p99: rank(0.99),
+        max: v[v.len() - 1],
+        mean: v.iter().sum::<i64>() as f64 / v.len() as f64,
+    })
+}
+
+fn fmt_dist(d: &Option<Dist>) -> String {
+    match d {
+        Some(d) => format!(
+            "n={:<4} p50={:>6} p90={:>6} p99={:>6} max={:>6} (ms)",
+            d.n, d.p50, d.p90, d.p99, d.max
+        ),
+        None => "no samples".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child process with its output in a log file. Dropping it kills it (SIGKILL); `stop` asks
+/// it to finish first (SIGTERM).
+struct Proc {
+    name: &'static str,
+    child: tokio::process::Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(
+        name: &'static str,
+        cmd: &mut tokio::process::Command,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Self {
+            name,
+            child,
+            pid,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL after `within`. Returns the exit code if it exited by itself.
+    async fn stop(mut self, within: Duration) -> Option<i32> {
+        if let Some(status) = self.exited() {
+            return status.code();
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                say(format!(
+                    "{} did not exit within {within:?} of SIGTERM; killing it",
+                    self.name
+                ));
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+}
+
+/// The simulator, started from its release binary.
+async fn start_sim(
+    bin: &Path,
+    streams: usize,
+    td: f64,
+    tag: &str,
+) -> anyhow::Result<(Proc, Ready)> {
+    let ready_file = logs_dir().join(format!("{tag}-sim.ready.json"));
+    let _ = std::fs::remove_file(&ready_file);
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--regions",
+        &REGIONS.join(","),
+        "--streams",
+        &streams.to_string(),
+        "--renditions",
+        "3",
+        "--audio-renditions",
+        "1",
+        "--target-duration",
+        &td.to_string(),
+        "--ready-file",
+    ])
+    .arg(&ready_file)
+    .env("RUST_LOG", "warn");
+    let mut sim = Proc::spawn(
+        "hls-origin-sim",
+        &mut cmd,
+        &logs_dir().join(format!("{tag}-sim.log")),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            let ready: Ready = serde_json::from_str(&text).context("parsing the ready file")?;
+            return Ok((sim, ready));
+        }
+        if let Some(status) = sim.exited() {
+            bail!("the simulator exited with {status}:\n{}", sim.log_tail());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the simulator was not ready within 30 s:\n{}",
+                sim.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The operator, as `cvs-operator run` with JSON logs, once its /readyz answers.
+async fn start_operator(
+    bin: &Path,
+    ns: &str,
+    extra: &[String],
+    tag: &str,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", cvs_e2e::free_port()).parse()?;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "run",
+        "--namespace",
+        ns,
+        "--listen",
+        &addr.to_string(),
+        "--log-format",
+        "json",
+    ])
+    .args(extra)
+    .env("CVS_LOG", "info,kube=warn")
+    .env("NO_PROXY", "127.0.0.1,localhost");
+    let mut op = Proc::spawn(
+        "cvs-operator",
+        &mut cmd,
+        &logs_dir().join(format!("{tag}-operator.log")),
+    )?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok((op, addr));
+        }
+        if let Some(status) = op.exited() {
+            bail!("the operator exited with {status}:\n{}", op.log_tail());
+        }
+        if Instant::now() > deadline {
+            bail!("the operator was not ready within 60 s:\n{}", op.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------------
+
+fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn proc_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: count fields after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line are the 12th and 13th after the name.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A `VmHWM:`/`VmRSS:` line of /proc/PID/status, in KiB.
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// (busy, total) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Pid of a component of the local environment (kube-apiserver, etcd).
+fn env_pid(component: &str) -> Option<u32> {
+    let dir = std::env::var_os("CVS_STATE_DIR")?;
+    std::fs::read_to_string(Path::new(&dir).join("run").join(format!("{component}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU of a set of named processes over a window.
+struct CpuMeter {
+    pids: Vec<(&'static str, u32)>,
+    start: Instant,
+    ticks: Vec<Option<u64>>,
+    machine: (u64, u64),
+    hz: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct CpuReport {
+    seconds: f64,
+    /// Percent of one core, per process.
+    processes: BTreeMap<String, f64>,
+    /// Cores busy on the whole machine (0..nproc).
+    machine_cores_busy: f64,
+    /// Cores busy with processes not listed (other work on the shared machine).
+    other_cores_busy: f64,
+}
+
+impl CpuMeter {
+    fn start(pids: Vec<(&'static str, u32)>, hz: f64) -> Self {
+        Self {
+            ticks: pids.iter().map(|(_, p)| proc_ticks(*p)).collect(),
+            pids,
+            start: Instant::now(),
+            machine: machine_ticks(),
+            hz,
+        }
+    }
+
+    fn read(&self) -> CpuReport {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let mut processes = BTreeMap::new();
+        let mut listed = 0.0;
+        for ((name, pid), before) in self.pids.iter().zip(&self.ticks) {
+            if let (Some(b), Some(a)) = (before, proc_ticks(*pid)) {
+                let pct = (a.saturating_sub(*b)) as f64 / self.hz / secs * 100.0;
+                listed += pct / 100.0;
+                processes.insert((*name).to_string(), (pct * 10.0).round() / 10.0);
+            }
+        }
+        let (busy, total) = machine_ticks();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let dt = total.saturating_sub(self.machine.1).max(1) as f64;
+        let busy_cores = busy.saturating_sub(self.machine.0) as f64 / dt * cores;
+        CpuReport {
+            seconds: (secs * 10.0).round() / 10.0,
+            processes,
+            machine_cores_busy: (busy_cores * 100.0).round() / 100.0,
+            other_cores_busy: ((busy_cores - listed).max(0.0) * 100.0).round() / 100.0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator's /metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Sum of every sample of `metric` whose labels include all of `with` and none of `without`.
+fn metric_sum(text: &str, metric: &str, with: &[(&str, &str)], without: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric) else {
+            continue;
+        };
+        let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+            let Some(end) = r.find('}') else { continue };
+            (&r[..end], r[end + 1..].trim())
+        } else if rest.starts_with(' ') {
+            ("", rest.trim())
+        } else {
+            continue;
+        };
+        let has = |(k, v): &(&str, &str)| labels.split(',').any(|l| l == format!("{k}=\"{v}\""));
+        if with.iter().all(has) && !without.iter().any(has) {
+            sum += value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
+#[derive(Clone, Debug, Default)]
+struct OpCounters {
+    media_requests: f64,
+    master_requests: f64,
+    failed_requests: f64,
+    instance_writes: f64,
+    cluster_writes: f64,
+    probed_playlists: f64,
+    stale_playlists: f64,
+    instance_errors: f64,
+    cluster_errors: f64,
+    state_writes: f64,
+    state_errors: f64,
+}
+
+async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<OpCounters> {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let probes = "cvs_probe_requests_total";
+    let writes = "cvs_status_writes_total";
+    Ok(OpCounters {
+        media_requests: metric_sum(&text, probes, &[("playlist", "media")], &[]),
+        master_requests: metric_sum(&text, probes, &[("playlist", "master")], &[]),
+        failed_requests: metric_sum(&text, probes, &[], &[("outcome", "ok")]),
+        instance_writes: metric_sum(&text, writes, &[("controller", "instance")], &[]),
+        cluster_writes: metric_sum(&text, writes, &[("controller", "cluster")], &[]),
+        probed_playlists: metric_sum(&text, "cvs_probed_playlists", &[], &[]),
+        stale_playlists: metric_sum(&text, "cvs_stale_renditions", &[], &[]),
+        instance_errors: metric_sum(
+            &text,
+            "cvs_reconcile_errors_total",
+            &[("controller", "instance")],
+            &[],
+        ),
+        cluster_errors: metric_sum(
+            &text,
+            "cvs_reconcile_errors_total",
+            &[("controller", "cluster")],
+            &[],
+        ),
+        state_writes: metric_sum(&text, "cvs_state_writes_total", &[], &[]),
+        state_errors: metric_sum(&text, "cvs_state_errors_total", &[], &[]),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the API server says: every StreamInstance's Healthy condition, as a watch sees it
+// ---------------------------------------------------------------------------------------------
+
+/// The Healthy condition of one instance and the wall time (unix ms) this process saw it change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Obs {
+    healthy: Option<bool>,
+    at_ms: u64,
+}
+
+#[derive(Default)]
+struct BoardInner {
+    slots: HashMap<String, watch::Sender<Obs>>,
+    /// Instances a freeze worker is working on; a False anywhere else is spurious.
+    expected: HashSet<String>,
+    spurious: Vec<(String, u64)>,
+    updates: u64,
+}
+
+/// Every instance's Healthy condition, fed by one watch on the namespace.
+#[derive(Default)]
+struct Board(Mutex<BoardInner>);
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BoardInner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn observe(&self, name: &str, healthy: Option<bool>, at_ms: u64) {
+        let mut b = self.lock();
+        b.updates += 1;
+        let tx = b
+            .slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                watch::channel(Obs {
+                    healthy: None,
+                    at_ms: 0,
+                })
+                .0
+            })
+            .clone();
+        if tx.borrow().healthy != healthy {
+            tx.send_replace(Obs { healthy, at_ms });
+            if healthy == Some(false) && !b.expected.contains(name) {
+                b.spurious.push((name.to_string(), at_ms));
+            }
+        }
+    }
+
+    fn subscribe(&self, name: &str) -> watch::Receiver<Obs> {
+        self.lock()
+            .slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                watch::channel(Obs {
+                    healthy: None,
+                    at_ms: 0,
+                })
+                .0
+            })
+            .subscribe()
+    }
+
+    fn count(&self, healthy: Option<bool>) -> usize {
+        self.lock()
+            .slots
+            .values()
+            .filter(|s| s.borrow().healthy == healthy)
+            .count()
+    }
+
+    fn expect(&self, name: &str, on: bool) {
+        let mut b = self.lock();
+        if on {
+            b.expected.insert(name.to_string());
+        } else {
+            b.expected.remove(name);
+        }
+    }
+
+    fn spurious_since(&self, since_ms: u64) -> Vec<(String, u64)> {
+        self.lock()
+            .spurious
+            .iter()
+            .filter(|(_, at)| *at >= since_ms)
+            .cloned()
+            .collect()
+    }
+
+    fn updates(&self) -> u64 {
+        self.lock().updates
+    }
+}
+
+fn healthy_of(si: &StreamInstance) -> Option<bool> {
+    let c = si
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy")?;
+    match c.status.as_str() {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn spawn_watch(client: kube::Client, ns: &str, board: Arc<Board>) -> tokio::task::JoinHandle<()> {
+    let api: Api<StreamInstance> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(si) | watcher::Event::InitApply(si)) => {
+                    let at = now_ms();
+                    if let Some(name) = si.metadata.name.as_deref() {
+                        board.observe(name, healthy_of(&si), at);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => say(format!("watch error (retrying): {e}")),
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rig: simulator, objects in a namespace, watch, operator
+// ---------------------------------------------------------------------------------------------
+
+fn instance_name(stream: &str, region: &str) -> String {
+    format!("{stream}-{region}")
+}
+
+/// Creates ClusteredStreams (`true`) and StreamInstances (`false`), 16 requests at a time, each
+/// retried a few times. Every ClusteredStream exists before any StreamInstance is created, so
+/// no instance is ever reconciled without its ClusteredStream.
+async fn create_objects(
+    clusters: &Api<ClusteredStream>,
+    instances: &Api<StreamInstance>,
+    objects: Vec<(bool, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let (cluster_objects, instance_objects): (Vec<_>, Vec<_>) =
+        objects.into_iter().partition(|(is_cluster, _)| *is_cluster);
+    create_some(clusters, instances, cluster_objects).await?;
+    create_some(clusters, instances, instance_objects).await
+}
+
+async fn create_some(
+    clusters: &Api<ClusteredStream>,
+    instances: &Api<StreamInstance>,
+    objects: Vec<(bool, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(objects)
+        .map(|(is_cluster, obj)| async move {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let r = if is_cluster {
+                    clusters
+                        .create(
+                            &PostParams::default(),
+                            &serde_json::from_value(obj.clone())?,
+                        )
+                        .await
+                        .map(|_| ())
+                } else {
+                    instances
+                        .create(
+                            &PostParams::default(),
+                            &serde_json::from_value(obj.clone())?,
+                        )
+                        .await
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) => return Ok(()),
+                    Err(e) if attempt < 5 => {
+                        say(format!("create failed (attempt {attempt}, retrying): {e}"));
+                        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e).context("creating an object")),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+struct Rig {
+    client: kube::Client,
+    ns: String,
+    tag: String,
+    sim: Option<Proc>,
+    ready: Ready,
+    operator: Option<Proc>,
+    op_addr: SocketAddr,
+    op_log: PathBuf,
+    http: reqwest::Client,
+    board: Arc<Board>,
+    watch: tokio::task::JoinHandle<()>,
+    streams: Vec<String>,
+    td_ms: u64,
+    create_seconds: f64,
+    time_to_healthy_seconds: f64,
+    /// Unix ms the operator was started (its probes' first sight of every playlist).
+    probing_since_ms: u64,
+    /// Highest VmRSS of the operator while the instances were becoming Healthy.
+    startup_rss_max_mib: f64,
+}
+
+impl Rig {
+    /// Starts the simulator with `streams` streams, creates one ClusteredStream per stream and
+    /// one StreamInstance per stream and region, starts the operator and waits until every
+    /// instance is Healthy.
+    async fn start(
+        common: &Common,
+        scenario: &str,
+        streams: usize,
+        td: f64,
+        healthy_timeout: Duration,
+        cold_start: bool,
+        batch: usize,
+    ) -> anyhow::Result<Rig> {
+        if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
+            bail!(
+                "the environment is not up: run `make bench`, or `eval \"$(tests/env/up.sh --no-aws)\"` first"
+            );
+        }
+        let operator_bin = common
+            .operator_bin
+            .clone()
+            .unwrap_or_else(|| target_dir().join("release/cvs-operator"));
+        let sim_bin = common
+            .sim_bin
+            .clone()
+            .unwrap_or_else(|| target_dir().join("release/hls-origin-sim"));
+        for b in [&operator_bin, &sim_bin] {
+            if !b.exists() {
+                bail!(
+                    "{} does not exist: run `cargo build --release -p operator -p hls-sim`",
+                    b.display()
+                );
+            }
+        }
+        let client = kube::Client::try_default()
+            .await
+            .context("kube client from KUBECONFIG")?;
+        let probe: Api<StreamInstance> = Api::all(client.clone());
+        probe
+            .list(&ListParams::default().limit(1))
+            .await
+            .context("listing StreamInstances (are the CRDs installed? kubectl apply -f crds/)")?;
+
+        let ns = format!("bench-{scenario}-{}", now_ms() / 1000);
+        let tag = ns.clone();
+        say(format!(
+            "{scenario}: {streams} streams x {} regions = {} StreamInstances ({} media playlists), TD {td} s, namespace {ns}",
+            REGIONS.len(),
+            streams * REGIONS.len(),
+            streams * REGIONS.len() * PLAYLISTS_PER_INSTANCE
+        ));
+        let (sim, ready) = start_sim(&sim_bin, streams, td, &tag).await?;
+        let stream_names: Vec<String> = (1..=streams)
+            .map(|i| {
+                if streams >= 10_000 {
+                    format!("s{i:05}")
+                } else {
+                    format!("s{i:04}")
+                }
+            })
+            .collect();
+
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
+            )
+            .await
+            .context("creating the namespace")?;
+
+        let clusters: Api<ClusteredStream> = Api::namespaced(client.clone(), &ns);
+        let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+        let region_urls = ready.regions.clone();
+        let objects = |streams: &[String]| {
+            let mut out: Vec<(bool, serde_json::Value)> = Vec::new();
+            for s in streams {
+                out.push((
+                    true,
+                    serde_json::json!({
+                        "apiVersion": "cvs.dev/v1alpha1", "kind": "ClusteredStream",
+                        "metadata": {"name": s},
+                        "spec": {"stateTable": {"name": "cvs-bench", "region": "us-east-1", "create": true}}
+                    }),
+                ));
+                for region in REGIONS {
+                    let url = format!("{}/{s}/master.m3u8", region_urls[region]);
+                    out.push((
+                        false,
+                        serde_json::json!({
+                            "apiVersion": "cvs.dev/v1alpha1", "kind": "StreamInstance",
+                            "metadata": {"name": instance_name(s, region)},
+                            "spec": {
+                                "clusteredStream": s, "region": region,
+                                "cloudfront": {"domain": format!("{s}-{region}.bench.cloudfront.net")},
+                                "origin": {"url": url}
+                            }
+                        }),
+                    ));
+                }
+            }
+            out
+        };
+
+        let board = Arc::new(Board::default());
+        let watch = spawn_watch(client.clone(), &ns, board.clone());
+        let created = Instant::now();
+        let mut create_seconds = 0.0;
+        if cold_start {
+            let all = objects(&stream_names);
+            let total = all.len();
+            create_objects(&clusters, &instances, all).await?;
+            create_seconds = created.elapsed().as_secs_f64();
+            say(format!(
+                "created {total} objects in {create_seconds:.1} s; starting the operator"
+            ));
+        }
+        let started = Instant::now();
+        let probing_since_ms = now_ms();
+        let (operator, op_addr) =
+            start_operator(&operator_bin, &ns, &common.operator_args, &tag).await?;
+        let op_log = operator.log.clone();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let mut rig = Rig {
+            client,
+            ns,
+            tag,
+            sim: Some(sim),
+            ready,
+            operator: Some(operator),
+            op_addr,
+            op_log,
+            http,
+            board,
+            watch,
+            streams: stream_names.clone(),
+            td_ms: (td * 1000.0).round() as u64,
+            create_seconds,
+            time_to_healthy_seconds: 0.0,
+            probing_since_ms,
+            startup_rss_max_mib: 0.0,
+        };
+        let want = streams * REGIONS.len();
+        let deadline = started + healthy_timeout;
+        if cold_start {
+            rig.wait_healthy(want, deadline).await?;
+        } else {
+            // The operator is running: add the events batch by batch, each Healthy before the
+            // next, as they would arrive in production.
+            let started = Instant::now();
+            let mut made = 0;
+            for (i, chunk) in stream_names.chunks(batch.max(1)).enumerate() {
+                create_objects(&clusters, &instances, objects(chunk)).await?;
+                made += chunk.len() * REGIONS.len();
+                rig.wait_healthy(made, deadline).await?;
+                if i % 5 == 4 {
+                    say(format!("{made} of {want} instances created and Healthy"));
+                }
+            }
+            rig.create_seconds = started.elapsed().as_secs_f64();
+        }
+        rig.time_to_healthy_seconds = started.elapsed().as_secs_f64();
+        say(format!(
+            "all {want} instances Healthy=True {:.1} s after the operator started ({})",
+            rig.time_to_healthy_seconds,
+            if cold_start {
+                "cold start: every object existed before it"
+            } else {
+                "objects created in batches while it ran"
+            }
+        ));
+        Ok(rig)
+    }
+
+    /// Waits until `want` instances are Healthy=True, sampling the operator's RSS meanwhile.
+    async fn wait_healthy(&mut self, want: usize, deadline: Instant) -> anyhow::Result<()> {
+        let mut next_note = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rss = proc_status_kib(self.operator_pid(), "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+            self.startup_rss_max_mib = self.startup_rss_max_mib.max((rss * 10.0).round() / 10.0);
+            let healthy = self.board.count(Some(true));
+            if healthy >= want {
+                return Ok(());
+            }
+            if let Some(op) = self.operator.as_mut()
+                && let Some(status) = op.exited()
+            {
+                bail!("the operator exited with {status}:\n{}", op.log_tail());
+            }
+            if Instant::now() > deadline {
+                let unhealthy = self.board.count(Some(false));
+                bail!(
+                    "only {healthy} of {want} instances Healthy=True in time (False: {unhealthy}, Unknown: {})",
+                    want.saturating_sub(healthy + unhealthy)
+                );
+            }
+            if Instant::now() > next_note {
+                say(format!("{healthy} of {want} instances Healthy=True"));
+                next_note += Duration::from_secs(10);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn operator_pid(&self) -> u32 {
+        self.operator.as_ref().map_or(0, |o| o.pid)
+    }
+
+    fn sim_pid(&self) -> u32 {
+        self.sim.as_ref().map_or(0, |o| o.pid)
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for p in [self.operator.as_mut(), self.sim.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(status) = p.exited() {
+                bail!("{} exited with {status}:\n{}", p.name, p.log_tail());
+            }
+        }
+        Ok(())
+    }
+
+    async fn fault(&self, req: &FaultRequest) -> anyhow::Result<FaultApplied> {
+        let r = self
+            .http
+            .post(format!("{}/faults", self.ready.control))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(req)?)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("POST /faults: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    async fn heal(&self, id: u64) -> anyhow::Result<u64> {
+        let r = self
+            .http
+            .delete(format!("{}/faults/{id}", self.ready.control))
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("DELETE /faults/{id}: {status}: {text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(v["healed_at_unix_ms"].as_u64().unwrap_or_else(now_ms))
+    }
+
+    /// Stops the operator (SIGTERM), removes the objects, stops the simulator.
+    async fn teardown(mut self) {
+        self.watch.abort();
+        if let Some(op) = self.operator.take() {
+            let code = op.stop(Duration::from_secs(30)).await;
+            say(format!(
+                "operator stopped (exit code {code:?}); log: {}",
+                self.op_log.display()
+            ));
+        }
+        let dp = DeleteParams::default();
+        let lp = ListParams::default();
+        let si: Api<StreamInstance> = Api::namespaced(self.client.clone(), &self.ns);
+        let cs: Api<ClusteredStream> = Api::namespaced(self.client.clone(), &self.ns);
+        let ev: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let ns: Api<Namespace> = Api::all(self.client.clone());
+        let cleanup = async {
+            let _ = si.delete_collection(&dp, &lp).await;
+            let _ = cs.delete_collection(&dp, &lp).await;
+            let _ = ev.delete_collection(&dp, &lp).await;
+            let _ = ns.delete(&self.ns, &dp).await;
+        };
+        if tokio::time::timeout(Duration::from_secs(60), cleanup)
+            .await
+            .is_err()
+        {
+            say("removing the benchmark objects took over 60 s; left as they are");
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.stop(Duration::from_secs(10)).await;
+        }
+        say(format!("{}: stopped and cleaned up", self.tag));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freezes
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FreezeSample {
+    instance: String,
+    rendition: String,
+    /// Random wait before the freeze, so freezes land anywhere within a segment.
+    offset_ms: u64,
+    /// Time since the prober first saw this instance's playlists, or since the instance last
+    /// recovered from an earlier freeze, at the freeze.
+    prober_age_ms: u64,
+    applied_at_ms: u64,
+    /// Publication instant of the last segment the frozen playlist shows.
+    last_segment_ms: u64,
+    /// When the watch saw Healthy=False.
+    detected_at_ms: Option<u64>,
+    /// When the operator logged the health change (its own clock).
+    engine_at_ms: Option<u64>,
+    healed_at_ms: Option<u64>,
+    /// When the watch saw Healthy=True again.
+    recovered_at_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DetectionSummary {
+    td_ms: u64,
+    /// StreamInstances probed by the operator.
+    #[serde(default)]
+    instances: usize,
+    goal_ms: u64,
+    freezes: usize,
+    detected: usize,
+    missed: usize,
+    /// Watch saw Healthy=False, minus the freeze instant.
+    from_freeze: Option<Dist>,
+    /// Watch saw Healthy=False, minus the last visible segment's publication (the RFC 8216 view).
+    from_last_segment: Option<Dist>,
+    /// Prober age (see `FreezeSample::prober_age_ms`) that separates the two groups below.
+    #[serde(default)]
+    settled_after_ms: u64,
+    /// `from_last_segment` of freezes whose prober was at least `settled_after_ms` old.
+    #[serde(default)]
+    settled: Option<Dist>,
+    /// `from_last_segment` of freezes soon after the operator started or the instance recovered.
+    #[serde(default)]
+    recent: Option<Dist>,
+    /// The operator's own "instance health changed" log line, minus the last segment.
+    engine_from_last_segment: Option<Dist>,
+    /// Watch saw Healthy=False, minus the operator's log line: status write and watch delivery.
+    status_path: Option<Dist>,
+    /// Watch saw Healthy=True, minus the heal.
+    recovery_from_heal: Option<Dist>,
+    /// Healthy=False on an instance nobody froze.
+    spurious: usize,
+    goal_met: bool,
+}
+
+/// Runs `freezes` freezes, `parallel` at a time, each worker on its own stream (picked at random
+/// from the rig's streams), region and rendition at random, at a random instant within a segment.
+async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<FreezeSample> {
+    let mut rng = fastrand::Rng::new();
+    let mut streams = rig.streams.clone();
+    rng.shuffle(&mut streams);
+    let parallel = parallel.clamp(1, streams.len());
+    let next = AtomicUsize::new(0);
+    let td = rig.td_ms;
+    let detect_timeout = Duration::from_millis(td * 3 / 2 + 30_000);
+    let recover_timeout = Duration::from_millis(td * 6 + 60_000);
+    let done = AtomicUsize::new(0);
+    let workers = streams.iter().take(parallel).map(|stream| {
+        let (next, done) = (&next, &done);
+        async move {
+            let mut rng = fastrand::Rng::new();
+            let mut out = Vec::new();
+            let mut recovered: HashMap<String, u64> = HashMap::new();
+            while next.fetch_add(1, Ordering::Relaxed) < freezes {
+                let region = REGIONS[rng.usize(..REGIONS.len())];
+                let rendition = FREEZABLE[rng.usize(..FREEZABLE.len())];
+                let name = instance_name(stream, region);
+                let mut rx = rig.board.subscribe(&name);
+                // Never start from an unhealthy instance.
+                if tokio::time::timeout(recover_timeout, rx.wait_for(|o| o.healthy == Some(true)))
+                    .await
+                    .is_err()
+                {
+                    say(format!("{name} is not Healthy before its freeze; skipped"));
+                    continue;
+                }
+                let offset_ms = rng.u64(0..td);
+                tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+                rig.board.expect(&name, true);
+                let req = FaultRequest::new(FaultKind::Freeze)
+                    .region(region)
+                    .stream(stream.as_str())
+                    .rendition(rendition)
+                    .resource(ResourceFilter::Media);
+                let applied = match rig.fault(&req).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        say(format!("freeze of {name}/{rendition} failed: {e:#}"));
+                        rig.board.expect(&name, false);
+                        continue;
+                    }
+                };
+                let last_segment_ms = applied
+                    .frozen
+                    .as_ref()
+                    .and_then(|f| {
+                        f.streams
+                            .get(stream.as_str())
+                            .and_then(|s| s.last_segment_published_unix_ms)
+                            .or(f.last_segment_published_unix_ms)
+                    })
+                    .unwrap_or(applied.applied_at_unix_ms);
+                let detected_at_ms = match tokio::time::timeout(
+                    detect_timeout,
+                    rx.wait_for(|o| o.healthy == Some(false)),
+                )
+                .await
+                {
+                    Ok(Ok(o)) => Some(o.at_ms),
+                    _ => {
+                        say(format!(
+                            "{name}/{rendition}: not detected within {detect_timeout:?}"
+                        ));
+                        None
+                    }
+                };
+                let healed_at_ms = match rig.heal(applied.id).await {
+                    Ok(at) => Some(at),
+                    Err(e) => {
+                        say(format!("heal of fault {} failed: {e:#}", applied.id));
+                        None
+                    }
+                };
+                let recovered_at_ms = match tokio::time::timeout(
+                    recover_timeout,
+                    rx.wait_for(|o| o.healthy == Some(true)),
+                )
+                .await
+                {
+                    Ok(Ok(o)) => Some(o.at_ms),
+                    _ => {
+                        say(format!(
+                            "{name}: not Healthy again within {recover_timeout:?}"
+                        ));
+                        None
+                    }
+                };
+                rig.board.expect(&name, false);
+                let since = recovered
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(rig.probing_since_ms);
+                if let Some(at) = recovered_at_ms {
+                    recovered.insert(name.clone(), at);
+                }
+                out.push(FreezeSample {
+                    instance: name,
+                    rendition: rendition.to_string(),
+                    offset_ms,
+                    prober_age_ms: applied.applied_at_unix_ms.saturating_sub(since),
+                    applied_at_ms: applied.applied_at_unix_ms,
+                    last_segment_ms,
+                    detected_at_ms,
+                    engine_at_ms: None,
+                    healed_at_ms,
+                    recovered_at_ms,
+                });
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 10 == 0 || n == freezes {
+                    say(format!("{n} of {freezes} freezes done"));
+                }
+            }
+            out
+        }
+    });
+    let mut samples: Vec<FreezeSample> = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // The operator's own view: its "instance health changed" log lines.
+    let changes = operator_health_log(&rig.op_log, &rig.ns);
+    for s in &mut samples {
+        s.engine_at_ms = changes
+            .get(&s.instance)
+            .and_then(|v| v.iter().copied().find(|&at| at >= s.applied_at_ms));
+    }
+    samples
+}
+
+/// Unix ms of every "instance health changed ... healthy=false" line of the operator's JSON log,
+/// per instance name in `ns`.
+fn operator_health_log(log: &Path, ns: &str) -> HashMap<String, Vec<u64>> {
+    let mut out: HashMap<String, Vec<u64>> = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return out;
+    };
+    let prefix = format!("{ns}/");
+    for line in text.lines() {
+        if !line.contains("instance health changed") {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let fields = &v["fields"];
+        if fields["healthy"].as_bool() != Some(false) {
+            continue;
+        }
+        let (Some(instance), Some(ts)) = (fields["instance"].as_str(), v["timestamp"].as_str())
+        else {
+            continue;
+        };
+        let Some(name) = instance.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Ok(t) = ts.parse::<jiff::Timestamp>() {
+            out.entry(name.to_string())
+                .or_default()
+                .push(t.as_millisecond() as u64);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
+    out
+}
+
+/// Prober age after which a freeze counts as "settled": 20 segments, at most 120 s.
+fn settled_after_ms(td_ms: u64) -> u64 {
+    (td_ms * 20).min(120_000)
+}
+
+fn summarize(
+    samples: &[FreezeSample],
+    td_ms: u64,
+    instances: usize,
+    spurious: usize,
+) -> DetectionSummary {
+    let goal_ms = td_ms * 3 / 2 + 250;
+    let settled_after = settled_after_ms(td_ms);
+    let latency = |s: &FreezeSample| Some(s.detected_at_ms? as i64 - s.last_segment_ms as i64);
+    let group = |settled: bool| {
+        dist(
+            samples
+                .iter()
+                .filter(|s| (s.prober_age_ms >= settled_after) == settled)
+                .filter_map(latency),
+        )
+    };
+    let detected: Vec<&FreezeSample> = samples
+        .iter()
+        .filter(|s| s.detected_at_ms.is_some())
+        .collect();
+    let d = |f: &dyn Fn(&FreezeSample) -> Option<i64>| dist(samples.iter().filter_map(f));
+    let from_last_segment = d(&|s| Some(s.detected_at_ms? as i64 - s.last_segment_ms as i64));
+    let missed = samples.len() - detected.len();
+    DetectionSummary {
+        td_ms,
+        instances,
+        goal_ms,
+        freezes: samples.len(),
+        detected: detected.len(),
+        missed,
+        from_freeze: d(&|s| Some(s.detected_at_ms? as i64 - s.applied_at_ms as i64)),
+        goal_met: missed == 0
+            && from_last_segment
+                .as_ref()
+                .is_some_and(|d| d.p99 <= goal_ms as i64),
+        from_last_segment,
+        settled_after_ms: settled_after,
+        settled: group(true),
+        recent: group(false),
+        engine_from_last_segment: d(&|s| Some(s.engine_at_ms? as i64 - s.last_segment_ms as i64)),
+        status_path: d(&|s| Some(s.detected_at_ms? as i64 - s.engine_at_ms? as i64)),
+        recovery_from_heal: d(&|s| Some(s.recovered_at_ms? as i64 - s.healed_at_ms? as i64)),
+        spurious,
+    }
+}
+
+fn print_detection(title: &str, s: &DetectionSummary) {
+    println!("{title}");
+    println!(
+        "  freezes {} detected {} missed {} spurious {}; goal p99 <= 1.5 x TD + 250 ms = {} ms: {}",
+        s.freezes,
+        s.detected,
+        s.missed,
+        s.spurious,
+        s.goal_ms,
+        if s.goal_met { "MET" } else { "NOT MET" }
+    );
+    println!(
+        "  from last segment published   {}",
+        fmt_dist(&s.from_last_segment)
+    );
+    println!(
+        "    prober age >= {:>3} s         {}",
+        s.settled_after_ms / 1000,
+        fmt_dist(&s.settled)
+    );
+    println!(
+        "    prober age <  {:>3} s         {}",
+        s.settled_after_ms / 1000,
+        fmt_dist(&s.recent)
+    );
+    println!(
+        "  from freeze applied           {}",
+        fmt_dist(&s.from_freeze)
+    );
+    println!(
+        "  operator log, from last seg.  {}",
+        fmt_dist(&s.engine_from_last_segment)
+    );
+    println!(
+        "  status write + watch delivery {}",
+        fmt_dist(&s.status_path)
+    );
+    println!(
+        "  recovery after heal           {}",
+        fmt_dist(&s.recovery_from_heal)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct ResultLine {
+    kind: String,
+    label: String,
+    finished_unix_ms: u64,
+    args: Vec<String>,
+    operator_args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detection: Option<DetectionSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scale: Option<ScaleSummary>,
+    /// CPU over the freeze campaign.
+    #[serde(default)]
+    campaign_cpu: CpuReport,
+    samples: Vec<FreezeSample>,
+}
+
+fn write_result(path: &Option<PathBuf>, line: &ResultLine) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(line)?)?;
+        say(format!("result appended to {}", path.display()));
+    }
+    Ok(())
+}
+
+fn meter_pids(rig: &Rig) -> Vec<(&'static str, u32)> {
+    let mut pids = vec![
+        ("operator", rig.operator_pid()),
+        ("simulator", rig.sim_pid()),
+        ("bench", std::process::id()),
+    ];
+    if let Some(p) = env_pid("kube-apiserver") {
+        pids.push(("kube-apiserver", p));
+    }
+    if let Some(p) = env_pid("etcd") {
+        pids.push(("etcd", p));
+    }
+    pids
+}
+
+async fn detection(args: DetectionArgs) -> anyhow::Result<()> {
+    let label = args
+        .common
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("detection-td{}", args.target_duration));
+    let rig = Rig::start(
+        &args.common,
+        "detection",
+        args.parallel.max(1),
+        args.target_duration,
+        Duration::from_secs(120),
+        false,
+        args.parallel.max(1),
+    )
+    .await?;
+    let result = async {
+        let settle: Duration = args.settle.map_or_else(
+            || Duration::from_millis(settled_after_ms(rig.td_ms)),
+            Into::into,
+        );
+        say(format!("letting the probes settle for {settle:?}"));
+        tokio::time::sleep(settle).await;
+        let since = now_ms();
+        let meter = CpuMeter::start(meter_pids(&rig), clk_tck());
+        let samples = freeze_campaign(&rig, args.freezes, args.parallel).await;
+        let cpu = meter.read();
+        let summary = summarize(
+            &samples,
+            rig.td_ms,
+            rig.streams.len() * REGIONS.len(),
+            rig.board.spurious_since(since).len(),
+        );
+        print_detection(
+            &format!(
+                "== {label}: TD {} ms, {} instances, {} in parallel",
+                rig.td_ms,
+                rig.streams.len() * REGIONS.len(),
+                args.parallel
+            ),
+            &summary,
+        );
+        println!("  CPU % of one core over the campaign: {:?}", cpu.processes);
+        write_result(
+            &args.common.json_out,
+            &ResultLine {
+                kind: "detection".into(),
+                label,
+                finished_unix_ms: now_ms(),
+                args: std::env::args().skip(1).collect(),
+                operator_args: args.common.operator_args.clone(),
+                detection: Some(summary),
+                scale: None,
+                campaign_cpu: cpu,
+                samples,
+            },
+        )
+    }
+    .await;
+    rig.teardown().await;
+    result
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ScaleSummary {
+    td_ms: u64,
+    /// Objects created before the operator started (else in batches while it ran).
+    #[serde(default)]
+    cold_start: bool,
+    streams: usize,
+    instances: usize,
+    /// Media playlists the operator reports probing (cvs_probed_playlists).
+    probed_playlists: f64,
+    create_seconds: f64,
+    time_to_all_healthy_seconds: f64,
+    window: CpuReport,
+    operator_cpu_pct: f64,
+    /// Highest 10-second average in the window.
+    operator_cpu_max_10s_pct: f64,
+    operator_peak_rss_mib: f64,
+    probe_requests_per_s: f64,
+    media_requests_per_s: f64,
+    master_requests_per_s: f64,
+    failed_requests_in_window: f64,
+    /// Media playlist fetches per playlist per target duration.
+    polls_per_playlist_per_segment: f64,
+    instance_status_writes_per_s: f64,
+    cluster_status_writes_per_s: f64,
+    /// Failed reconciliations per second (`cvs_reconcile_errors_total`), e.g. the state table
+    /// unreachable when the environment runs without the AWS emulators.
+    #[serde(default)]
+    instance_errors_per_s: f64,
+    #[serde(default)]
+    cluster_errors_per_s: f64,
+    /// State-table writes and failed state-table requests per second.
+    #[serde(default)]
+    state_writes_per_s: f64,
+    #[serde(default)]
+    state_errors_per_s: f64,
+    /// Highest VmRSS seen while the instances were becoming Healthy (sampled every 100 ms).
+    #[serde(default)]
+    operator_rss_mib_startup_max: f64,
+    /// VmRSS at the end of the steady-state window.
+    #[serde(default)]
+    operator_rss_mib_window_end: f64,
+    /// Size of one StreamInstance as JSON (with its managedFields), as every watch cache of the
+    /// operator keeps it; and the managedFields part of it.
+    #[serde(default)]
+    instance_json_bytes: usize,
+    #[serde(default)]
+    instance_managed_fields_bytes: usize,
+    /// StreamInstance updates the bench's watch received per second.
+    watch_updates_per_s: f64,
+    /// Healthy=False on an instance nobody froze, during the window.
+    spurious_in_window: usize,
+    healthy_at_window_end: usize,
+    /// Media playlists the operator counts as stale at the window's end (cvs_stale_renditions).
+    stale_playlists_at_window_end: f64,
+    cpu_goal_met: bool,
+    rss_goal_met: bool,
+}
+
+async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let label = args
+        .common
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("scale-td{}-{}", args.target_duration, args.playlists));
+    let instances = args.playlists.div_ceil(PLAYLISTS_PER_INSTANCE);
+    let streams = instances.div_ceil(REGIONS.len()).max(1);
+    let mut rig = Rig::start(
+        &args.common,
+        "scale",
+        streams,
+        args.target_duration,
+        args.healthy_timeout.into(),
+        args.cold_start,
+        args.batch,
+    )
+    .await?;
+    let result = async {
+        let hz = clk_tck();
+        let warmup: Duration = args.warmup.into();
+        say(format!("warming up for {warmup:?}"));
+        tokio::time::sleep(warmup).await;
+        rig.check_alive()?;
+
+        let window: Duration = args.duration.into();
+        say(format!("steady-state window of {window:?}"));
+        let since = now_ms();
+        let before = scrape(&rig.http, rig.op_addr).await?;
+        let updates_before = rig.board.updates();
+        let meter = CpuMeter::start(meter_pids(&rig), hz);
+        let end = Instant::now() + window;
+        let mut max_slice: f64 = 0.0;
+        while Instant::now() < end {
+            let slice = CpuMeter::start(vec![("operator", rig.operator_pid())], hz);
+            let step = Duration::from_secs(10).min(end - Instant::now());
+            tokio::time::sleep(step).await;
+            let r = slice.read();
+            let pct = r.processes.get("operator").copied().unwrap_or(0.0);
+            if step >= Duration::from_secs(5) {
+                max_slice = max_slice.max(pct);
+            }
+            say(format!(
+                "operator {pct:.1} % of a core, machine {:.2} cores busy, {} Healthy",
+                r.machine_cores_busy,
+                rig.board.count(Some(true))
+            ));
+            rig.check_alive()?;
+        }
+        let cpu = meter.read();
+        let after = scrape(&rig.http, rig.op_addr).await?;
+        let rss_window_end =
+            (proc_status_kib(rig.operator_pid(), "VmRSS:").unwrap_or(0) as f64 / 102.4).round()
+                / 10.0;
+        let (instance_json_bytes, instance_managed_fields_bytes) = {
+            let api: Api<StreamInstance> = Api::namespaced(rig.client.clone(), &rig.ns);
+            match api.get(&instance_name(&rig.streams[0], REGIONS[0])).await {
+                Ok(si) => (
+                    serde_json::to_vec(&si).map_or(0, |v| v.len()),
+                    serde_json::to_vec(&si.metadata.managed_fields).map_or(0, |v| v.len()),
+                ),
+                Err(_) => (0, 0),
+            }
+        };
+        let secs = cpu.seconds.max(1e-3);
+        let rate = |a: f64, b: f64| ((a - b) / secs * 10.0).round() / 10.0;
+        let media_rps = rate(after.media_requests, before.media_requests);
+        let spurious_in_window = rig.board.spurious_since(since).len();
+        let healthy_at_window_end = rig.board.count(Some(true));
+        let operator_cpu_pct = cpu.processes.get("operator").copied().unwrap_or(0.0);
+
+        say(format!(
+            "detection at scale: {} freezes, {} in parallel",
+            args.freezes, args.parallel
+        ));
+        let since = now_ms();
+        let campaign_meter = CpuMeter::start(meter_pids(&rig), hz);
+        let samples = freeze_campaign(&rig, args.freezes, args.parallel).await;
+        let campaign_cpu = campaign_meter.read();
+        let detection = summarize(
+            &samples,
+            rig.td_ms,
+            rig.streams.len() * REGIONS.len(),
+            rig.board.spurious_since(since).len(),
+        );
+        let peak_rss_mib =
+            proc_status_kib(rig.operator_pid(), "VmHWM:").unwrap_or(0) as f64 / 1024.0;
+
+        let summary = ScaleSummary {
+            td_ms: rig.td_ms,
+            cold_start: args.cold_start,
+            streams,
+            instances: streams * REGIONS.len(),
+            probed_playlists: after.probed_playlists,
+            create_seconds: (rig.create_seconds * 10.0).round() / 10.0,
+            time_to_all_healthy_seconds: (rig.time_to_healthy_seconds * 10.0).round() / 10.0,
+            operator_cpu_pct,
+            operator_cpu_max_10s_pct: max_slice,
+            operator_peak_rss_mib: (peak_rss_mib * 10.0).round() / 10.0,
+            probe_requests_per_s: rate(
+                after.media_requests + after.master_requests,
+                before.media_requests + before.master_requests,
+            ),
+            media_requests_per_s: media_rps,
+            master_requests_per_s: rate(after.master_requests, before.master_requests),
+            failed_requests_in_window: after.failed_requests - before.failed_requests,
+            polls_per_playlist_per_segment: if after.probed_playlists > 0.0 {
+                ((media_rps * rig.td_ms as f64 / 1000.0 / after.probed_playlists) * 100.0).round()
+                    / 100.0
+            } else {
+                0.0
+            },
+            instance_status_writes_per_s: rate(after.instance_writes, before.instance_writes),
+            cluster_status_writes_per_s: rate(after.cluster_writes, before.cluster_writes),
+            instance_errors_per_s: rate(after.instance_errors, before.instance_errors),
+            cluster_errors_per_s: rate(after.cluster_errors, before.cluster_errors),
+            state_writes_per_s: rate(after.state_writes, before.state_writes),
+            state_errors_per_s: rate(after.state_errors, before.state_errors),
+            operator_rss_mib_startup_max: rig.startup_rss_max_mib,
+            operator_rss_mib_window_end: rss_window_end,
+            instance_json_bytes,
+            instance_managed_fields_bytes,
+            watch_updates_per_s: rate(rig.board.updates() as f64, updates_before as f64),
+            spurious_in_window,
+            healthy_at_window_end,
+            stale_playlists_at_window_end: after.stale_playlists,
+            cpu_goal_met: operator_cpu_pct <= 100.0,
+            rss_goal_met: peak_rss_mib <= 256.0,
+            window: cpu,
+        };
+        print_scale(&label, &summary, &detection, &campaign_cpu);
+        write_result(
+            &args.common.json_out,
+            &ResultLine {
+                kind: "scale".into(),
+                label,
+                finished_unix_ms: now_ms(),
+                args: std::env::args().skip(1).collect(),
+                operator_args: args.common.operator_args.clone(),
+                detection: Some(detection),
+                scale: Some(summary),
+                campaign_cpu,
+                samples,
+            },
+        )
+    }
+    .await;
+    rig.teardown().await;
+    result
+}
+
+fn print_scale(label: &str, s: &ScaleSummary, d: &DetectionSummary, campaign: &CpuReport) {
+    println!(
+        "== {label}: TD {} ms, {} StreamInstances, {} media playlists probed",
+        s.td_ms, s.instances, s.probed_playlists
+    );
+    println!(
+        "  {}: objects created in {:.1} s; all Healthy {:.1} s after the operator started",
+        if s.cold_start {
+            "cold start"
+        } else {
+            "created in batches while the operator ran"
+        },
+        s.create_seconds,
+        s.time_to_all_healthy_seconds
+    );
+    println!(
+        "  window {:.0} s: operator CPU {:.1} % of one core (max 10 s: {:.1} %), peak RSS {:.1} MiB (start-up max {:.1}, window end {:.1})",
+        s.window.seconds,
+        s.operator_cpu_pct,
+        s.operator_cpu_max_10s_pct,
+        s.operator_peak_rss_mib,
+        s.operator_rss_mib_startup_max,
+        s.operator_rss_mib_window_end
+    );
+    println!(
+        "  one StreamInstance is {} bytes of JSON, {} of them managedFields",
+        s.instance_json_bytes, s.instance_managed_fields_bytes
+    );
+    println!(
+        "  probe requests {:.1}/s (media {:.1}/s, master {:.1}/s, {:.2} media polls per playlist per segment), {} failed",
+        s.probe_requests_per_s,
+        s.media_requests_per_s,
+        s.master_requests_per_s,
+        s.polls_per_playlist_per_segment,
+        s.failed_requests_in_window
+    );
+    println!(
+        "  status writes/s: instance {:.1}, cluster {:.1}; watch updates/s {:.1}; failed reconciles/s: instance {:.1}, cluster {:.1}; state table writes/s {:.1}, failed requests/s {:.1}",
+        s.instance_status_writes_per_s,
+        s.cluster_status_writes_per_s,
+        s.watch_updates_per_s,
+        s.instance_errors_per_s,
+        s.cluster_errors_per_s,
+        s.state_writes_per_s,
+        s.state_errors_per_s
+    );
+    println!(
+        "  CPU % of one core in the window: {:?}; machine {:.2} cores busy, other work {:.2} cores",
+        s.window.processes, s.window.machine_cores_busy, s.window.other_cores_busy
+    );
+    println!(
+        "  spurious Healthy=False in the window: {}; Healthy at window end: {} of {}; stale playlists {}",
+        s.spurious_in_window, s.healthy_at_window_end, s.instances, s.stale_playlists_at_window_end
+    );
+    println!(
+        "  goals: CPU <= 1 core {}; peak RSS <= 256 MiB {}",
+        if s.cpu_goal_met { "MET" } else { "NOT MET" },
+        if s.rss_goal_met { "MET" } else { "NOT MET" }
+    );
+    print_detection("  detection at scale:", d);
+    println!(
+        "  CPU % of one core during the freezes: {:?}",
+        campaign.processes
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+// ---------------------------------------------------------------------------------------------
+
+fn report(file: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let lines: Vec<ResultLine> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing the results")?;
+    let cell = |d: &Option<Dist>| {
+        d.as_ref().map_or("-".to_string(), |d| {
+            format!("{} / {} / {} / {}", d.p50, d.p90, d.p99, d.max)
+        })
+    };
+    println!("### Detection latency (ms: p50 / p90 / p99 / max)\n");
+    println!(
+        "| run | TD | instances | freezes (missed) | from last segment | prober age >= 20 TD | prober age < 20 TD | from freeze | operator decision, from last segment | status write + watch | recovery after heal | goal (p99 from last segment) | met |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for l in &lines {
+        let Some(d) = &l.detection else { continue };
+        let group = |x: &Option<Dist>| {
+            x.as_ref().map_or("-".to_string(), |x| {
+                format!("{} (n={})", cell(&Some(x.clone())), x.n)
+            })
+        };
+        println!(
+            "| {} | {} s | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | <= {} | {} |",
+            l.label,
+            d.td_ms as f64 / 1000.0,
+            d.instances,
+            d.freezes,
+            d.missed,
+            cell(&d.from_last_segment),
+            group(&d.settled),
+            group(&d.recent),
+            cell(&d.from_freeze),
+            cell(&d.engine_from_last_segment),
+            cell(&d.status_path),
+            cell(&d.recovery_from_heal),
+            d.goal_ms,
+            if d.goal_met { "yes" } else { "**no**" }
+        );
+    }
+    if lines.iter().any(|l| l.scale.is_some()) {
+        println!("\n### Scale (steady-state window)\n");
+        println!(
+            "| run | TD | instances | playlists | all Healthy after | operator CPU (% of 1 core; max 10 s) | peak RSS (window end) | probe req/s (media / master) | polls per playlist per segment | status writes/s (instance / cluster) | failed reconciles/s (instance / cluster); state-table errors/s | apiserver CPU | etcd CPU | simulator CPU | other load (cores) | spurious | CPU goal | RSS goal |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for l in &lines {
+            let Some(s) = &l.scale else { continue };
+            let healthy_after = format!(
+                "{:.1} s{}",
+                s.time_to_all_healthy_seconds,
+                if s.cold_start { " (cold start)" } else { "" }
+            );
+            let p = |k: &str| {
+                s.window
+                    .processes
+                    .get(k)
+                    .map_or("-".to_string(), |v| format!("{v:.1} %"))
+            };
+            println!(
+                "| {} | {} s | {} | {} | {} | {:.1} % ({:.1} %) | {:.1} MiB ({:.1} MiB) | {:.0} ({:.0} / {:.0}) | {:.2} | {:.1} / {:.1} | {:.1} / {:.1}; {:.1} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                l.label,
+                s.td_ms as f64 / 1000.0,
+                s.instances,
+                s.probed_playlists,
+                healthy_after,
+                s.operator_cpu_pct,
+                s.operator_cpu_max_10s_pct,
+                s.operator_peak_rss_mib,
+                s.operator_rss_mib_window_end,
+                s.probe_requests_per_s,
+                s.media_requests_per_s,
+                s.master_requests_per_s,
+                s.polls_per_playlist_per_segment,
+                s.instance_status_writes_per_s,
+                s.cluster_status_writes_per_s,
+                s.instance_errors_per_s,
+                s.cluster_errors_per_s,
+                s.state_errors_per_s,
+                p("kube-apiserver"),
+                p("etcd"),
+                p("simulator"),
+                s.window.other_cores_busy,
+                s.spurious_in_window,
+                if s.cpu_goal_met { "yes" } else { "**no**" },
+                if s.rss_goal_met { "yes" } else { "**no**" },
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let (run, max): (
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>,
+        Duration,
+    ) = match cli.command {
+        Command::Report { file } => {
+            return match report(&file) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cvs-bench: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Detection(a) => {
+            let max = a.common.max_runtime.into();
+            (Box::pin(detection(a)), max)
+        }
+        Command::Scale(a) => {
+            let max = a.common.max_runtime.into();
+            (Box::pin(scale(a)), max)
+        }
+    };
+    // Dropping `run` (on timeout or a signal) drops the rig, which kills the operator and the
+    // simulator; the objects stay in the namespace until the environment is stopped.
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(max, run) => match r {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("stopped after --max-runtime {max:?}")),
+        },
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cvs-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
