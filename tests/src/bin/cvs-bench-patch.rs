@@ -1,0 +1,102 @@
+//! Benchmark: the delay from `kubectl patch ... distroOpen` to the state-table item changing.
+//!
+//! Needs the environment with DynamoDB Local (`eval "$(tests/env/up.sh)"`) and a built
+//! operator (`target/release/cvs-operator`, or `CVS_OPERATOR_BIN`). Creates a namespace with one
+//! ClusteredStream (minOpen 1) and two StreamInstances, then closes and reopens one instance
+//! `--patches` times through the API server, each time timing the moment the patch is accepted to
+//! the moment a strongly consistent read of its item shows the new `distro_open` (polled every
+//! 5 ms). Prints p50/p90/p99/max.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use clap::Parser;
+use cvs_e2e::*;
+use kube::api::{Api, Patch, PatchParams};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Patches to time (each one flips the instance).
+    #[arg(long, default_value_t = 100)]
+    patches: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    require_env();
+    install_crds();
+    let ns = namespace("bench-patch");
+    let table = format!("{ns}-state");
+    let mut manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n"
+    );
+    for region in ["us-east-1", "eu-west-1"] {
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {region}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d-{region}.cloudfront.net}}\n  origin: {{url: \"http://127.0.0.1:9/master.m3u8\"}}\n"
+        ));
+    }
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let _operator = Operator::start("bench-patch", &ns).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws_config().await);
+    let item_open = || async {
+        let out = dynamodb
+            .get_item()
+            .table_name(&table)
+            .key(
+                "domain",
+                AttributeValue::S("d-eu-west-1.cloudfront.net".into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?;
+        out.item?.get("distro_open")?.as_bool().ok().copied()
+    };
+    // The item exists and is open before timing starts.
+    wait_for("the first item", Duration::from_secs(60), || async {
+        (item_open().await == Some(true)).then_some(())
+    })
+    .await;
+
+    let api: Api<cvs_operator::resources::StreamInstance> = Api::namespaced(client().await, &ns);
+    let mut delays = Vec::with_capacity(args.patches);
+    for i in 0..args.patches {
+        let open = i % 2 == 1;
+        let patch = serde_json::json!({"spec": {"distroOpen": open}});
+        api.patch("eu-west-1", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let accepted = Instant::now();
+        loop {
+            if item_open().await == Some(open) {
+                break;
+            }
+            if accepted.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("patch {i} did not reach the table within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        delays.push(accepted.elapsed().as_secs_f64() * 1000.0);
+    }
+    delays.sort_by(f64::total_cmp);
+    println!("| patches | p50 | p90 | p99 | max | goal p99 < 1000 ms |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} |",
+        delays.len(),
+        percentile(&delays, 50.0),
+        percentile(&delays, 90.0),
+        percentile(&delays, 99.0),
+        delays[delays.len() - 1],
+        if percentile(&delays, 99.0) < 1000.0 {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    Ok(())
+}
