@@ -19,6 +19,12 @@ use std::collections::HashMap;
 /// The item's key attribute.
 pub const KEY: &str = "domain";
 
+/// The `reason` of an item whose StreamInstance is gone (deleted, moved to another
+/// ClusteredStream, or given another domain). Such an item is kept, closed, rather than deleted:
+/// its version goes on increasing if the domain comes back, so SNS sequence numbers never repeat,
+/// and readers see the region closed rather than an unknown domain.
+pub const REMOVED_REASON: &str = "InstanceRemoved";
+
 /// What the operator wants an instance's item to say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
@@ -90,6 +96,15 @@ impl Desired {
 }
 
 impl Item {
+    /// What the item should say once its StreamInstance is gone: closed, the rest as it was.
+    pub fn retired(&self) -> Desired {
+        Desired {
+            distro_open: false,
+            reason: REMOVED_REASON.to_owned(),
+            ..self.desired.clone()
+        }
+    }
+
     /// Reads an item; attributes an older writer left out take neutral defaults.
     pub fn from_attributes(attrs: &HashMap<String, AttributeValue>) -> Option<Item> {
         let s = |k: &str| {
@@ -122,6 +137,23 @@ impl Item {
         })
     }
 }
+
+/// The items of one ClusteredStream that no StreamInstance of it claims any more (their domain
+/// is not among `member_domains`) and that are not retired yet.
+pub fn to_retire<'a>(
+    items: &'a [Item],
+    member_domains: &std::collections::BTreeSet<String>,
+) -> Vec<&'a Item> {
+    items
+        .iter()
+        .filter(|i| !member_domains.contains(&i.desired.domain))
+        .filter(|i| !i.retired().matches(i))
+        .collect()
+}
+
+/// At most this many pages (1 MB each) are read when listing a ClusteredStream's items: far more
+/// than any real table holds, and a bound on a table that is not what it should be.
+const MAX_SCAN_PAGES: usize = 64;
 
 /// What became of one requested replica region.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +235,10 @@ impl StateTable {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
     }
 
     /// Checks the table exists with the right key; with `create`, creates it when missing and
@@ -395,6 +431,35 @@ impl StateTable {
         }
     }
 
+    /// Every item whose `cluster` attribute is `cluster` (strongly consistent scan).
+    pub async fn items_of_cluster(&self, cluster: &str) -> Result<Vec<Item>, StateError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        for _ in 0..MAX_SCAN_PAGES {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .consistent_read(true)
+                .filter_expression("#c = :c")
+                .expression_attribute_names("#c", "cluster")
+                .expression_attribute_values(":c", AttributeValue::S(cluster.to_owned()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws)?;
+            items.extend(out.items().iter().filter_map(Item::from_attributes));
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+        Err(StateError::Aws(format!(
+            "table {} has more than {MAX_SCAN_PAGES} pages of items; not scanning further",
+            self.name
+        )))
+    }
+
     /// Brings the item to `desired`: reads (unless `cached` is given), writes when it differs,
     /// and on a conflict re-reads and tries again (at most three times).
     pub async fn sync(
@@ -486,6 +551,40 @@ mod tests {
         assert_eq!(item.desired.healthy, Some(false));
         assert_eq!(item.version, 0);
         assert!(!desired().matches(&item));
+    }
+
+    #[test]
+    fn only_unclaimed_items_not_yet_retired_are_retired() {
+        let item = |domain: &str, reason: &str, open: bool| Item {
+            desired: Desired {
+                domain: domain.into(),
+                distro_open: open,
+                reason: reason.into(),
+                ..desired()
+            },
+            updated_at: "t".into(),
+            version: 3,
+        };
+        let items = vec![
+            item("kept.cloudfront.net", "DesiredOpen", true),
+            item("gone.cloudfront.net", "DesiredOpen", true),
+            item("gone-closed.cloudfront.net", "DesiredClosed", false),
+            item("retired.cloudfront.net", REMOVED_REASON, false),
+        ];
+        let members = std::collections::BTreeSet::from(["kept.cloudfront.net".to_owned()]);
+        let domains: Vec<&str> = to_retire(&items, &members)
+            .iter()
+            .map(|i| i.desired.domain.as_str())
+            .collect();
+        assert_eq!(
+            domains,
+            ["gone.cloudfront.net", "gone-closed.cloudfront.net"]
+        );
+        let retired = items[1].retired();
+        assert!(!retired.distro_open);
+        assert!(retired.desired_open, "what the spec asked is kept");
+        assert_eq!(retired.reason, REMOVED_REASON);
+        assert_eq!(retired.name, items[1].desired.name);
     }
 
     #[test]

@@ -92,6 +92,20 @@ pub async fn kubectl_eventually(args: &[&str], timeout: std::time::Duration) -> 
     }
 }
 
+/// The Kubernetes Events about the object called `name` in `ns` (empty when listing fails).
+pub async fn events_for(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(client.clone(), ns);
+    api.list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
 /// Installs the CRDs from `crds/` and waits until the API server serves them.
 pub fn install_crds() {
     let crds = repo_root().join("crds");

@@ -3,7 +3,6 @@
 
 use cvs_e2e::*;
 use cvs_operator::resources::{ClusteredStream, StreamInstance};
-use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 use std::time::Duration;
 
@@ -286,14 +285,6 @@ fn condition<'a>(
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     conditions.iter().find(|c| c.type_ == type_)
-}
-
-async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    api.list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use hls_sim::api::{
 };
 use hls_sim::{SimConfig, SimHandle, Simulator};
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use std::time::Duration;
 
 const EAST: &str = "us-east-1";
@@ -110,14 +110,7 @@ impl Fixture {
     }
 
     async fn events(&self, region: &str) -> Vec<Event> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        api.list(
-            &ListParams::default()
-                .fields(&format!("involvedObject.name={}", instance_name(region))),
-        )
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+        events_for(&self.client, &self.ns, &instance_name(region)).await
     }
 }
 

@@ -92,17 +92,9 @@ impl Fixture {
             .unwrap();
 
         let table = format!("{ns}-state");
-        let mut manifest = format!(
+        let manifest = format!(
             "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  failover: {failover}\n  notifications: {{snsTopicArn: \"{topic}\"}}\n"
         );
-        for region in [EAST, WEST] {
-            manifest.push_str(&format!(
-                "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-                name(region),
-                domain(region),
-                sim.master_url(region, "s0001").unwrap()
-            ));
-        }
         kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
         let ddb_proxy = TcpProxy::start(&std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap())
             .await
@@ -123,6 +115,12 @@ impl Fixture {
             client: client().await,
             ns,
         };
+        for region in [EAST, WEST] {
+            kubectl_ok(
+                &["apply", "-n", &f.ns, "-f", "-"],
+                Some(&f.instance_manifest(region)),
+            );
+        }
         f.start_operator().await;
         f
     }
@@ -206,6 +204,16 @@ impl Fixture {
             self.events().await.into_iter().find(|e| check(e))
         })
         .await
+    }
+
+    /// The StreamInstance of `region`, as the fixture first applied it.
+    fn instance_manifest(&self, region: &str) -> String {
+        format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
+            name(region),
+            domain(region),
+            self.sim.master_url(region, "s0001").unwrap()
+        )
     }
 
     fn patch_open(&self, region: &str, open: bool) {
@@ -392,6 +400,74 @@ async fn automatic_failover_closes_a_stale_region_and_reopens_after_hold_down() 
     let events = f.events().await;
     sequences(&events, EAST);
     sequences(&events, WEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_instance_is_closed_in_the_table_and_announced() {
+    let mut f = Fixture::start("state-removed", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    let east_version = n(&f.item(EAST).await.unwrap(), "version");
+    let west_version = n(&f.item(WEST).await.unwrap(), "version");
+    let delete_west = || {
+        kubectl_ok(
+            &["delete", "streaminstance", &name(WEST), "-n", &f.ns],
+            None,
+        )
+    };
+
+    // Deleted while the operator runs: the item stays, closed, and the change is announced.
+    delete_west();
+    let retired = f
+        .wait_item("west retired", WEST, |i| {
+            s(i, "reason") == "InstanceRemoved"
+        })
+        .await;
+    assert!(!b(&retired, "distro_open"));
+    assert_eq!(n(&retired, "version"), west_version + 1);
+    assert_eq!(s(&retired, "name"), format!("{}/{}", f.ns, name(WEST)));
+    let event = f
+        .wait_event("west close event", |e| {
+            e["region"] == WEST && e["new"]["open"] == false
+        })
+        .await;
+    assert_eq!(event["reason"], "InstanceRemoved");
+    assert_eq!(event["sequence"].as_u64(), Some(n(&retired, "version")));
+    wait_for("InstanceRemoved Event", WAIT, || async {
+        events_for(&f.client, &f.ns, "event")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InstanceRemoved"))
+    })
+    .await;
+
+    // Recreated: the same item opens again, its version going on from where it was.
+    kubectl_ok(
+        &["apply", "-n", &f.ns, "-f", "-"],
+        Some(&f.instance_manifest(WEST)),
+    );
+    let reopened = f
+        .wait_item("west reopened", WEST, |i| b(i, "distro_open"))
+        .await;
+    assert_eq!(s(&reopened, "reason"), "DesiredOpen");
+    assert!(n(&reopened, "version") > n(&retired, "version"));
+
+    // Deleted while the operator is down: retired by the sweep at start-up.
+    f.operator.take().unwrap().kill();
+    let before_restart = n(&f.item(WEST).await.unwrap(), "version");
+    delete_west();
+    f.start_operator().await;
+    let retired_again = f
+        .wait_item("west retired after restart", WEST, |i| {
+            s(i, "reason") == "InstanceRemoved"
+        })
+        .await;
+    assert_eq!(n(&retired_again, "version"), before_restart + 1);
+
+    // The remaining instance was never rewritten, and sequences only increased.
+    let east = f.item(EAST).await.unwrap();
+    assert!(b(&east, "distro_open"));
+    assert_eq!(n(&east, "version"), east_version);
+    sequences(&f.events().await, WEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

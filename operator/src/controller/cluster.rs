@@ -4,7 +4,7 @@
 use super::TableOutcome;
 use super::instance::up_to_date;
 use super::{
-    Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR, apply_status,
+    Context, Error, OPERATOR_NAME, RESYNC_PERIOD, RETRY_AFTER_ERROR, Swept, apply_status,
     count_transition, publish,
 };
 use crate::conditions::{self, Desired, Status};
@@ -12,12 +12,14 @@ use crate::notify::{InstanceEvent, InstanceState, RenditionDetail};
 use crate::openness::{self, InstanceView, OpenDecision, OpenReason};
 use crate::resources::{ClusteredStream, InstanceSummary, StreamInstance};
 use crate::state::{StateError, Synced};
+use futures::FutureExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Field manager for the fields this reconciler owns (on both kinds).
 pub const FIELD_MANAGER: &str = "cvs-operator/cluster";
@@ -195,6 +197,11 @@ pub async fn reconcile(cluster: Arc<ClusteredStream>, ctx: Arc<Context>) -> Resu
 }
 
 async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Action, Error> {
+    // Deciding on a partial list of instances would write a wrong summary, and could close the
+    // table items of instances not listed yet.
+    if ctx.instances.wait_until_ready().now_or_never().is_none() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let name = cluster.name_any();
     let ns = cluster
         .namespace()
@@ -435,7 +442,7 @@ async fn sync_state(
                 if synced.written {
                     written += 1;
                     ctx.metrics.state_writes.inc();
-                    notify(ctx, cluster, instance, &synced);
+                    notify(ctx, cluster, renditions_of(instance), &synced);
                 }
             }
             Err(e) => {
@@ -446,6 +453,9 @@ async fn sync_state(
                 return fail(e);
             }
         }
+    }
+    if let Err(e) = retire_removed(ctx, cluster, cluster_key, &table, members).await {
+        return fail(e);
     }
     ctx.table_outcome(&spec.name, &spec.region, TableOutcome::Synced);
     if written > 0 {
@@ -516,22 +526,94 @@ fn replication_condition(outcomes: &[crate::state::ReplicaOutcome]) -> Option<De
     })
 }
 
-/// Publishes the SNS event for a recorded change, if the ClusteredStream has a topic and the
-/// change is one of health or open state.
-fn notify(ctx: &Context, cluster: &ClusteredStream, instance: &StreamInstance, synced: &Synced) {
-    let Some(notifications) = &cluster.spec.notifications else {
-        return;
-    };
-    let state = |item: &crate::state::Item| InstanceState {
-        open: item.desired.distro_open,
-        healthy: item.desired.healthy,
-    };
-    let old = synced.previous.as_ref().map(state);
-    let new = state(&synced.item);
-    let Some(type_) = InstanceEvent::type_for(old.as_ref(), &new) else {
-        return;
-    };
-    let renditions = instance
+/// Closes the table items of this ClusteredStream that no instance claims any more: the
+/// instance was deleted (while the operator ran or not), moved to another ClusteredStream, or
+/// given another domain. Runs when the member domains or the table changed since the last sweep,
+/// so a steady cluster costs no scans. Never runs with no members at all: deleting every
+/// instance (a teardown, or an accident) leaves the table as it was rather than closing every
+/// region. A write that meets a newer version is left to the next sweep, which re-reads.
+async fn retire_removed(
+    ctx: &Context,
+    cluster: &ClusteredStream,
+    cluster_key: &str,
+    table: &crate::state::StateTable,
+    members: &[Arc<StreamInstance>],
+) -> Result<(), StateError> {
+    let domains: BTreeSet<String> = members
+        .iter()
+        .map(|i| i.spec.cloudfront.domain.clone())
+        .collect();
+    if domains.is_empty() {
+        return Ok(());
+    }
+    let sweep: Swept = (table.name().to_owned(), table.region().to_owned(), domains);
+    let due = ctx
+        .swept
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(cluster_key)
+        != Some(&sweep);
+    if !due {
+        return Ok(());
+    }
+    let items = table.items_of_cluster(cluster_key).await?;
+    let mut complete = true;
+    for item in crate::state::to_retire(&items, &sweep.2) {
+        let retired = item.retired();
+        match table.put(&retired, Some(item)).await {
+            Ok(written) => {
+                ctx.metrics.state_writes.inc();
+                tracing::info!(
+                    cluster = cluster_key,
+                    domain = %retired.domain,
+                    instance = %retired.name,
+                    "closed the state-table item of a removed instance"
+                );
+                let synced = Synced {
+                    item: written.clone(),
+                    previous: Some(item.clone()),
+                    written: true,
+                };
+                ctx.items
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(retired.domain.clone(), written);
+                notify(ctx, cluster, Vec::new(), &synced);
+                publish(
+                    ctx,
+                    cluster,
+                    Event {
+                        type_: EventType::Normal,
+                        reason: crate::state::REMOVED_REASON.into(),
+                        note: Some(format!(
+                            "closed state-table item {} (was {}): no StreamInstance of this ClusteredStream claims it any more",
+                            retired.domain, retired.name
+                        )),
+                        action: "Retire".into(),
+                        secondary: None,
+                    },
+                )
+                .await;
+            }
+            Err(StateError::Conflict(domain)) => {
+                tracing::debug!(domain, "item changed while retiring it; sweeping again");
+                complete = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if complete {
+        ctx.swept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster_key.to_owned(), sweep);
+    }
+    Ok(())
+}
+
+/// The per-rendition detail an SNS event carries, from the instance's status.
+fn renditions_of(instance: &StreamInstance) -> Vec<RenditionDetail> {
+    instance
         .status
         .as_ref()
         .map(|s| {
@@ -544,7 +626,29 @@ fn notify(ctx: &Context, cluster: &ClusteredStream, instance: &StreamInstance, s
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Publishes the SNS event for a recorded change, if the ClusteredStream has a topic and the
+/// change is one of health or open state.
+fn notify(
+    ctx: &Context,
+    cluster: &ClusteredStream,
+    renditions: Vec<RenditionDetail>,
+    synced: &Synced,
+) {
+    let Some(notifications) = &cluster.spec.notifications else {
+        return;
+    };
+    let state = |item: &crate::state::Item| InstanceState {
+        open: item.desired.distro_open,
+        healthy: item.desired.healthy,
+    };
+    let old = synced.previous.as_ref().map(state);
+    let new = state(&synced.item);
+    let Some(type_) = InstanceEvent::type_for(old.as_ref(), &new) else {
+        return;
+    };
     let event = InstanceEvent {
         schema_version: crate::notify::SCHEMA_VERSION,
         type_,

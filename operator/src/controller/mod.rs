@@ -72,8 +72,14 @@ pub struct Context {
     pub tables: std::sync::Mutex<TableCache>,
     /// The last item written or read, by domain: saves a read before each write.
     pub items: std::sync::Mutex<std::collections::HashMap<String, crate::state::Item>>,
+    /// By ClusteredStream (`namespace/name`): the table and member domains of the last sweep for
+    /// items no instance claims any more. A sweep runs again when either changes (and at start).
+    pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
     pub notifier: Notifier,
 }
+
+/// The state table (name, region) and the member domains a ClusteredStream was last swept with.
+pub type Swept = (String, String, std::collections::BTreeSet<String>);
 
 impl Context {
     /// The state table `name` in `region`: whether its existence needs checking again, and the
@@ -305,6 +311,7 @@ pub async fn run(
         aws,
         tables: Default::default(),
         items: Default::default(),
+        swept: Default::default(),
     });
 
     // Stop probing instances that are gone. Deletions need no finalizer: probes are in memory.
