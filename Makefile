@@ -1,11 +1,12 @@
 # Two commands matter: `make demo` (the local demo) and `make test` (everything CI checks).
-# `make bench` runs the stale-playlist detector's benchmarks (never part of `make test`).
+# `make bench` runs the stale-playlist detector's benchmarks, `make bench-patch` the patch-to-table
+# delay (neither is part of `make test`).
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build
+.PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite.
 test: fmt-check clippy unit crd-drift chart-lint e2e
@@ -96,3 +97,19 @@ bench: bench-build
 	echo; echo "Results ($(BENCH_OUT)):"; echo; \
 	"$$bench" report '$(BENCH_OUT)'; \
 	exit $$failed
+
+## make bench-patch: the delay from a `distroOpen` patch to the state-table item changing (issue
+## goal: p99 < 1 s). Starts the environment with DynamoDB Local in the bench state dir, runs the
+## release operator with a 2-instance cluster and again with 48 more instances, always stops it.
+BENCH_PATCHES ?= 200
+bench-patch:
+	$(CARGO) build --release --locked -p operator -p cvs-e2e --bin cvs-operator --bin cvs-bench-patch
+	export CVS_STATE_DIR='$(BENCH_STATE_DIR)'; \
+	trap 'tests/env/down.sh' EXIT; \
+	env_lines=$$(tests/env/up.sh); eval "$$env_lines"; \
+	target="$${CARGO_TARGET_DIR:-target}/release"; \
+	export CVS_OPERATOR_BIN="$$target/cvs-operator"; \
+	for extra in 0 48; do \
+	  echo "== $$(( extra + 2 )) instances in the cluster"; \
+	  "$$target/cvs-bench-patch" --patches $(BENCH_PATCHES) --extra-instances $$extra; echo; \
+	done

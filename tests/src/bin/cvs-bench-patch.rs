@@ -2,10 +2,13 @@
 //!
 //! Needs the environment with DynamoDB Local (`eval "$(tests/env/up.sh)"`) and a built
 //! operator (`target/release/cvs-operator`, or `CVS_OPERATOR_BIN`). Creates a namespace with one
-//! ClusteredStream (minOpen 1) and two StreamInstances, then closes and reopens one instance
-//! `--patches` times through the API server, each time timing the moment the patch is accepted to
-//! the moment a strongly consistent read of its item shows the new `distro_open` (polled every
-//! 5 ms). Prints p50/p90/p99/max.
+//! ClusteredStream (minOpen 1) and two StreamInstances (plus `--extra-instances`, all with
+//! unreachable origins), then closes and reopens one instance
+//! `--patches` times through the API server, each time timing from the moment the patch request
+//! is sent to the moment a strongly consistent read of its item shows the new `distro_open`
+//! (polled every 5 ms). Patches are spaced by a random 0-250 ms so they never fall into step with
+//! anything periodic in the operator. Prints p50/p90/p99/max, and the same for the API server's
+//! answer to the patch alone (the part of the delay that is not the operator's).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use clap::Parser;
@@ -18,6 +21,10 @@ struct Args {
     /// Patches to time (each one flips the instance).
     #[arg(long, default_value_t = 100)]
     patches: usize,
+    /// More StreamInstances in the same ClusteredStream, so the patch competes with the work of
+    /// a larger cluster (each probed and written to the table like the timed one).
+    #[arg(long, default_value_t = 0)]
+    extra_instances: usize,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -38,6 +45,11 @@ async fn main() -> anyhow::Result<()> {
     for region in ["us-east-1", "eu-west-1"] {
         manifest.push_str(&format!(
             "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {region}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d-{region}.cloudfront.net}}\n  origin: {{url: \"http://127.0.0.1:9/master.m3u8\"}}\n"
+        ));
+    }
+    for n in 0..args.extra_instances {
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: extra-{n}\nspec:\n  clusteredStream: event\n  region: us-west-2\n  cloudfront: {{domain: d-extra-{n}.cloudfront.net}}\n  origin: {{url: \"http://127.0.0.1:9/extra-{n}.m3u8\"}}\n"
         ));
     }
     kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
@@ -64,39 +76,52 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     let api: Api<cvs_operator::resources::StreamInstance> = Api::namespaced(client().await, &ns);
-    let mut delays = Vec::with_capacity(args.patches);
+    let mut to_table = Vec::with_capacity(args.patches);
+    let mut api_answer = Vec::with_capacity(args.patches);
     for i in 0..args.patches {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..250))).await;
         let open = i % 2 == 1;
         let patch = serde_json::json!({"spec": {"distroOpen": open}});
+        let sent = Instant::now();
         api.patch("eu-west-1", &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        let accepted = Instant::now();
+        api_answer.push(ms(sent.elapsed()));
         loop {
             if item_open().await == Some(open) {
                 break;
             }
-            if accepted.elapsed() > Duration::from_secs(30) {
+            if sent.elapsed() > Duration::from_secs(30) {
                 anyhow::bail!("patch {i} did not reach the table within 30 s");
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        delays.push(accepted.elapsed().as_secs_f64() * 1000.0);
+        to_table.push(ms(sent.elapsed()));
     }
-    delays.sort_by(f64::total_cmp);
-    println!("| patches | p50 | p90 | p99 | max | goal p99 < 1000 ms |");
+    println!("| measured | patches | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
+    row("patch sent -> item changed", &mut to_table);
+    row("patch sent -> API server answered", &mut api_answer);
+    let p99 = percentile(&to_table, 99.0);
     println!(
-        "| {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} |",
-        delays.len(),
-        percentile(&delays, 50.0),
-        percentile(&delays, 90.0),
-        percentile(&delays, 99.0),
-        delays[delays.len() - 1],
-        if percentile(&delays, 99.0) < 1000.0 {
-            "met"
-        } else {
-            "not met"
-        }
+        "\ngoal p99 < 1000 ms: {} (p99 {p99:.0} ms)",
+        if p99 < 1000.0 { "met" } else { "not met" }
     );
     Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Sorts `delays` and prints one Markdown row of its percentiles.
+fn row(what: &str, delays: &mut [f64]) {
+    delays.sort_by(f64::total_cmp);
+    println!(
+        "| {what} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+        delays.len(),
+        percentile(delays, 50.0),
+        percentile(delays, 90.0),
+        percentile(delays, 99.0),
+        delays[delays.len() - 1],
+    );
 }
