@@ -284,9 +284,19 @@ impl Tracker {
                 advanced = true;
                 self.last_change_ms = Some(now_ms);
                 // One new segment dates itself to after the previous poll. A jump of several (an
-                // origin catching up after a freeze heals) says nothing about the segment clock:
-                // expect the next one at once and find it by catch-up polling.
-                self.clock_lost = snap.head() - prev.head() > 1;
+                // origin catching up after a freeze heals) says nothing about the segment clock,
+                // nor does the first segment after a stale spell: a freeze that healed may reveal
+                // a single segment published long ago. Then expect the next one at once and find
+                // it by catch-up polling.
+                let ends_stale_spell = matches!(
+                    self.stale,
+                    Some(
+                        StaleReason::NoNewSegment { .. }
+                            | StaleReason::Failed(_)
+                            | StaleReason::SequenceReset { .. }
+                    )
+                );
+                self.clock_lost = snap.head() - prev.head() > 1 || ends_stale_spell;
                 self.change_after_ms = previous_poll_ms;
                 match &self.stale {
                     None => {}
@@ -720,6 +730,41 @@ mod tests {
             t.next_poll_in_ms(v.advanced, 1_300, &p, 30_000),
             600 + TD - 1_300
         );
+    }
+
+    #[test]
+    fn a_healed_freeze_that_reveals_one_old_segment_does_not_date_the_clock() {
+        // Found by the detection benchmark. Segments are published every 2 s from 0. The
+        // playlist freezes after the segment of 4,000 and heals at 7,300, revealing only the
+        // segment of 6,000: dating it "after the previous poll" put the next one ~1.3 s late, so
+        // a freeze right after the recovery was detected that much late.
+        let p = policy();
+        let published = |t: u64| 1 + t / TD;
+        let visible = |t: u64| {
+            if (4_000..7_300).contains(&t) {
+                published(4_000)
+            } else {
+                published(t)
+            }
+        };
+        let mut t = Tracker::new();
+        let mut now = 0;
+        let mut lags = Vec::new();
+        while now < 16_000 {
+            let head = visible(now);
+            let v = t.observe(snap(head, 6), now, &p);
+            if v.advanced && now > 7_300 {
+                lags.push((head, now - (head - 1) * TD));
+            }
+            now += t.next_poll_in_ms(v.advanced, now, &p, 30_000);
+        }
+        // The revealed segment is seen late by nature; every later one within a catch-up.
+        assert!(lags.len() >= 3, "{lags:?}");
+        assert!(
+            lags[1..].iter().all(|&(_, lag)| lag <= catch_up_ms(TD)),
+            "{lags:?}"
+        );
+        assert!(t.is_fresh());
     }
 
     #[test]
