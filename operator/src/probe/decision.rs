@@ -411,10 +411,15 @@ impl Tracker {
                 .change_after_ms
                 .or(self.last_change_ms.map(|c| c.saturating_sub(catch_up)))
                 .map(|after| after + seg);
+            // Once stale for want of a new segment, the plain HLS reload interval: catch-up
+            // polling a frozen origin (often thousands of playlists when a region stalls) for as
+            // long as it stays frozen would add load where it hurts, to win milliseconds on a
+            // recovery that waits out its hysteresis anyway.
+            let frozen = matches!(self.stale, Some(StaleReason::NoNewSegment { .. }));
             match due {
                 _ if self.clock_lost => catch_up,
                 Some(due) if verdict_advanced => due.saturating_sub(now_ms).max(catch_up),
-                Some(due) if now_ms + td / 2 > due => catch_up,
+                Some(due) if now_ms + td / 2 > due && !frozen => catch_up,
                 _ => td / 2,
             }
         };
@@ -765,6 +770,23 @@ mod tests {
             "{lags:?}"
         );
         assert!(t.is_fresh());
+    }
+
+    #[test]
+    fn a_frozen_playlist_is_polled_at_the_hls_reload_interval() {
+        let p = policy();
+        let mut t = Tracker::new();
+        t.observe(snap(1, 6), 0, &p);
+        let (mut now, mut polls) = (0, 0);
+        // Frozen for 30 s: catch-up polling until the deadline, then every half target duration.
+        while now < 30_000 {
+            let v = t.observe(snap(1, 6), now, &p);
+            polls += 1;
+            now += t.next_poll_in_ms(v.advanced, now, &p, 30_000);
+        }
+        assert!(!t.is_fresh());
+        assert_eq!(t.next_poll_in_ms(false, now, &p, 30_000), TD / 2);
+        assert!(polls <= 30_000 / (TD / 2) + 12, "{polls} polls");
     }
 
     #[test]
