@@ -48,6 +48,11 @@ struct RunArgs {
     /// Longest wait between polls of a failing playlist.
     #[arg(long, env = "CVS_MAX_PROBE_BACKOFF", default_value = "30s")]
     max_probe_backoff: humantime::Duration,
+    /// Reconciliations in flight at once, per controller (StreamInstance, ClusteredStream).
+    /// Bounds the burst of API requests at start-up, when every object is reconciled at once.
+    #[arg(long, env = "CVS_RECONCILE_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    reconcile_concurrency: u16,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -172,6 +177,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         probes: Arc::new(probes),
         probe_changes,
         aws: load_aws_config().await,
+        reconcile_concurrency: args.reconcile_concurrency,
     };
     controller::run(wiring, readiness, wait_stop(stop_rx)).await;
     http.await.context("HTTP server task failed")??;

@@ -185,6 +185,8 @@ pub struct Wiring {
     /// Instances whose probe verdict changed, from the probe engine.
     pub probe_changes: tokio::sync::mpsc::UnboundedReceiver<InstanceKey>,
     pub aws: aws_config::SdkConfig,
+    /// Reconciliations in flight at once, per controller.
+    pub reconcile_concurrency: u16,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -269,6 +271,7 @@ pub async fn run(
         probes,
         probe_changes,
         aws,
+        reconcile_concurrency,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -294,8 +297,13 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let instance_controller = Controller::new(instance_api.clone(), watcher::Config::default());
-    let cluster_controller = Controller::new(cluster_api.clone(), watcher::Config::default());
+    // Bounded: at start-up every object is reconciled at once, and unbounded that meant
+    // thousands of status writes in flight (API server timeouts, a memory peak).
+    let config = || kube::runtime::controller::Config::default().concurrency(reconcile_concurrency);
+    let instance_controller =
+        Controller::new(instance_api.clone(), watcher::Config::default()).with_config(config());
+    let cluster_controller =
+        Controller::new(cluster_api.clone(), watcher::Config::default()).with_config(config());
     let instances = instance_controller.store();
     let clusters = cluster_controller.store();
 
