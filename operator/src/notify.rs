@@ -78,6 +78,14 @@ struct Outgoing {
     region: String,
     type_: &'static str,
     body: String,
+    ack: Option<Ack>,
+}
+
+/// Where to record that an event was delivered: the state-table item it reports.
+pub struct Ack {
+    pub table: crate::state::StateTable,
+    pub domain: String,
+    pub version: u64,
 }
 
 /// Delivery state per ClusteredStream, for its status.
@@ -94,6 +102,9 @@ pub struct Delivery {
 pub struct Notifier {
     tx: mpsc::Sender<Outgoing>,
     delivery: Arc<Mutex<HashMap<String, Delivery>>>,
+    /// The highest sequence queued in this process, by domain: an event still waiting here is
+    /// not replayed from the table.
+    queued: Arc<Mutex<HashMap<String, u64>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -111,12 +122,24 @@ impl Notifier {
         Self {
             tx,
             delivery,
+            queued: Default::default(),
             metrics,
         }
     }
 
-    /// Queues an event for `topic_arn`; never waits.
-    pub fn publish(&self, topic_arn: &str, event: &InstanceEvent) {
+    /// Whether an event of `domain` with this sequence (or a later one) was queued by this
+    /// process.
+    pub fn queued(&self, domain: &str, sequence: u64) -> bool {
+        self.queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .is_some_and(|&q| q >= sequence)
+    }
+
+    /// Queues an event for `topic_arn`; never waits. Once SNS has taken it, `ack` (if any) is
+    /// recorded in the state table.
+    pub fn publish(&self, topic_arn: &str, event: &InstanceEvent, ack: Option<Ack>) {
         let body = match serde_json::to_string(event) {
             Ok(b) => b,
             Err(e) => {
@@ -130,7 +153,13 @@ impl Notifier {
             region: event.region.clone(),
             type_: event.type_,
             body,
+            ack,
         };
+        {
+            let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+            let q = queued.entry(event.domain.clone()).or_default();
+            *q = (*q).max(event.sequence);
+        }
         let cluster = event.cluster.clone();
         let mut delivery = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
         let d = delivery.entry(cluster).or_default();
@@ -222,6 +251,15 @@ async fn worker(
                 }
             };
             if delivered {
+                if let Some(ack) = out.ack {
+                    // Off the publishing path: a slow table must not hold up the next event.
+                    tokio::spawn(async move {
+                        if let Err(e) = ack.table.mark_announced(&ack.domain, ack.version).await {
+                            tracing::warn!(domain = %ack.domain, version = ack.version, error = %e,
+                                "cannot record an event as delivered; it may be sent again after a restart");
+                        }
+                    });
+                }
                 break;
             }
             tokio::time::sleep(backoff).await;

@@ -8,6 +8,7 @@
 //! region only, `spec.stateTable.region`.) The version doubles as the per-instance sequence
 //! number of the SNS events, so it survives operator restarts.
 
+use crate::notify::{InstanceEvent, InstanceState};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CreateReplicationGroupMemberAction,
@@ -18,6 +19,10 @@ use std::collections::HashMap;
 
 /// The item's key attribute.
 pub const KEY: &str = "domain";
+
+const ANNOUNCED: &str = "announced_version";
+const PREVIOUS_OPEN: &str = "previous_distro_open";
+const PREVIOUS_FRESH: &str = "previous_playlist_fresh";
 
 /// The `reason` of an item whose StreamInstance is gone (deleted, moved to another
 /// ClusteredStream, or given another domain). Such an item is kept, closed, rather than deleted:
@@ -49,11 +54,32 @@ pub struct Item {
     pub desired: Desired,
     pub updated_at: String,
     pub version: u64,
+    /// Every change up to this version has been announced on SNS, or needed no event. `None`
+    /// on items written before the operator tracked it (nothing is replayed for those).
+    pub announced_version: Option<u64>,
+    /// The open state and freshness before the write that made `version` (absent on creation):
+    /// enough to announce that change again after a restart.
+    pub previous: Option<InstanceState>,
 }
 
 impl Desired {
     fn fresh(&self) -> bool {
         self.healthy != Some(false)
+    }
+
+    /// The open state and freshness this asks for, as events report it.
+    pub fn state(&self) -> InstanceState {
+        InstanceState {
+            open: self.distro_open,
+            healthy: self.healthy,
+        }
+    }
+
+    /// Whether writing this over `current` owes no SNS event (`announce`: the ClusteredStream
+    /// has a topic), so the write can mark itself announced.
+    pub fn settles(&self, current: Option<&Item>, announce: bool) -> bool {
+        !announce
+            || InstanceEvent::type_for(current.map(Item::state).as_ref(), &self.state()).is_none()
     }
 
     /// Whether `current` already says what this wants (the timestamp and version aside).
@@ -105,6 +131,21 @@ impl Item {
         }
     }
 
+    /// The open state and freshness this item records, as events report it.
+    pub fn state(&self) -> InstanceState {
+        self.desired.state()
+    }
+
+    /// The change that made `version`, if it was owed an SNS event that was never confirmed
+    /// delivered (the operator stopped first): `(old, new)`, `old` being `None` for a new item.
+    pub fn unannounced_change(&self) -> Option<(Option<InstanceState>, InstanceState)> {
+        if self.announced_version? >= self.version {
+            return None;
+        }
+        let change = (self.previous.clone(), self.state());
+        InstanceEvent::type_for(change.0.as_ref(), &change.1).map(|_| change)
+    }
+
     /// Reads an item; attributes an older writer left out take neutral defaults.
     pub fn from_attributes(attrs: &HashMap<String, AttributeValue>) -> Option<Item> {
         let s = |k: &str| {
@@ -115,6 +156,12 @@ impl Item {
                 .unwrap_or_default()
         };
         let b = |k: &str| attrs.get(k).and_then(|v| v.as_bool().ok()).copied();
+        let n = |k: &str| {
+            attrs
+                .get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
         let domain = attrs.get(KEY)?.as_s().ok()?.clone();
         let fresh = b("playlist_fresh").or(b("stale").map(|st| !st));
         Some(Item {
@@ -129,11 +176,12 @@ impl Item {
                 reason: s("reason"),
             },
             updated_at: s("updated_at"),
-            version: attrs
-                .get("version")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0),
+            version: n("version").unwrap_or(0),
+            announced_version: n(ANNOUNCED),
+            previous: b(PREVIOUS_OPEN).map(|open| InstanceState {
+                open,
+                healthy: b(PREVIOUS_FRESH),
+            }),
         })
     }
 }
@@ -178,6 +226,8 @@ pub struct Synced {
     /// The item this write replaced (`None` when nothing was written or it is new).
     pub previous: Option<Item>,
     pub written: bool,
+    /// The item as first read from the table, when no cached copy was given.
+    pub read: Option<Item>,
 }
 
 /// Why a table operation failed.
@@ -397,35 +447,123 @@ impl StateTable {
     }
 
     /// Writes `desired` as version `current.version + 1`, only if the stored item is still at
-    /// `current`'s version (or absent when `current` is `None`).
-    pub async fn put(&self, desired: &Desired, current: Option<&Item>) -> Result<Item, StateError> {
+    /// `current`'s version (or absent when `current` is `None`). An UpdateItem rather than a
+    /// PutItem, so `announced_version`, which the SNS worker advances on its own, is never set
+    /// back: `settled` (this change owes no event) moves it to the new version, otherwise it is
+    /// left as it is (0 on a new item).
+    pub async fn put(
+        &self,
+        desired: &Desired,
+        current: Option<&Item>,
+        settled: bool,
+    ) -> Result<Item, StateError> {
         let version = current.map_or(1, |c| c.version + 1);
         let updated_at = jiff::Timestamp::now().to_string();
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(desired.to_attributes(&updated_at, version)));
-        req = match current {
-            Some(c) => req
-                .condition_expression("#v = :expected")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":expected", AttributeValue::N(c.version.to_string())),
-            None => req
-                .condition_expression("attribute_not_exists(#k)")
-                .expression_attribute_names("#k", KEY),
+        let mut attrs = desired.to_attributes(&updated_at, version);
+        attrs.remove(KEY);
+        if let Some(c) = current {
+            let prev = c.state();
+            attrs.insert(PREVIOUS_OPEN.to_owned(), AttributeValue::Bool(prev.open));
+            attrs.insert(
+                PREVIOUS_FRESH.to_owned(),
+                AttributeValue::Bool(prev.healthy != Some(false)),
+            );
+        }
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut sets = Vec::with_capacity(attrs.len() + 1);
+        for (i, (name, value)) in attrs.into_iter().enumerate() {
+            sets.push(format!("#a{i} = :a{i}"));
+            names.insert(format!("#a{i}"), name);
+            values.insert(format!(":a{i}"), value);
+        }
+        names.insert("#ann".to_owned(), ANNOUNCED.to_owned());
+        if settled {
+            sets.push("#ann = :version".to_owned());
+            values.insert(
+                ":version".to_owned(),
+                AttributeValue::N(version.to_string()),
+            );
+        } else {
+            sets.push("#ann = if_not_exists(#ann, :zero)".to_owned());
+            values.insert(":zero".to_owned(), AttributeValue::N("0".into()));
+        }
+        let condition = match current {
+            None => {
+                names.insert("#k".to_owned(), KEY.to_owned());
+                "attribute_not_exists(#k)"
+            }
+            Some(c) => {
+                names.insert("#v".to_owned(), "version".to_owned());
+                values.insert(
+                    ":expected".to_owned(),
+                    AttributeValue::N(c.version.to_string()),
+                );
+                // The original system's items carry no version at all.
+                if c.version == 0 {
+                    "attribute_not_exists(#v) OR #v = :expected"
+                } else {
+                    "#v = :expected"
+                }
+            }
         };
-        match req.send().await {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(KEY, AttributeValue::S(desired.domain.clone()))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
             Ok(_) => Ok(Item {
                 desired: desired.clone(),
                 updated_at,
                 version,
+                announced_version: if settled {
+                    Some(version)
+                } else {
+                    Some(current.and_then(|c| c.announced_version).unwrap_or(0))
+                },
+                previous: current.map(Item::state),
             }),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
                 Err(StateError::Conflict(desired.domain.clone()))
+            }
+            Err(e) => Err(aws(e)),
+        }
+    }
+
+    /// Records that the SNS event of `version` was delivered: `announced_version` only ever
+    /// grows, so an acknowledgement arriving late changes nothing.
+    pub async fn mark_announced(&self, domain: &str, version: u64) -> Result<(), StateError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(KEY, AttributeValue::S(domain.to_owned()))
+            .update_expression("SET #ann = :v")
+            .condition_expression(
+                "attribute_exists(#k) AND (attribute_not_exists(#ann) OR #ann < :v)",
+            )
+            .expression_attribute_names("#ann", ANNOUNCED)
+            .expression_attribute_names("#k", KEY)
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
             }
             Err(e) => Err(aws(e)),
         }
@@ -466,10 +604,14 @@ impl StateTable {
         &self,
         desired: &Desired,
         cached: Option<Item>,
+        announce: bool,
     ) -> Result<Synced, StateError> {
-        let mut current = match cached {
-            Some(c) => Some(c),
-            None => self.get(&desired.domain).await?,
+        let (mut current, read) = match cached {
+            Some(c) => (Some(c), None),
+            None => {
+                let read = self.get(&desired.domain).await?;
+                (read.clone(), read)
+            }
         };
         for _ in 0..3 {
             if let Some(c) = &current
@@ -479,14 +621,17 @@ impl StateTable {
                     item: c.clone(),
                     previous: None,
                     written: false,
+                    read,
                 });
             }
-            match self.put(desired, current.as_ref()).await {
+            let settled = desired.settles(current.as_ref(), announce);
+            match self.put(desired, current.as_ref(), settled).await {
                 Ok(item) => {
                     return Ok(Synced {
                         item,
                         previous: current,
                         written: true,
+                        read,
                     });
                 }
                 Err(StateError::Conflict(_)) => current = self.get(&desired.domain).await?,
@@ -564,6 +709,8 @@ mod tests {
             },
             updated_at: "t".into(),
             version: 3,
+            announced_version: Some(3),
+            previous: None,
         };
         let items = vec![
             item("kept.cloudfront.net", "DesiredOpen", true),
@@ -585,6 +732,59 @@ mod tests {
         assert!(retired.desired_open, "what the spec asked is kept");
         assert_eq!(retired.reason, REMOVED_REASON);
         assert_eq!(retired.name, items[1].desired.name);
+    }
+
+    #[test]
+    fn only_a_change_owed_an_event_and_not_confirmed_is_replayed() {
+        let open = InstanceState {
+            open: true,
+            healthy: Some(true),
+        };
+        let closed = InstanceState {
+            open: false,
+            healthy: Some(true),
+        };
+        let mut item = Item {
+            desired: Desired {
+                distro_open: false,
+                ..desired()
+            },
+            updated_at: "t".into(),
+            version: 5,
+            announced_version: Some(4),
+            previous: Some(open.clone()),
+        };
+        assert_eq!(
+            item.unannounced_change(),
+            Some((Some(open.clone()), closed.clone()))
+        );
+        // Delivered, or written before the operator tracked deliveries: nothing to replay.
+        item.announced_version = Some(5);
+        assert_eq!(item.unannounced_change(), None);
+        item.announced_version = None;
+        assert_eq!(item.unannounced_change(), None);
+        // A change that owed no event (only the reason moved) is not replayed.
+        item.announced_version = Some(4);
+        item.previous = Some(closed.clone());
+        assert_eq!(item.unannounced_change(), None);
+        // A new item whose registration was not delivered.
+        item.previous = None;
+        assert_eq!(item.unannounced_change(), Some((None, closed)));
+    }
+
+    #[test]
+    fn a_write_settles_its_announcement_only_when_it_owes_no_event() {
+        let d = desired();
+        let same = Item::from_attributes(&d.to_attributes("t", 2)).unwrap();
+        assert!(d.settles(Some(&same), true), "no change of state");
+        assert!(!d.settles(None, true), "a new item is announced");
+        let mut closed = d.clone();
+        closed.distro_open = false;
+        assert!(!closed.settles(Some(&same), true));
+        assert!(
+            closed.settles(Some(&same), false),
+            "no topic: nothing is owed"
+        );
     }
 
     #[test]

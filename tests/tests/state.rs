@@ -575,6 +575,109 @@ async fn dynamodb_and_sns_outages_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
+    let mut f = Fixture::start("state-replay", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    let announced = |i: &HashMap<String, AttributeValue>| {
+        i.get("announced_version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    for region in [EAST, WEST] {
+        f.wait_item("delivery recorded in the item", region, |i| {
+            announced(i) == Some(n(i, "version"))
+        })
+        .await;
+    }
+    let west_events = f
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["region"] == WEST)
+        .count();
+
+    // SNS refuses; the close is recorded and its event waits in the operator, which dies.
+    f.sns_proxy.down();
+    f.patch_open(EAST, false);
+    let closed = f
+        .wait_item("east closed", EAST, |i| !b(i, "distro_open"))
+        .await;
+    let version = n(&closed, "version");
+    assert!(announced(&closed) < Some(version), "{closed:?}");
+    wait_for("EventsDelivered=False", WAIT, || async {
+        (f.cluster_condition("EventsDelivered").await?.0 == "False").then_some(())
+    })
+    .await;
+    f.operator.take().unwrap().kill();
+    f.sns_proxy.up();
+    f.start_operator().await;
+
+    let event = f
+        .wait_event("the close event, after the restart", |e| {
+            e["region"] == EAST && e["sequence"].as_u64() == Some(version)
+        })
+        .await;
+    assert_eq!(event["type"], "OpenChanged");
+    assert_eq!(event["old"]["open"], true);
+    assert_eq!(event["new"]["open"], false);
+    assert_eq!(event["reason"], "DesiredClosed");
+    f.wait_item("its delivery recorded", EAST, |i| {
+        announced(i) == Some(version)
+    })
+    .await;
+    // Once, and nothing replayed for west, which owed nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = f.events().await;
+    let sent = |region: &str, seq: u64| {
+        events
+            .iter()
+            .filter(|e| e["region"] == region && e["sequence"].as_u64() == Some(seq))
+            .count()
+    };
+    assert_eq!(sent(EAST, version), 1, "{events:?}");
+    assert_eq!(
+        events.iter().filter(|e| e["region"] == WEST).count(),
+        west_events
+    );
+    sequences(&events, EAST);
+
+    // An item the original system wrote (no version, no operator attributes) is taken over.
+    let legacy = "d-legacy.cloudfront.net";
+    f.dynamodb
+        .put_item()
+        .table_name(&f.table)
+        .item("domain", AttributeValue::S(legacy.into()))
+        .item("distro_open", AttributeValue::Bool(false))
+        .item("stale", AttributeValue::Bool(false))
+        .send()
+        .await
+        .unwrap();
+    kubectl_ok(
+        &["apply", "-n", &f.ns, "-f", "-"],
+        Some(&format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: event-legacy\nspec:\n  clusteredStream: event\n  region: us-west-2\n  cloudfront: {{domain: {legacy}}}\n  origin: {{url: \"{}\"}}\n",
+            f.sim.master_url(EAST, "s0001").unwrap()
+        )),
+    );
+    let taken_over = wait_for("the legacy item taken over", WAIT, || async {
+        let item = f
+            .dynamodb
+            .get_item()
+            .table_name(&f.table)
+            .key("domain", AttributeValue::S(legacy.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?
+            .item?;
+        (item.contains_key("version") && b(&item, "distro_open")).then_some(item)
+    })
+    .await;
+    assert_eq!(n(&taken_over, "version"), 1);
+    assert_eq!(s(&taken_over, "cluster"), format!("{}/event", f.ns));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_mis_keyed_table_is_reported() {
     install_crds();
     let ns = namespace("state-check");

@@ -8,10 +8,10 @@ use super::{
     count_transition, publish,
 };
 use crate::conditions::{self, Desired, Status};
-use crate::notify::{InstanceEvent, InstanceState, RenditionDetail};
+use crate::notify::{Ack, InstanceEvent, InstanceState, RenditionDetail};
 use crate::openness::{self, InstanceView, OpenDecision, OpenReason};
 use crate::resources::{ClusteredStream, InstanceSummary, StreamInstance};
-use crate::state::{StateError, Synced};
+use crate::state::{Item, StateError, StateTable};
 use futures::FutureExt;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -433,8 +433,12 @@ async fn sync_state(
             .unwrap_or_else(|p| p.into_inner())
             .get(&desired.domain)
             .cloned();
-        match table.sync(&desired, cached).await {
+        let announce = cluster.spec.notifications.is_some();
+        match table.sync(&desired, cached, announce).await {
             Ok(synced) => {
+                if announce && let Some(read) = &synced.read {
+                    replay_unannounced(ctx, cluster, &table, renditions_of(instance), read);
+                }
                 ctx.items
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -442,7 +446,15 @@ async fn sync_state(
                 if synced.written {
                     written += 1;
                     ctx.metrics.state_writes.inc();
-                    notify(ctx, cluster, renditions_of(instance), &synced);
+                    let old = synced.previous.as_ref().map(Item::state);
+                    notify(
+                        ctx,
+                        cluster,
+                        &table,
+                        renditions_of(instance),
+                        old,
+                        &synced.item,
+                    );
                 }
             }
             Err(e) => {
@@ -560,7 +572,12 @@ async fn retire_removed(
     let mut complete = true;
     for item in crate::state::to_retire(&items, &sweep.2) {
         let retired = item.retired();
-        match table.put(&retired, Some(item)).await {
+        let announce = cluster.spec.notifications.is_some();
+        if announce {
+            replay_unannounced(ctx, cluster, table, Vec::new(), item);
+        }
+        let settled = retired.settles(Some(item), announce);
+        match table.put(&retired, Some(item), settled).await {
             Ok(written) => {
                 ctx.metrics.state_writes.inc();
                 tracing::info!(
@@ -569,16 +586,18 @@ async fn retire_removed(
                     instance = %retired.name,
                     "closed the state-table item of a removed instance"
                 );
-                let synced = Synced {
-                    item: written.clone(),
-                    previous: Some(item.clone()),
-                    written: true,
-                };
                 ctx.items
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(retired.domain.clone(), written);
-                notify(ctx, cluster, Vec::new(), &synced);
+                    .insert(retired.domain.clone(), written.clone());
+                notify(
+                    ctx,
+                    cluster,
+                    table,
+                    Vec::new(),
+                    Some(item.state()),
+                    &written,
+                );
                 publish(
                     ctx,
                     cluster,
@@ -629,43 +648,72 @@ fn renditions_of(instance: &StreamInstance) -> Vec<RenditionDetail> {
         .unwrap_or_default()
 }
 
-/// Publishes the SNS event for a recorded change, if the ClusteredStream has a topic and the
-/// change is one of health or open state.
+/// Publishes the SNS event for a recorded change from `old` to what `item` records, if the
+/// ClusteredStream has a topic and the change is one of health or open state. The table records
+/// the delivery (`announced_version`), so a change whose event is lost with the process is
+/// announced again after a restart.
 fn notify(
     ctx: &Context,
     cluster: &ClusteredStream,
+    table: &StateTable,
     renditions: Vec<RenditionDetail>,
-    synced: &Synced,
+    old: Option<InstanceState>,
+    item: &Item,
 ) {
     let Some(notifications) = &cluster.spec.notifications else {
         return;
     };
-    let state = |item: &crate::state::Item| InstanceState {
-        open: item.desired.distro_open,
-        healthy: item.desired.healthy,
-    };
-    let old = synced.previous.as_ref().map(state);
-    let new = state(&synced.item);
+    let new = item.state();
     let Some(type_) = InstanceEvent::type_for(old.as_ref(), &new) else {
         return;
     };
     let event = InstanceEvent {
         schema_version: crate::notify::SCHEMA_VERSION,
         type_,
-        sequence: synced.item.version,
-        cluster: synced.item.desired.cluster.clone(),
-        instance: synced.item.desired.name.clone(),
-        region: synced.item.desired.region.clone(),
-        domain: synced.item.desired.domain.clone(),
+        sequence: item.version,
+        cluster: item.desired.cluster.clone(),
+        instance: item.desired.name.clone(),
+        region: item.desired.region.clone(),
+        domain: item.desired.domain.clone(),
         old,
         new,
-        reason: synced.item.desired.reason.clone(),
+        reason: item.desired.reason.clone(),
         renditions,
         timestamp: jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
             .to_string(),
     };
-    ctx.notifier.publish(&notifications.sns_topic_arn, &event);
+    let ack = Ack {
+        table: table.clone(),
+        domain: item.desired.domain.clone(),
+        version: item.version,
+    };
+    ctx.notifier
+        .publish(&notifications.sns_topic_arn, &event, Some(ack));
+}
+
+/// Announces again the last change recorded in `read` (an item as first read by this process)
+/// when its event was owed and never confirmed delivered: the operator stopped with it queued.
+/// Earlier changes still queued then are not recoverable; their sequence numbers are skipped.
+fn replay_unannounced(
+    ctx: &Context,
+    cluster: &ClusteredStream,
+    table: &StateTable,
+    renditions: Vec<RenditionDetail>,
+    read: &Item,
+) {
+    let Some((old, _)) = read.unannounced_change() else {
+        return;
+    };
+    if ctx.notifier.queued(&read.desired.domain, read.version) {
+        return;
+    }
+    tracing::info!(
+        domain = %read.desired.domain,
+        sequence = read.version,
+        "announcing a change whose event was not confirmed delivered before a restart"
+    );
+    notify(ctx, cluster, table, renditions, old, read);
 }
 
 async fn write_instance_open(
