@@ -24,8 +24,8 @@ const ANNOUNCED: &str = "announced_version";
 const PREVIOUS_OPEN: &str = "previous_distro_open";
 const PREVIOUS_FRESH: &str = "previous_playlist_fresh";
 
-/// The `reason` of an item whose StreamInstance is gone (deleted, moved to another
-/// ClusteredStream, or given another domain). Such an item is kept, closed, rather than deleted:
+/// The `reason` of an item whose StreamInstance was deleted (`clusteredStream` and the domain
+/// are immutable, so deletion is the only way out of a ClusteredStream). Such an item is kept, closed, rather than deleted:
 /// its version goes on increasing if the domain comes back, so SNS sequence numbers never repeat,
 /// and readers see the region closed rather than an unknown domain.
 pub const REMOVED_REASON: &str = "InstanceRemoved";

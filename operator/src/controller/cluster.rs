@@ -539,11 +539,11 @@ fn replication_condition(outcomes: &[crate::state::ReplicaOutcome]) -> Option<De
 }
 
 /// Closes the table items of this ClusteredStream that no instance claims any more: the
-/// instance was deleted (while the operator ran or not), moved to another ClusteredStream, or
-/// given another domain. Runs when the member domains or the table changed since the last sweep,
-/// so a steady cluster costs no scans. Never runs with no members at all: deleting every
-/// instance (a teardown, or an accident) leaves the table as it was rather than closing every
-/// region. A write that meets a newer version is left to the next sweep, which re-reads.
+/// instance was deleted, while the operator ran or not. Runs once per ClusteredStream at
+/// start-up, then only when a member leaves or the table changes, so a steady or growing
+/// cluster costs no scans. Never runs with no members at all: deleting every instance (a
+/// teardown, or an accident) leaves the table as it was rather than closing every region. A
+/// write that meets a newer version is left to the next sweep, which re-reads.
 async fn retire_removed(
     ctx: &Context,
     cluster: &ClusteredStream,
@@ -559,14 +559,15 @@ async fn retire_removed(
         return Ok(());
     }
     let sweep: Swept = (table.name().to_owned(), table.region().to_owned(), domains);
-    let due = ctx
-        .swept
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(cluster_key)
-        != Some(&sweep);
-    if !due {
-        return Ok(());
+    {
+        let mut swept = ctx.swept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = swept.get_mut(cluster_key)
+            && !sweep_due(last, &sweep)
+        {
+            // Only instances added: nothing can have been orphaned.
+            *last = sweep;
+            return Ok(());
+        }
     }
     let items = table.items_of_cluster(cluster_key).await?;
     let mut complete = true;
@@ -628,6 +629,12 @@ async fn retire_removed(
             .insert(cluster_key.to_owned(), sweep);
     }
     Ok(())
+}
+
+/// Whether the members of a ClusteredStream changed since its `last` sweep in a way that can
+/// leave an item unclaimed: another table, or a domain gone. Added instances alone cannot.
+fn sweep_due(last: &Swept, now: &Swept) -> bool {
+    last.0 != now.0 || last.1 != now.1 || !last.2.is_subset(&now.2)
 }
 
 /// The per-rendition detail an SNS event carries, from the instance's status.
@@ -882,6 +889,29 @@ mod tests {
         let p = plan(&cluster(1), &[instance("a", true, Some(false))], 0);
         assert_eq!(condition(&p, "Ready").status, Status::False);
         assert_eq!(condition(&p, "Ready").reason, "TooFewServing");
+    }
+
+    #[test]
+    fn sweeps_only_when_a_domain_may_have_been_orphaned() {
+        let swept = |table: &str, domains: &[&str]| -> Swept {
+            (
+                table.to_owned(),
+                "us-east-1".to_owned(),
+                domains.iter().map(|d| d.to_string()).collect(),
+            )
+        };
+        let last = swept("t", &["a", "b"]);
+        assert!(!sweep_due(&last, &swept("t", &["a", "b"])));
+        assert!(
+            !sweep_due(&last, &swept("t", &["a", "b", "c"])),
+            "added only"
+        );
+        assert!(sweep_due(&last, &swept("t", &["a"])), "b removed");
+        assert!(sweep_due(&last, &swept("t", &["a", "c"])), "b replaced");
+        assert!(
+            sweep_due(&last, &swept("other", &["a", "b"])),
+            "another table"
+        );
     }
 
     #[test]

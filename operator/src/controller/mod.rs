@@ -73,7 +73,8 @@ pub struct Context {
     /// The last item written or read, by domain: saves a read before each write.
     pub items: std::sync::Mutex<std::collections::HashMap<String, crate::state::Item>>,
     /// By ClusteredStream (`namespace/name`): the table and member domains of the last sweep for
-    /// items no instance claims any more. A sweep runs again when either changes (and at start).
+    /// items no instance claims any more. A sweep runs again when the table changes or a domain
+    /// leaves (and once at start).
     pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
     pub notifier: Notifier,
 }
