@@ -62,6 +62,8 @@ pub struct Metrics {
     pub sns_published: Counter,
     pub sns_failures: Counter,
     pub sns_dropped: Counter,
+    pub sns_replayed: Counter,
+    pub items_retired: Counter,
 }
 
 impl Default for Metrics {
@@ -174,7 +176,21 @@ impl Default for Metrics {
             "Events dropped because the SNS queue was full",
             sns_dropped.clone(),
         );
+        let sns_replayed = Counter::default();
+        registry.register(
+            "sns_replayed",
+            "Events published again after a restart because their delivery was never recorded",
+            sns_replayed.clone(),
+        );
+        let items_retired = Counter::default();
+        registry.register(
+            "state_items_retired",
+            "State-table items closed because their StreamInstance was deleted",
+            items_retired.clone(),
+        );
         Self {
+            sns_replayed,
+            items_retired,
             state_writes,
             state_errors,
             sns_published,

@@ -462,6 +462,11 @@ async fn a_removed_instance_is_closed_in_the_table_and_announced() {
         })
         .await;
     assert_eq!(n(&retired_again, "version"), before_restart + 1);
+    let (_, metrics) = f.operator.as_ref().unwrap().get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("cvs_state_items_retired_total 1\n"),
+        "{metrics}"
+    );
 
     // The remaining instance was never rewritten, and sequences only increased.
     let east = f.item(EAST).await.unwrap();
@@ -625,6 +630,8 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
         announced(i) == Some(version)
     })
     .await;
+    let (_, metrics) = f.operator.as_ref().unwrap().get("/metrics").await.unwrap();
+    assert!(metrics.contains("cvs_sns_replayed_total 1\n"), "{metrics}");
     // Once, and nothing replayed for west, which owed nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = f.events().await;

@@ -581,6 +581,7 @@ async fn retire_removed(
         match table.put(&retired, Some(item), settled).await {
             Ok(written) => {
                 ctx.metrics.state_writes.inc();
+                ctx.metrics.items_retired.inc();
                 tracing::info!(
                     cluster = cluster_key,
                     domain = %retired.domain,
@@ -720,6 +721,7 @@ fn replay_unannounced(
         sequence = read.version,
         "announcing a change whose event was not confirmed delivered before a restart"
     );
+    ctx.metrics.sns_replayed.inc();
     notify(ctx, cluster, table, renditions, old, read);
 }
 
