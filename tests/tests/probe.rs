@@ -70,6 +70,8 @@ impl Fixture {
                 "1s",
                 "--max-probe-backoff",
                 "2s",
+                "--status-refresh-interval",
+                "2s",
             ],
         )
         .await
@@ -184,6 +186,31 @@ async fn rendition_fault_is_detected(name: &str, fault: FaultRequest, reasons: &
     let back = f.wait_healthy(EAST, true, RECOVER).await;
     assert_eq!(condition(&back, "Stale").status, "False");
     assert!(back.renditions.iter().all(|r| r.fresh));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendition_detail_follows_the_stream_at_the_refresh_interval() {
+    let f = Fixture::start("probe-refresh", async |_| {}).await;
+    let first = f.wait_healthy(EAST, true, DETECT).await;
+    let sequence = |s: &StreamInstanceStatus| {
+        s.renditions
+            .iter()
+            .filter(|r| r.kind == "video")
+            .filter_map(|r| r.media_sequence)
+            .min()
+    };
+    let before = sequence(&first).expect("media sequences in status");
+    // Nothing but the detail changes while healthy, so only the 2 s refresh (not the 30 s
+    // default) can move it within a few target durations.
+    wait_for(
+        "rendition detail refreshed",
+        Duration::from_secs(8),
+        || async {
+            let s = f.status(EAST).await?;
+            (sequence(&s)? >= before + 2).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

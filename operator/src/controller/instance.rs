@@ -25,9 +25,6 @@ use std::time::Instant;
 /// Field manager for the fields this reconciler owns.
 pub const FIELD_MANAGER: &str = "cvs-operator/instance";
 const CONTROLLER: &str = "instance";
-/// Rendition detail (sequence numbers, last change) is written at most this often unless
-/// something meaningful changed; conditions are written as soon as they change.
-const DETAIL_REFRESH: Duration = Duration::from_secs(30);
 
 /// The part of a StreamInstance's status this reconciler decides, before timestamps.
 #[derive(Clone, Debug, PartialEq)]
@@ -220,9 +217,9 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
-        .is_none_or(|at| at.elapsed() >= DETAIL_REFRESH);
+        .is_none_or(|at| at.elapsed() >= ctx.detail_refresh);
     if conditions_current && shape_current && (details_current || !details_due) {
-        return Ok(Action::requeue(DETAIL_REFRESH));
+        return Ok(Action::requeue(ctx.detail_refresh));
     }
 
     let next = conditions::merge(
@@ -267,7 +264,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             .await;
         }
     }
-    Ok(Action::requeue(DETAIL_REFRESH))
+    Ok(Action::requeue(ctx.detail_refresh))
 }
 
 pub fn error_policy(instance: Arc<StreamInstance>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -66,6 +66,9 @@ pub struct Context {
     pub probes: Arc<ProbeEngine>,
     /// When each instance's rendition detail was last written.
     pub detail_writes: std::sync::Mutex<std::collections::HashMap<InstanceKey, std::time::Instant>>,
+    /// Rendition detail (sequence numbers, last change) is written at most this often unless
+    /// something meaningful changed; conditions are written as soon as they change.
+    pub detail_refresh: Duration,
     /// AWS configuration from the standard chain (`AWS_ENDPOINT_URL_*` included).
     pub aws: aws_config::SdkConfig,
     /// State tables by (name, region), with when each was last checked.
@@ -188,6 +191,8 @@ pub struct Wiring {
     pub aws: aws_config::SdkConfig,
     /// Reconciliations in flight at once, per controller.
     pub reconcile_concurrency: u16,
+    /// How often an instance's rendition detail is refreshed in its status.
+    pub detail_refresh: Duration,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -273,6 +278,7 @@ pub async fn run(
         probe_changes,
         aws,
         reconcile_concurrency,
+        detail_refresh,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -316,6 +322,7 @@ pub async fn run(
         clusters: clusters.clone(),
         probes: probes.clone(),
         detail_writes: Default::default(),
+        detail_refresh,
         notifier: Notifier::start(aws.clone(), metrics.clone()),
         aws,
         tables: Default::default(),
