@@ -25,9 +25,10 @@ const PREVIOUS_OPEN: &str = "previous_distro_open";
 const PREVIOUS_FRESH: &str = "previous_playlist_fresh";
 
 /// The `reason` of an item whose StreamInstance was deleted (`clusteredStream` and the domain
-/// are immutable, so deletion is the only way out of a ClusteredStream). Such an item is kept, closed, rather than deleted:
-/// its version goes on increasing if the domain comes back, so SNS sequence numbers never repeat,
-/// and readers see the region closed rather than an unknown domain.
+/// are immutable, so deletion is the only way out of a ClusteredStream). Such an item is kept,
+/// closed, rather than deleted: its version goes on increasing if the domain comes back, so SNS
+/// sequence numbers never repeat, and readers see the region closed rather than an unknown
+/// domain.
 pub const REMOVED_REASON: &str = "InstanceRemoved";
 
 /// What the operator wants an instance's item to say.
@@ -449,24 +450,28 @@ impl StateTable {
     /// Writes `desired` as version `current.version + 1`, only if the stored item is still at
     /// `current`'s version (or absent when `current` is `None`). An UpdateItem rather than a
     /// PutItem, so `announced_version`, which the SNS worker advances on its own, is never set
-    /// back: `settled` (this change owes no event) moves it to the new version, otherwise it is
-    /// left as it is (0 on a new item).
+    /// back: a change that owes no SNS event (see [`Desired::settles`]; `announce`: the
+    /// ClusteredStream has a topic) moves it to the new version, otherwise it is left as it is
+    /// (0 on a new item).
     pub async fn put(
         &self,
         desired: &Desired,
         current: Option<&Item>,
-        settled: bool,
+        announce: bool,
     ) -> Result<Item, StateError> {
+        let settled = desired.settles(current, announce);
         let version = current.map_or(1, |c| c.version + 1);
         let updated_at = jiff::Timestamp::now().to_string();
         let mut attrs = desired.to_attributes(&updated_at, version);
         attrs.remove(KEY);
         if let Some(c) = current {
-            let prev = c.state();
-            attrs.insert(PREVIOUS_OPEN.to_owned(), AttributeValue::Bool(prev.open));
+            attrs.insert(
+                PREVIOUS_OPEN.to_owned(),
+                AttributeValue::Bool(c.desired.distro_open),
+            );
             attrs.insert(
                 PREVIOUS_FRESH.to_owned(),
-                AttributeValue::Bool(prev.healthy != Some(false)),
+                AttributeValue::Bool(c.desired.fresh()),
             );
         }
         let mut names = HashMap::new();
@@ -624,8 +629,7 @@ impl StateTable {
                     read,
                 });
             }
-            let settled = desired.settles(current.as_ref(), announce);
-            match self.put(desired, current.as_ref(), settled).await {
+            match self.put(desired, current.as_ref(), announce).await {
                 Ok(item) => {
                     return Ok(Synced {
                         item,

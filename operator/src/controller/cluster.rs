@@ -409,6 +409,7 @@ async fn sync_state(
             Err(e) => return fail(e),
         }
     }
+    let announce = cluster.spec.notifications.is_some();
     let mut order: Vec<&(OpenDecision, Desired)> = plan.instances.iter().collect();
     order.sort_by_key(|(d, _)| !d.open);
     let mut written = 0;
@@ -427,22 +428,13 @@ async fn sync_state(
             name: format!("{ns}/{}", decision.name),
             reason: decision.reason.as_str().to_owned(),
         };
-        let cached = ctx
-            .items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&desired.domain)
-            .cloned();
-        let announce = cluster.spec.notifications.is_some();
+        let cached = ctx.cached_item(&desired.domain);
         match table.sync(&desired, cached, announce).await {
             Ok(synced) => {
                 if announce && let Some(read) = &synced.read {
                     replay_unannounced(ctx, cluster, &table, renditions_of(instance), read);
                 }
-                ctx.items
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(desired.domain.clone(), synced.item.clone());
+                ctx.remember_item(&synced.item);
                 if synced.written {
                     written += 1;
                     ctx.metrics.state_writes.inc();
@@ -458,10 +450,7 @@ async fn sync_state(
                 }
             }
             Err(e) => {
-                ctx.items
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&desired.domain);
+                ctx.forget_item(&desired.domain);
                 return fail(e);
             }
         }
@@ -548,7 +537,7 @@ async fn retire_removed(
     ctx: &Context,
     cluster: &ClusteredStream,
     cluster_key: &str,
-    table: &crate::state::StateTable,
+    table: &StateTable,
     members: &[Arc<StreamInstance>],
 ) -> Result<(), StateError> {
     let domains: BTreeSet<String> = members
@@ -570,15 +559,14 @@ async fn retire_removed(
         }
     }
     let items = table.items_of_cluster(cluster_key).await?;
+    let announce = cluster.spec.notifications.is_some();
     let mut complete = true;
     for item in crate::state::to_retire(&items, &sweep.2) {
         let retired = item.retired();
-        let announce = cluster.spec.notifications.is_some();
         if announce {
             replay_unannounced(ctx, cluster, table, Vec::new(), item);
         }
-        let settled = retired.settles(Some(item), announce);
-        match table.put(&retired, Some(item), settled).await {
+        match table.put(&retired, Some(item), announce).await {
             Ok(written) => {
                 ctx.metrics.state_writes.inc();
                 ctx.metrics.items_retired.inc();
@@ -588,10 +576,7 @@ async fn retire_removed(
                     instance = %retired.name,
                     "closed the state-table item of a removed instance"
                 );
-                ctx.items
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(retired.domain.clone(), written.clone());
+                ctx.remember_item(&written);
                 notify(
                     ctx,
                     cluster,

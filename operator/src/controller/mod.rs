@@ -86,6 +86,31 @@ pub struct Context {
 pub type Swept = (String, String, std::collections::BTreeSet<String>);
 
 impl Context {
+    /// The state-table item last written or read for `domain`, if this process has one.
+    pub fn cached_item(&self, domain: &str) -> Option<crate::state::Item> {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
+    }
+
+    /// Remembers `item` as the state table now holds it.
+    pub fn remember_item(&self, item: &crate::state::Item) {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(item.desired.domain.clone(), item.clone());
+    }
+
+    /// Forgets `domain`'s item, so the next write reads it afresh.
+    pub fn forget_item(&self, domain: &str) {
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(domain);
+    }
+
     /// The state table `name` in `region`: whether its existence needs checking again, and the
     /// error to report without calling DynamoDB while it is backing off after a failure.
     pub fn table(&self, name: &str, region: &str) -> TableHandle {
