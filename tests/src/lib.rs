@@ -417,3 +417,33 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// A latency distribution in milliseconds (nearest-rank percentiles), for the benchmarks.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Dist {
+    pub n: usize,
+    pub min: i64,
+    pub p50: i64,
+    pub p90: i64,
+    pub p99: i64,
+    pub max: i64,
+    pub mean: f64,
+}
+
+pub fn dist(values: impl IntoIterator<Item = i64>) -> Option<Dist> {
+    let mut v: Vec<i64> = values.into_iter().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    Some(Dist {
+        n: v.len(),
+        min: v[0],
+        p50: rank(0.50),
+        p90: rank(0.90),
+        p99: rank(0.99),
+        max: v[v.len() - 1],
+        mean: v.iter().sum::<i64>() as f64 / v.len() as f64,
+    })
+}

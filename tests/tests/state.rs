@@ -143,10 +143,14 @@ impl Fixture {
     }
 
     async fn item(&self, region: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.item_of_domain(&domain(region)).await
+    }
+
+    async fn item_of_domain(&self, domain: &str) -> Option<HashMap<String, AttributeValue>> {
         self.dynamodb
             .get_item()
             .table_name(&self.table)
-            .key("domain", AttributeValue::S(domain(region)))
+            .key("domain", AttributeValue::S(domain.to_owned()))
             .consistent_read(true)
             .send()
             .await
@@ -667,16 +671,7 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
         )),
     );
     let taken_over = wait_for("the legacy item taken over", WAIT, || async {
-        let item = f
-            .dynamodb
-            .get_item()
-            .table_name(&f.table)
-            .key("domain", AttributeValue::S(legacy.into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .ok()?
-            .item?;
+        let item = f.item_of_domain(legacy).await?;
         (item.contains_key("version") && b(&item, "distro_open")).then_some(item)
     })
     .await;

@@ -10,6 +10,7 @@
 //! anything periodic in the operator. Prints p50/p90/p99/max, and the same for the API server's
 //! answer to the patch alone (the part of the delay that is not the operator's).
 
+use anyhow::Context as _;
 use aws_sdk_dynamodb::types::AttributeValue;
 use clap::Parser;
 use cvs_e2e::*;
@@ -25,11 +26,6 @@ struct Args {
     /// a larger cluster (each probed and written to the table like the timed one).
     #[arg(long, default_value_t = 0)]
     extra_instances: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main]
@@ -99,29 +95,33 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("| measured | patches | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
-    row("patch sent -> item changed", &mut to_table);
-    row("patch sent -> API server answered", &mut api_answer);
-    let p99 = percentile(&to_table, 99.0);
+    let to_table = dist(to_table).context("no patches timed")?;
+    row("patch sent -> item changed", &to_table);
+    row(
+        "patch sent -> API server answered",
+        &dist(api_answer).context("no patches timed")?,
+    );
     println!(
-        "\ngoal p99 < 1000 ms: {} (p99 {p99:.0} ms)",
-        if p99 < 1000.0 { "met" } else { "not met" }
+        "\ngoal p99 < 1000 ms: {} (p99 {} ms)",
+        if to_table.p99 < 1000 {
+            "met"
+        } else {
+            "not met"
+        },
+        to_table.p99
     );
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// Whole milliseconds, rounded.
+fn ms(d: Duration) -> i64 {
+    (d.as_secs_f64() * 1000.0).round() as i64
 }
 
-/// Sorts `delays` and prints one Markdown row of its percentiles.
-fn row(what: &str, delays: &mut [f64]) {
-    delays.sort_by(f64::total_cmp);
+/// Prints one Markdown row of a distribution's percentiles.
+fn row(what: &str, d: &Dist) {
     println!(
-        "| {what} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-        delays.len(),
-        percentile(delays, 50.0),
-        percentile(delays, 90.0),
-        percentile(delays, 99.0),
-        delays[delays.len() - 1],
+        "| {what} | {} | {} ms | {} ms | {} ms | {} ms |",
+        d.n, d.p50, d.p90, d.p99, d.max
     );
 }

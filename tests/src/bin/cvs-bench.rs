@@ -16,6 +16,7 @@
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use cvs_e2e::{Dist, dist};
 use cvs_operator::resources::{ClusteredStream, StreamInstance};
 use futures::StreamExt;
 use hls_sim::api::{FaultApplied, FaultKind, FaultRequest, Ready, ResourceFilter};
@@ -179,36 +180,6 @@ fn clock() -> String {
         s % 60,
         ms % 1000
     )
-}
-
-/// Latency distribution in milliseconds (nearest-rank percentiles).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Dist {
-    n: usize,
-    min: i64,
-    p50: i64,
-    p90: i64,
-    p99: i64,
-    max: i64,
-    mean: f64,
-}
-
-fn dist(values: impl IntoIterator<Item = i64>) -> Option<Dist> {
-    let mut v: Vec<i64> = values.into_iter().collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Some(Dist {
-        n: v.len(),
-        min: v[0],
-        p50: rank(0.50),
-        p90: rank(0.90),
-        p99: rank(0.99),
-        max: v[v.len() - 1],
-        mean: v.iter().sum::<i64>() as f64 / v.len() as f64,
-    })
 }
 
 fn fmt_dist(d: &Option<Dist>) -> String {
@@ -1153,6 +1124,19 @@ struct DetectionSummary {
     goal_met: bool,
 }
 
+/// Waits at most `within` for the instance's Healthy verdict to be `healthy`; when the watch
+/// delivered it.
+async fn wait_health(
+    rx: &mut watch::Receiver<Obs>,
+    healthy: bool,
+    within: Duration,
+) -> Option<u64> {
+    match tokio::time::timeout(within, rx.wait_for(|o| o.healthy == Some(healthy))).await {
+        Ok(Ok(o)) => Some(o.at_ms),
+        _ => None,
+    }
+}
+
 /// Runs `freezes` freezes, `parallel` at a time, each worker on its own stream (picked at random
 /// from the rig's streams), region and rendition at random, at a random instant within a segment.
 async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<FreezeSample> {
@@ -1177,10 +1161,7 @@ async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<Free
                 let name = instance_name(stream, region);
                 let mut rx = rig.board.subscribe(&name);
                 // Never start from an unhealthy instance.
-                if tokio::time::timeout(recover_timeout, rx.wait_for(|o| o.healthy == Some(true)))
-                    .await
-                    .is_err()
-                {
+                if wait_health(&mut rx, true, recover_timeout).await.is_none() {
                     say(format!("{name} is not Healthy before its freeze; skipped"));
                     continue;
                 }
@@ -1210,20 +1191,12 @@ async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<Free
                             .or(f.last_segment_published_unix_ms)
                     })
                     .unwrap_or(applied.applied_at_unix_ms);
-                let detected_at_ms = match tokio::time::timeout(
-                    detect_timeout,
-                    rx.wait_for(|o| o.healthy == Some(false)),
-                )
-                .await
-                {
-                    Ok(Ok(o)) => Some(o.at_ms),
-                    _ => {
-                        say(format!(
-                            "{name}/{rendition}: not detected within {detect_timeout:?}"
-                        ));
-                        None
-                    }
-                };
+                let detected_at_ms = wait_health(&mut rx, false, detect_timeout).await;
+                if detected_at_ms.is_none() {
+                    say(format!(
+                        "{name}/{rendition}: not detected within {detect_timeout:?}"
+                    ));
+                }
                 let healed_at_ms = match rig.heal(applied.id).await {
                     Ok(at) => Some(at),
                     Err(e) => {
@@ -1231,20 +1204,12 @@ async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<Free
                         None
                     }
                 };
-                let recovered_at_ms = match tokio::time::timeout(
-                    recover_timeout,
-                    rx.wait_for(|o| o.healthy == Some(true)),
-                )
-                .await
-                {
-                    Ok(Ok(o)) => Some(o.at_ms),
-                    _ => {
-                        say(format!(
-                            "{name}: not Healthy again within {recover_timeout:?}"
-                        ));
-                        None
-                    }
-                };
+                let recovered_at_ms = wait_health(&mut rx, true, recover_timeout).await;
+                if recovered_at_ms.is_none() {
+                    say(format!(
+                        "{name}: not Healthy again within {recover_timeout:?}"
+                    ));
+                }
                 rig.board.expect(&name, false);
                 let since = recovered
                     .get(&name)
