@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
+.PHONY: test demo lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite.
 test: fmt-check clippy unit crd-drift chart-lint e2e
@@ -14,6 +14,12 @@ test: fmt-check clippy unit crd-drift chart-lint e2e
 ## helm lint of the chart (helm is built from its Go module and cached).
 chart-lint:
 	helm=$$(tests/env/build-helm.sh); $$helm lint --strict charts/cvs-operator
+
+## The merge over every master playlist fixture, each output parsed by m3u8-rs and by hls.js's own
+## parser in Node (tests/js, hls.js pinned; `npm ci` runs when node_modules is missing). Part of
+## `unit`; this target runs it alone.
+merge-check:
+	$(CARGO) test -p operator --locked --test merge_fixtures
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -6,6 +6,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod decide;
 pub mod metrics;
 pub mod notify;
 pub mod openness;
