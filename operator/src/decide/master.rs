@@ -977,7 +977,8 @@ fn variant_signature(v: &VariantStream) -> String {
 }
 
 fn rendition_signature(a: &AlternativeMedia) -> String {
-    let mut s = format!("TYPE={},GROUP-ID=\"{}\"", a.media_type, a.group_id);
+    // Not the GROUP-ID: each region's groups are renamed anyway.
+    let mut s = format!("TYPE={}", a.media_type);
     if let Some(l) = &a.language {
         let _ = write!(s, ",LANGUAGE=\"{l}\"");
     }
