@@ -106,7 +106,9 @@ bench: bench-build
 
 ## make bench-patch: the delay from a `distroOpen` patch to the state-table item changing (issue
 ## goal: p99 < 1 s). Starts the environment with DynamoDB Local in the bench state dir, runs the
-## release operator with a 2-instance cluster and again with 48 more instances, always stops it.
+## release operator with a 2-instance cluster and again with 48 more instances, then with the
+## steering manifest published to moto's S3 (also timing the S3 object and the HTTP endpoint);
+## always stops it.
 BENCH_PATCHES ?= 200
 bench-patch:
 	$(CARGO) build --release --locked -p operator -p cvs-e2e --bin cvs-operator --bin cvs-bench-patch
@@ -118,4 +120,6 @@ bench-patch:
 	for extra in 0 48; do \
 	  echo "== $$(( extra + 2 )) instances in the cluster"; \
 	  "$$target/cvs-bench-patch" --patches $(BENCH_PATCHES) --extra-instances $$extra; echo; \
-	done
+	done; \
+	echo "== 2 instances, steering manifest published to S3 (moto) and served over HTTP"; \
+	"$$target/cvs-bench-patch" --patches $(BENCH_PATCHES) --steering
