@@ -532,11 +532,6 @@ fn report(
 ) -> Outcome {
     let max_age = max_age(cluster);
     let mut contributions: Vec<ContributionStatus> = Vec::new();
-    let merged_pathways: Vec<String> = composed
-        .master
-        .as_ref()
-        .map(|m| m.report.pathways.clone())
-        .unwrap_or_default();
     let mut names: Vec<&String> = memory.instances.keys().collect();
     for (name, _) in &composed.left_out {
         if !names.contains(&name) {
@@ -574,7 +569,6 @@ fn report(
             reason,
         });
     }
-    let _ = merged_pathways;
 
     let mut targets = Vec::new();
     let mut failing = Vec::new();
