@@ -222,10 +222,39 @@ pub async fn stage(
             .remove(cluster_key);
         return Outcome::default();
     }
+    forget_deleted(ctx);
     let mut memory = publisher.take_memory(cluster_key);
     let outcome = run(publisher, cluster, cluster_key, plan, members, &mut memory).await;
     publisher.put_memory(cluster_key, memory);
     outcome
+}
+
+/// Forgets the memory and the served steering manifest of ClusteredStreams that were deleted
+/// (their published objects stay where they are). Checked only when the memory holds more
+/// entries than there are ClusteredStreams, so a steady fleet pays one length comparison.
+fn forget_deleted(ctx: &Context) {
+    let publisher = &ctx.publisher;
+    let remembered = publisher
+        .memory
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
+    let clusters = ctx.clusters.state();
+    if remembered <= clusters.len() {
+        return;
+    }
+    let live: std::collections::HashSet<String> = clusters
+        .iter()
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    let mut memory = publisher.memory.lock().unwrap_or_else(|p| p.into_inner());
+    memory.retain(|key, _| live.contains(key));
+    publisher
+        .steering
+        .0
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|key, _| live.contains(key));
 }
 
 async fn run(
