@@ -20,6 +20,13 @@ class Copilot {
         return ret >>> 0;
     }
     /**
+     * @returns {number}
+     */
+    coldReadTimeoutMillis() {
+        const ret = wasm.copilot_coldReadTimeoutMillis(this.__wbg_ptr);
+        return ret >>> 0;
+    }
+    /**
      * True when the event is answered with [`Copilot::not_found_response`].
      * @param {string} uri
      * @param {number} state

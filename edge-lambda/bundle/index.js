@@ -10,7 +10,8 @@
 // - per distribution domain: the last known state, when it expires (cacheSeconds), and at most
 //   one read in flight, shared by every invocation that needs it;
 // - a read that fails or takes longer than readTimeoutMillis leaves the last known state in
-//   place for another cacheSeconds; when no state was ever known the event passes through.
+//   place for another cacheSeconds; when no state is known yet the read may take up to
+//   coldReadTimeoutMillis (the first read pays for loading the SDK), then the event passes through.
 
 const fs = require('fs');
 const path = require('path');
@@ -37,6 +38,7 @@ try {
 
 const cacheMillis = copilot ? copilot.cacheMillis() : 0;
 const readTimeoutMillis = copilot ? copilot.readTimeoutMillis() : 0;
+const coldReadTimeoutMillis = copilot ? copilot.coldReadTimeoutMillis() : 0;
 const notFoundJson = copilot ? copilot.notFoundResponse() : '';
 
 /** domain -> { state, expires, inflight } */
@@ -55,14 +57,14 @@ function dynamo() {
 }
 
 // Resolves with the raw item (DynamoDB JSON) or undefined; rejects on failure or timeout.
-async function readItem(domain) {
+async function readItem(domain, limitMillis) {
   const abort = new AbortController();
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(() => {
       abort.abort();
-      reject(new Error(`no answer within ${readTimeoutMillis} ms`));
-    }, readTimeoutMillis);
+      reject(new Error(`no answer within ${limitMillis} ms`));
+    }, limitMillis);
   });
   try {
     const command = new sdk.GetItemCommand({
@@ -84,7 +86,7 @@ async function readItem(domain) {
 async function refresh(domain, entry) {
   try {
     if (!client) dynamo();
-    const item = await readItem(domain);
+    const item = await readItem(domain, entry.state === UNKNOWN ? coldReadTimeoutMillis : readTimeoutMillis);
     const json = item === undefined ? '' : JSON.stringify(item);
     const code = copilot.foldItem(entry.state, json);
     if (code & MALFORMED_FLAG) {

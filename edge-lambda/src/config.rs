@@ -39,6 +39,8 @@ impl Trigger {
 pub const DEFAULT_CACHE_SECONDS: u32 = 5;
 /// Default bound on one table read, milliseconds.
 pub const DEFAULT_READ_TIMEOUT_MILLIS: u32 = 1_000;
+/// Default bound on a read when the container knows no state for the key yet (cold), ms.
+pub const DEFAULT_COLD_READ_TIMEOUT_MILLIS: u32 = 2_000;
 /// Default `max-age` of the 404 answer, seconds.
 pub const DEFAULT_NOT_FOUND_MAX_AGE: u32 = 2;
 /// The URI suffixes answered 404 for a closed instance by default: HLS playlists and segments.
@@ -70,6 +72,10 @@ pub struct Config {
     /// Bound on one read; past it the last known state is served.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_millis: u32,
+    /// Bound on a read when no state is known yet for the key (the container's first read pays
+    /// for loading the SDK and resolving credentials); past it the event passes through.
+    #[serde(default = "default_cold_read_timeout")]
+    pub cold_read_timeout_millis: u32,
     /// The trigger the function is associated with.
     pub trigger: Trigger,
     /// `max-age` of the 404 answer.
@@ -85,6 +91,9 @@ fn default_cache_seconds() -> u32 {
 }
 fn default_read_timeout() -> u32 {
     DEFAULT_READ_TIMEOUT_MILLIS
+}
+fn default_cold_read_timeout() -> u32 {
+    DEFAULT_COLD_READ_TIMEOUT_MILLIS
 }
 fn default_not_found_max_age() -> u32 {
     DEFAULT_NOT_FOUND_MAX_AGE
@@ -115,6 +124,7 @@ impl Config {
             read_regions: BTreeMap::new(),
             cache_seconds: DEFAULT_CACHE_SECONDS,
             read_timeout_millis: DEFAULT_READ_TIMEOUT_MILLIS,
+            cold_read_timeout_millis: DEFAULT_COLD_READ_TIMEOUT_MILLIS,
             trigger,
             not_found_max_age: DEFAULT_NOT_FOUND_MAX_AGE,
             suffixes: default_suffixes(),
@@ -139,6 +149,12 @@ impl Config {
         // by then is abandoned for the last known state.
         let ceiling = (config.trigger.limit_millis() / 5).min(3_000);
         config.read_timeout_millis = config.read_timeout_millis.clamp(50, ceiling);
+        // A cold read may wait longer (passing through unknowing is the worse outcome), but
+        // never past two fifths of the limit: 2 s on viewer-request, 3 s on origin-response.
+        let cold_ceiling = (config.trigger.limit_millis() * 2 / 5).min(3_000);
+        config.cold_read_timeout_millis = config
+            .cold_read_timeout_millis
+            .clamp(config.read_timeout_millis, cold_ceiling);
         config.not_found_max_age = config.not_found_max_age.min(60);
         for s in &mut config.suffixes {
             *s = s.to_ascii_lowercase();
@@ -204,6 +220,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.cache_seconds, 5);
         assert_eq!(c.read_timeout_millis, 1_000);
+        assert_eq!(c.cold_read_timeout_millis, 2_000);
         assert_eq!(c.not_found_max_age, 2);
         assert_eq!(c.trigger, Trigger::OriginResponse);
         assert!(c.covers("/live/720p/index.m3u8"));
@@ -224,11 +241,24 @@ mod tests {
         assert_eq!(c.not_found_max_age, 60);
         let c = parse(
             r#"{"version":1,"table":"t","homeRegion":"us-east-1","trigger":"origin-response",
-                "readTimeoutMillis":1,"cacheSeconds":100000}"#,
+                "readTimeoutMillis":1,"cacheSeconds":100000,"coldReadTimeoutMillis":0}"#,
         )
         .unwrap();
         assert_eq!(c.read_timeout_millis, 50);
         assert_eq!(c.cache_seconds, 300);
+        assert_eq!(
+            c.cold_read_timeout_millis, 50,
+            "never shorter than the warm bound"
+        );
+        let c = parse(
+            r#"{"version":1,"table":"t","homeRegion":"us-east-1","trigger":"origin-response",
+                "readTimeoutMillis":2500,"coldReadTimeoutMillis":60000}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.read_timeout_millis, c.cold_read_timeout_millis),
+            (2_500, 3_000)
+        );
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Copilot {
     pub fn read_timeout_millis(&self) -> u32 {
         self.config.read_timeout_millis
     }
+
+    #[wasm_bindgen(js_name = coldReadTimeoutMillis)]
+    pub fn cold_read_timeout_millis(&self) -> u32 {
+        self.config.cold_read_timeout_millis
+    }
 }
 
 impl Copilot {

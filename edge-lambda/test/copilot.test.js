@@ -121,7 +121,7 @@ test('DynamoDB stopped: last known state is served; nothing known passes through
 test('DynamoDB slow: the answer comes within the read timeout, from the last known state', async () => {
   const d = domain();
   await h.putItem(admin, TABLE, d, false);
-  const fn = await container({ cacheSeconds: 1, readTimeoutMillis: 200 });
+  const fn = await container({ cacheSeconds: 1, readTimeoutMillis: 200, coldReadTimeoutMillis: 200 });
   assertNotFound(await fn.handler(h.fixture('viewer-request', { domain: d })));
   // The item opens, but DynamoDB now takes 4 s to answer: the copilot must not wait for it.
   await h.putItem(admin, TABLE, d, true);
@@ -132,7 +132,7 @@ test('DynamoDB slow: the answer comes within the read timeout, from the last kno
   const took = Date.now() - started;
   assert.ok(took < 3_000, `answered in ${took} ms, before DynamoDB's 4 s answer`);
   // A cold container against the slow table passes through in time.
-  const cold = await container({ readTimeoutMillis: 200 });
+  const cold = await container({ readTimeoutMillis: 200, coldReadTimeoutMillis: 300 });
   const event = h.fixture('viewer-request', { domain: d });
   const t0 = Date.now();
   assert.equal(await cold.handler(event), event.Records[0].cf.request);
@@ -147,6 +147,14 @@ test('cold start: config, WebAssembly and client load; first request reads once 
   assertNotFound(await fn.handler(h.fixture('viewer-request', { domain: d })));
   assertNotFound(await fn.handler(h.fixture('viewer-request', { domain: d })));
   assert.equal(proxy.state.getItems, 1);
+});
+
+test('a cold read may take longer than a warm one before passing through', async () => {
+  const d = domain();
+  await h.putItem(admin, TABLE, d, false);
+  proxy.state.delayMillis = 600;
+  const fn = await container({ trigger: 'viewer-request', readTimeoutMillis: 100, coldReadTimeoutMillis: 2000 });
+  assertNotFound(await fn.handler(h.fixture('viewer-request', { domain: d })), 2);
 });
 
 test('cache expiry: a change is seen after cacheSeconds, not before', async () => {

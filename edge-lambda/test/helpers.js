@@ -44,7 +44,6 @@ function config(table, changes = {}) {
     homeRegion: 'us-east-1',
     trigger: 'origin-response',
     cacheSeconds: 5,
-    readTimeoutMillis: 500,
     ...changes,
   };
 }

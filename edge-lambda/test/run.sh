@@ -3,7 +3,8 @@
 # DynamoDB Local. Installs the test dependencies from package-lock.json when missing (npm ci).
 # Uses the environment in AWS_ENDPOINT_URL_DYNAMODB when one is set; otherwise starts
 # tests/env/up.sh in a state dir of its own ($CVS_EDGE_STATE_DIR, default <repo>/.cvs-env-edge)
-# and always stops it.
+# and always stops it. With arguments, runs `node ARGS...` in that environment instead (make
+# bench-edge: edge-lambda/test/run.sh bench/bench.js).
 set -euo pipefail
 
 EDGE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,4 +18,8 @@ if [[ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]]; then
   eval "$env_lines"
 fi
 cd "$EDGE_DIR"
-node --test --test-concurrency=1 test/*.test.js
+if [[ $# -gt 0 ]]; then
+  node "$@"
+else
+  node --test --test-concurrency=1 test/*.test.js
+fi
