@@ -7,7 +7,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
-.PHONY: edge-bundle edge-drift edge-test
+.PHONY: edge-bundle edge-drift edge-test bench-edge
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
 ## copilot bundle drift check and its Node tests.
@@ -62,6 +62,11 @@ edge-drift:
 ## of its own (.cvs-env-edge), or in the one AWS_ENDPOINT_URL_DYNAMODB points to.
 edge-test:
 	edge-lambda/test/run.sh
+
+## make bench-edge: the copilot's benchmark (warm and cold invocation time, bundle size, DynamoDB
+## reads per 10,000 requests, against the original design). Results go into BENCHMARKS.md by hand.
+bench-edge:
+	edge-lambda/test/run.sh --no-warnings bench/bench.js
 
 env-up:
 	@tests/env/up.sh
