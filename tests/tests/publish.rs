@@ -247,6 +247,23 @@ async fn master_and_steering_follow_every_state_change() {
         body.contains("#EXT-X-CONTENT-STEERING:SERVER-URI="),
         "{body}"
     );
+    // The published master is read by hls.js's own parser, as a player would.
+    let file = std::env::temp_dir().join(format!("{}-master.m3u8", f.ns));
+    std::fs::write(&file, &body).unwrap();
+    let parsed = std::process::Command::new(repo_root().join("tests/js/parse-master.sh"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let summary = String::from_utf8_lossy(&parsed.stdout);
+    assert!(parsed.status.success(), "hls.js: {summary}\n{body}");
+    let summary: Value = serde_json::from_str(summary.trim()).unwrap();
+    assert_eq!(
+        summary["pathways"],
+        serde_json::json!([WEST, EAST]),
+        "{summary}"
+    );
+    assert_eq!(summary["steering"]["pathwayId"], WEST, "{summary}");
     let (_, ct, _) = f.object(&f.east_bucket, STEERING_KEY).await.unwrap();
     assert_eq!(ct, "application/json");
     let failing = wait_for("west target reported", WAIT, || async {
