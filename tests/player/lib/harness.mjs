@@ -122,12 +122,24 @@ export function buildRedundantMaster(master, stream, edges, steering) {
   return `${[...head, ...body].join('\n')}\n`;
 }
 
+/** Replaces `https://<domain>` and `http://<domain>` with the domain's local edge URL. */
+export function mapDomains(text, map) {
+  let out = text;
+  for (const [domain, url] of Object.entries(map ?? {})) {
+    out = out.replaceAll(`https://${domain}`, url).replaceAll(`http://${domain}`, url);
+  }
+  return out;
+}
+
 /**
- * Serves the player page (/), hls.js (/hls.js) and in-memory documents set with put(path, body,
- * type) (the test's master playlist, a steering manifest). Returns {url, put, stop}.
+ * Serves the player page (/), hls.js (/hls.js), in-memory documents set with put(path, body,
+ * type) (the test's master playlist, a steering manifest) and documents proxied on every request
+ * with proxy(path, upstreamUrl, domainMap) (the operator's published master and steering
+ * manifest, with each CloudFront domain mapped to its local edge). Returns {url, put, proxy, stop}.
  */
-export async function startPageServer() {
+export async function startPageServer({ port = 0, host = '127.0.0.1' } = {}) {
   const docs = new Map();
+  const proxies = new Map();
   const hlsJs = fs.readFileSync(path.join(HERE, 'node_modules', 'hls.js', 'dist', 'hls.js'));
   const page = fs.readFileSync(path.join(HERE, 'page', 'index.html'));
   const server = http.createServer((req, res) => {
@@ -140,12 +152,23 @@ export async function startPageServer() {
     if (p === '/hls.js') return send(200, 'text/javascript', hlsJs);
     const doc = docs.get(p);
     if (doc) return send(200, doc.type, doc.body);
+    const px = proxies.get(p);
+    if (px) {
+      fetch(px.upstream, { cache: 'no-store' })
+        .then(async (r) => send(r.status, r.headers.get('content-type') ?? 'application/octet-stream', mapDomains(await r.text(), px.map)))
+        .catch((e) => send(502, 'text/plain', `upstream ${px.upstream}: ${e.message}\n`));
+      return undefined;
+    }
     return send(404, 'text/plain', 'not found\n');
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${server.address().port}`;
+  await new Promise((r) => server.listen(port, host, r));
+  const url = `http://${host}:${server.address().port}`;
   return {
     url,
+    proxy(p, upstream, map) {
+      proxies.set(p, { upstream, map });
+      return `${url}${p}`;
+    },
     put(p, body, type = 'application/vnd.apple.mpegurl') {
       docs.set(p, { body, type });
       return `${url}${p}`;

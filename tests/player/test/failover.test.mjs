@@ -7,6 +7,8 @@
 //
 //   PLAYER_RUNS=N   repeat each fault scenario N times and print p50/p90/max (default 1)
 //   PLAYER_FORMATS=ts,fmp4   segment containers to run (default both)
+//   PLAYER_STEERING=off,on   content steering variants (default: both for ts, off for fmp4)
+//   PLAYER_SCENARIOS=kill,close404,origin502,freezeThenClose,steerAway   which faults
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -35,13 +37,25 @@ const CLOSE_AFTER_MS = 2000;
 const root = artefactRoot();
 const results = [];
 
-for (const format of FORMATS) {
-  describe(`player over ${format} segments`, () => {
+// Content steering: off (redundant variants only, hls.js's own pathway fallback) or on (PATHWAY-ID
+// per region and a steering manifest with a 1 s TTL that the test rewrites). Default: both for
+// MPEG-TS, off for fMP4.
+const COMBOS = process.env.PLAYER_STEERING
+  ? FORMATS.flatMap((f) => process.env.PLAYER_STEERING.split(',').map((st) => [f, st === 'on']))
+  : FORMATS.flatMap((f) => (f === 'ts' ? [[f, false], [f, true]] : [[f, false]]));
+
+for (const [format, steering] of COMBOS) {
+  const variant = `${format}${steering ? '-steering' : ''}`;
+  describe(`player over ${format} segments, content steering ${steering ? 'on' : 'off'}`, () => {
     let sim;
     let browser;
     let pages;
     const edges = {};
     let masterUrl;
+
+    /** Publishes the steering manifest with this PATHWAY-PRIORITY; returns its URL. */
+    const setPriority = (priority) =>
+      pages.put(`/live/${variant}/steering.json`, JSON.stringify({ VERSION: 1, TTL: 1, 'PATHWAY-PRIORITY': priority }), 'application/json');
 
     const regionOf = (url) => {
       for (const [r, e] of Object.entries(edges)) if (url.startsWith(`${e.url}/`)) return r;
@@ -56,9 +70,13 @@ for (const format of FORMATS) {
       }
       pages = await startPageServer();
       const own = await request('GET', `${sim.regions[REGIONS[0]]}/s0001/master.m3u8`);
-      const master = buildRedundantMaster(own.body, 's0001', REGIONS.map((r) => ({ region: r, url: edges[r].url })));
-      fs.writeFileSync(path.join(root, `master-${format}.m3u8`), master);
-      masterUrl = pages.put(`/live/${format}/master.m3u8`, master);
+      let steer = null;
+      if (steering) {
+        steer = { serverUri: setPriority(REGIONS), pathways: REGIONS };
+      }
+      const master = buildRedundantMaster(own.body, 's0001', REGIONS.map((r) => ({ region: r, url: edges[r].url })), steer);
+      fs.writeFileSync(path.join(root, `master-${variant}.m3u8`), master);
+      masterUrl = pages.put(`/live/${variant}/master.m3u8`, master);
       browser = await launchBrowser();
     });
 
@@ -70,7 +88,7 @@ for (const format of FORMATS) {
     });
 
     test('plays the live event from the first region, with real media', async () => {
-      const dir = path.join(root, `${format}-steady`);
+      const dir = path.join(root, `${variant}-steady`);
       const p = await openPlayer(browser, pages.url, masterUrl, dir, regionOf);
       try {
         await waitFor(async () => (await p.state())?.samples.at(-1)?.currentTime >= 1, 30_000, 'playback to start');
@@ -89,6 +107,7 @@ for (const format of FORMATS) {
     });
 
     const faults = new Map();
+    const withoutRegion = (r) => [...REGIONS.filter((x) => x !== r), r];
     const scenarios = {
       // The region's edge is unreachable: connection refused.
       kill: { fault: (r) => edges[r].kill(), heal: (r) => edges[r].revive() },
@@ -111,13 +130,26 @@ for (const format of FORMATS) {
         heal: async (r) => { switchable.setClosed(DOMAIN[r], false); await sim.healAll(); },
       },
     };
-    const only = process.env.PLAYER_SCENARIOS?.split(',');
+    if (steering) {
+      // Nothing fails: the steering manifest moves the region to the end of PATHWAY-PRIORITY, as
+      // the operator publishes it for a closed region.
+      scenarios.steerAway = { fault: (r) => setPriority(withoutRegion(r)), heal: () => setPriority(REGIONS) };
+      // A close as the operator does it with steering: the copilot's 404s and the manifest at once.
+      scenarios.close404 = {
+        fault: (r) => { switchable.setClosed(DOMAIN[r], true); setPriority(withoutRegion(r)); },
+        heal: (r) => { switchable.setClosed(DOMAIN[r], false); setPriority(REGIONS); },
+      };
+    }
+    // `make test` runs every scenario over MPEG-TS and a few over the others; PLAYER_RUNS > 1
+    // (make player-bench) runs all of them, PLAYER_SCENARIOS=a,b the ones named.
+    const quick = { 'ts': null, 'ts-steering': ['steerAway', 'close404'], 'fmp4': ['kill', 'close404'] };
+    const only = process.env.PLAYER_SCENARIOS?.split(',') ?? (RUNS > 1 ? null : quick[variant] ?? null);
     for (const [name, sc] of Object.entries(scenarios)) {
       if (only && !only.includes(name)) continue;
       test(`${name}: playback continues and requests move to another region`, async () => {
         for (let run = 1; run <= RUNS; run++) {
-          const m = await failoverRun(`${format}-${name}-${run}`, sc);
-          results.push({ format, scenario: name, run, ...m });
+          const m = await failoverRun(`${variant}-${name}-${run}`, sc);
+          results.push({ format: variant, scenario: name, run, ...m });
         }
       });
     }
@@ -167,7 +199,7 @@ after(() => {
   if (!results.length) return;
   fs.writeFileSync(path.join(root, 'results.json'), JSON.stringify(results, null, 1));
   const lines = [`player failover (hls.js, TD ${TD} s, ${RUNS} run(s) each; ms from the fault; artefacts ${root})`,
-    'format  scenario  metric                  n   p50    p90    max'];
+    'variant        scenario        metric                n    p50    p90    max'];
   const groups = new Map();
   for (const r of results) {
     const k = `${r.format}|${r.scenario}`;
@@ -177,7 +209,7 @@ after(() => {
     const [format, scenario] = k.split('|');
     for (const metric of ['lastToFailedMs', 'firstOtherSegmentMs', 'stallMs']) {
       const v = rs.map((r) => r[metric]);
-      lines.push(`${format.padEnd(7)} ${scenario.padEnd(9)} ${metric.padEnd(22)} ${String(v.length).padStart(2)} ${String(percentile(v, 50)).padStart(6)} ${String(percentile(v, 90)).padStart(6)} ${String(Math.max(...v)).padStart(6)}`);
+      lines.push(`${format.padEnd(14)} ${scenario.padEnd(15)} ${metric.padEnd(20)} ${String(v.length).padStart(2)} ${String(percentile(v, 50)).padStart(6)} ${String(percentile(v, 90)).padStart(6)} ${String(Math.max(...v)).padStart(6)}`);
     }
   }
   console.log(lines.join('\n'));
