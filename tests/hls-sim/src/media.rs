@@ -393,7 +393,7 @@ fn boxes(b: &[u8], start: usize, end: usize) -> Result<Vec<([u8; 4], usize, usiz
             }
             s => s,
         };
-        if size < 8 || off + size > end {
+        if size < 8 || size > end - off {
             return Err(format!("bad box size {size} at {off}"));
         }
         out.push((typ, off, size));
@@ -567,6 +567,17 @@ mod tests {
         b.extend(ts_packet(903_000, 902_000));
         assert_eq!(first_frame_end(&b), 2 * TS_PACKET);
         assert_eq!(first_frame_end(&b[..2 * TS_PACKET]), 2 * TS_PACKET);
+    }
+
+    #[test]
+    fn hostile_box_sizes_are_refused() {
+        // A 64-bit size that would overflow the end offset.
+        let mut b = mp4_box(b"free", &[]);
+        b.extend_from_slice(&[0, 0, 0, 1, b'm', b'o', b'o', b'f']);
+        b.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(boxes(&b, 0, b.len()).is_err());
+        assert!(mp4_stamps(&mp4_box(b"moof", &[0; 4]), 90_000).is_err());
+        assert_eq!(init_timescale(&[0, 0, 0, 9, b'm', b'o', b'o', b'v']), None);
     }
 
     #[test]
