@@ -7,11 +7,25 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
-.PHONY: edge-bundle edge-drift edge-test bench-edge
+.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
-## copilot bundle drift check and its Node tests.
-test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test
+## copilot bundle drift check and its Node tests, the player.
+test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test player-test
+
+## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
+## (real H.264/AAC, MPEG-TS and fMP4) through local Lambda@Edge edges while a region is killed,
+## closed (404), loses its origin (502) or freezes then closes. Installs chromium, ffmpeg and the
+## pinned npm packages when missing. About 2 minutes; artefacts in target/player/<stamp>/.
+player-test:
+	tests/player/run.sh
+
+## make player-bench: the same failovers PLAYER_RUNS times each (default 10), printing p50/p90/max
+## of the time from the fault to the last request to the failed region and to the first segment
+## from another one. Not part of `make test`.
+PLAYER_RUNS ?= 10
+player-bench:
+	PLAYER_RUNS=$(PLAYER_RUNS) tests/player/run.sh test/failover.test.mjs
 
 ## helm lint of the chart (helm is built from its Go module and cached).
 chart-lint:

@@ -1,11 +1,14 @@
 //! Simulator configuration and the rendition ladder.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
+use crate::media::{MediaLibrary, SegmentFormat};
 
 /// Configuration of one simulator instance. `Default` gives two regions, 10 streams of three
 /// video renditions and one audio rendition, 6 s segments, a window of 6, no LL-HLS, every port
@@ -42,6 +45,14 @@ pub struct SimConfig {
     /// Spread stream start times evenly over one segment duration (stream `i` of `n` starts
     /// `i * TD / n` earlier), so thousands of streams do not all publish at the same instant.
     pub stagger: bool,
+    /// Serve real media from this directory (made by `tests/player/make-media.sh`): every video
+    /// rendition serves the clip's video track, every audio rendition its audio track, looped
+    /// with timestamps that follow the media sequence number. `None` = 188-byte placeholder
+    /// segments. The clip's segment duration must equal `target_duration`; no LL-HLS.
+    pub media_dir: Option<PathBuf>,
+    /// Container of the segments: MPEG-TS (`N.ts`) or fMP4 (`N.m4s` + `EXT-X-MAP` `init.mp4`,
+    /// which needs `media_dir`).
+    pub segment_format: SegmentFormat,
 }
 
 impl Default for SimConfig {
@@ -60,6 +71,8 @@ impl Default for SimConfig {
             region_port_base: None,
             start_unix_ms: None,
             stagger: true,
+            media_dir: None,
+            segment_format: SegmentFormat::Ts,
         }
     }
 }
@@ -76,6 +89,9 @@ pub(crate) struct Resolved {
     pub window: u64,
     pub base_start_ms: u64,
     pub stagger: bool,
+    pub format: SegmentFormat,
+    /// Real media, loaded by [`SimConfig::load_media`].
+    pub media: Option<Arc<MediaLibrary>>,
 }
 
 impl Resolved {
@@ -139,6 +155,12 @@ impl SimConfig {
         {
             return bad("region port base out of range".into());
         }
+        if self.media_dir.is_some() && self.ll_hls {
+            return bad("real media (media_dir) does not support LL-HLS parts".into());
+        }
+        if self.media_dir.is_none() && self.segment_format == SegmentFormat::Fmp4 {
+            return bad("fMP4 segments need real media (media_dir)".into());
+        }
         let video = ladder(self.renditions)?;
         let audio = default_audio(self.audio_renditions);
         let base_start_ms = match self.start_unix_ms {
@@ -159,7 +181,27 @@ impl SimConfig {
             window: self.window as u64,
             base_start_ms,
             stagger: self.stagger,
+            format: self.segment_format,
+            media: None,
         })
+    }
+
+    /// Loads `media_dir` (if any) into `cfg` and checks it fits the timeline. Reads files.
+    pub(crate) fn load_media(&self, cfg: &mut Resolved) -> Result<(), SimError> {
+        let Some(dir) = &self.media_dir else {
+            return Ok(());
+        };
+        let media = MediaLibrary::load(dir, self.segment_format)?;
+        if media.segment_ms() != cfg.td_ms {
+            return Err(SimError::Config(format!(
+                "media in {} has {} ms segments but the target duration is {} ms; make media for it",
+                dir.display(),
+                media.segment_ms(),
+                cfg.td_ms
+            )));
+        }
+        cfg.media = Some(Arc::new(media));
+        Ok(())
     }
 }
 

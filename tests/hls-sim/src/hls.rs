@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::config::{AudioRendition, VideoRendition};
+use crate::media::SegmentFormat;
 
 /// The timeline shared by every rendition of one stream (in every region).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,8 +214,28 @@ pub struct Rendered {
     pub offset: u64,
 }
 
+/// How segments are named and addressed in media playlists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentShape {
+    /// `N.ts`, or `N.m4s` after `#EXT-X-MAP:URI="init.mp4"`.
+    pub format: SegmentFormat,
+    /// Length of the `EXT-X-BYTERANGE` (from offset 0) of each I-frame playlist entry.
+    pub iframe_bytes: u64,
+}
+
+impl Default for SegmentShape {
+    /// The placeholder segments: `N.ts`, I-frames `188@0`.
+    fn default() -> Self {
+        Self {
+            format: SegmentFormat::Ts,
+            iframe_bytes: SEGMENT_BYTES as u64,
+        }
+    }
+}
+
 /// Renders a media (or I-frame) playlist as it is at `t_ms`, with media sequence numbers
-/// lowered by `seq_offset` (a `reset` fault; clamped at 0). Appends to `out`.
+/// lowered by `seq_offset` (a `reset` fault; clamped at 0). Appends to `out`. Segments are
+/// shaped as the placeholder ones (`N.ts`); see [`render_media_shaped`].
 pub fn render_media(
     out: &mut String,
     tl: &Timeline,
@@ -222,6 +243,19 @@ pub fn render_media(
     t_ms: u64,
     seq_offset: u64,
 ) -> Rendered {
+    render_media_shaped(out, tl, kind, t_ms, seq_offset, &SegmentShape::default())
+}
+
+/// [`render_media`] with segments named and addressed as `shape` says.
+pub fn render_media_shaped(
+    out: &mut String,
+    tl: &Timeline,
+    kind: MediaKind,
+    t_ms: u64,
+    seq_offset: u64,
+    shape: &SegmentShape,
+) -> Rendered {
+    let ext = shape.format.extension();
     let snap = tl.snapshot(t_ms);
     let offset = seq_offset.min(snap.first);
     let ll = tl.ll() && kind == MediaKind::Media;
@@ -237,6 +271,9 @@ pub fn render_media(
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", snap.first - offset);
     if kind == MediaKind::IFrames {
         out.push_str("#EXT-X-I-FRAMES-ONLY\n");
+    }
+    if shape.format == SegmentFormat::Fmp4 {
+        out.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
     }
     let Some(last) = snap.last else {
         return Rendered {
@@ -259,9 +296,9 @@ pub fn render_media(
         write_secs(out, tl.td_ms);
         out.push_str(",\n");
         if kind == MediaKind::IFrames {
-            let _ = writeln!(out, "#EXT-X-BYTERANGE:{SEGMENT_BYTES}@0");
+            let _ = writeln!(out, "#EXT-X-BYTERANGE:{}@0", shape.iframe_bytes);
         }
-        let _ = writeln!(out, "{msn}.ts");
+        let _ = writeln!(out, "{msn}.{ext}");
     }
     if ll {
         let msn = snap.current - offset;

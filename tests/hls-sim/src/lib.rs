@@ -35,6 +35,7 @@ mod control;
 mod error;
 mod faults;
 pub mod hls;
+pub mod media;
 mod origin;
 mod server;
 mod state;
@@ -54,6 +55,7 @@ pub use api::{
 };
 pub use config::{RenditionSpec, SimConfig, VideoRendition};
 pub use error::SimError;
+pub use media::{MediaLibrary, SegmentFormat};
 pub use state::now_ms;
 
 use state::Shared;
@@ -65,7 +67,8 @@ impl Simulator {
     /// Binds every listener (control first, then one per region), starts serving, and returns
     /// once all of them accept connections. Must be called inside a Tokio runtime.
     pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
-        let cfg = config.resolve(now_ms())?;
+        let mut cfg = config.resolve(now_ms())?;
+        config.load_media(&mut cfg)?;
         let bind =
             |addr: SocketAddr| server::bind(addr).map_err(|source| SimError::Bind { addr, source });
         let control = bind(SocketAddr::new(config.bind, config.control_port))?;

@@ -58,6 +58,13 @@ struct Cli {
     /// Also write the ready JSON line to this file (atomically).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Serve real media from this directory (made by tests/player/make-media.sh for this
+    /// target duration) instead of 188-byte placeholder segments. Not with --ll-hls.
+    #[arg(long)]
+    media: Option<PathBuf>,
+    /// Segment container with --media: ts (N.ts) or fmp4 (N.m4s with an EXT-X-MAP init.mp4).
+    #[arg(long, default_value = "ts")]
+    segment_format: hls_sim::SegmentFormat,
     /// Tokio worker threads [default: number of CPUs].
     #[arg(long)]
     threads: Option<usize>,
@@ -126,6 +133,8 @@ fn build_config(cli: &Cli) -> Result<SimConfig, String> {
         region_port_base: cli.region_port_base,
         start_unix_ms: cli.start_unix_ms,
         stagger: !cli.align_streams,
+        media_dir: cli.media.clone(),
+        segment_format: cli.segment_format,
     })
 }
 

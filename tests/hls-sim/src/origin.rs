@@ -22,11 +22,14 @@ use crate::api::TruncateMode;
 use crate::body::SimBody;
 use crate::error::Refused;
 use crate::faults::{BodyFault, Effect, Resource};
-use crate::hls::{MediaKind, SEGMENT_BODY, Timeline, render_media};
+use crate::hls::{MediaKind, SEGMENT_BODY, Timeline, render_media_shaped};
+use crate::media::{SegmentFormat, Track};
 use crate::state::{RenditionKind, Shared, Stream, now_ms};
 
 const PLAYLIST_TYPE: HeaderValue = HeaderValue::from_static("application/vnd.apple.mpegurl");
 const SEGMENT_TYPE: HeaderValue = HeaderValue::from_static("video/mp2t");
+const MP4_VIDEO_TYPE: HeaderValue = HeaderValue::from_static("video/mp4");
+const MP4_AUDIO_TYPE: HeaderValue = HeaderValue::from_static("audio/mp4");
 const TEXT_TYPE: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("max-age=3600");
@@ -39,6 +42,8 @@ enum What {
     Media(MediaKind),
     Segment(u64),
     Part(u64, u64),
+    /// The fMP4 init segment `init.mp4`.
+    Init,
     Health,
     NotFound,
 }
@@ -55,7 +60,7 @@ impl Target<'_> {
         match self.what {
             What::Master => Resource::Master,
             What::Media(_) => Resource::Media,
-            What::Segment(_) | What::Part(..) => Resource::Segment,
+            What::Segment(_) | What::Part(..) | What::Init => Resource::Segment,
             What::Health | What::NotFound => Resource::Other,
         }
     }
@@ -94,6 +99,11 @@ fn parse_target<'a>(shared: &Shared, path: &'a str) -> Target<'a> {
     t.what = match file {
         "index.m3u8" => What::Media(MediaKind::Media),
         "iframes.m3u8" => What::Media(MediaKind::IFrames),
+        "init.mp4" => What::Init,
+        f if f.ends_with(".m4s") && shared.shape.format == SegmentFormat::Fmp4 => f[..f.len() - 4]
+            .parse()
+            .map_or(What::NotFound, What::Segment),
+        _ if shared.shape.format == SegmentFormat::Fmp4 => What::NotFound,
         f => match f.strip_suffix(".ts").map(|s| s.split_once('.')) {
             Some(Some((n, p))) => match (n.parse(), p.parse()) {
                 (Ok(n), Ok(p)) => What::Part(n, p),
@@ -316,12 +326,13 @@ pub(crate) async fn handle(
                 }
             };
             let mut out = String::with_capacity(playlist_capacity(&tl));
-            render_media(
+            render_media_shaped(
                 &mut out,
                 &tl,
                 media_kind,
                 eff.view_time(now),
                 eff.seq_offset,
+                &shared.shape,
             );
             Ok(ok_response(Bytes::from(out), PLAYLIST_TYPE, NO_CACHE, &eff))
         }
@@ -331,8 +342,24 @@ pub(crate) async fn handle(
             if tl.segment_published_ms(wall) > view {
                 return Ok(status_response(404));
             }
-            Ok(segment_response(&eff))
+            Ok(match &shared.cfg.media {
+                None => segment_response(&eff),
+                Some(media) => {
+                    let track = track_of(kind);
+                    let ctype = media_type(media.format(), track);
+                    ok_response(media.segment(track, msn), ctype, IMMUTABLE.clone(), &eff)
+                }
+            })
         }
+        What::Init => match &shared.cfg.media {
+            Some(media) if media.format() == SegmentFormat::Fmp4 => {
+                let track = track_of(kind);
+                let init = media.init(track).unwrap_or_default();
+                let ctype = media_type(media.format(), track);
+                Ok(ok_response(init, ctype, IMMUTABLE, &eff))
+            }
+            _ => Ok(status_response(404)),
+        },
         What::Part(msn, p) => {
             if !tl.ll() || p >= tl.parts_per_segment() {
                 return Ok(status_response(404));
@@ -360,6 +387,21 @@ pub(crate) async fn handle(
             }
         }
         What::Master | What::Health | What::NotFound => Ok(status_response(404)),
+    }
+}
+
+fn track_of(kind: RenditionKind) -> Track {
+    match kind {
+        RenditionKind::Video => Track::Video,
+        RenditionKind::Audio => Track::Audio,
+    }
+}
+
+fn media_type(format: SegmentFormat, track: Track) -> HeaderValue {
+    match (format, track) {
+        (SegmentFormat::Ts, _) => SEGMENT_TYPE,
+        (SegmentFormat::Fmp4, Track::Video) => MP4_VIDEO_TYPE,
+        (SegmentFormat::Fmp4, Track::Audio) => MP4_AUDIO_TYPE,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::faults::{
     DEFAULT_DELAY_MS, DEFAULT_GARBAGE_BYTES, DEFAULT_OVERSIZE_BYTES, Effect, Fault, Resource,
     evaluate,
 };
-use crate::hls::{Timeline, render_master};
+use crate::hls::{SegmentShape, Timeline, render_master};
 
 /// Current wall-clock time in unix ms.
 pub fn now_ms() -> u64 {
@@ -71,6 +71,8 @@ impl Stream {
 
 pub(crate) struct Shared {
     pub cfg: Resolved,
+    /// How media playlists name and address segments.
+    pub shape: SegmentShape,
     pub regions: Vec<Region>,
     pub streams: Vec<Stream>,
     pub stream_index: HashMap<String, usize>,
@@ -131,8 +133,17 @@ impl Shared {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let shape = SegmentShape {
+            format: cfg.format,
+            iframe_bytes: cfg
+                .media
+                .as_ref()
+                .and_then(|m| m.iframe_bytes())
+                .unwrap_or(SegmentShape::default().iframe_bytes),
+        };
         Self {
             cfg,
+            shape,
             regions,
             streams,
             stream_index,
