@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
+.PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
 .PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
@@ -94,9 +94,18 @@ env-up:
 env-down:
 	@tests/env/down.sh
 
-## make demo: start the environment, install the CRDs and the example, run the operator.
+## make demo: the whole chain on loopback (control plane, DynamoDB Local, moto, a three-region live
+## event with real media, an edge per region running the copilot bundle, the operator, the player
+## page), then a scripted failure whose timeline it prints; runs until Ctrl-C. See tests/demo.sh.
+##   make demo DEMO_ARGS=--keep-running     no scripted failure
+DEMO_ARGS ?=
 demo:
-	tests/demo.sh
+	tests/demo.sh $(DEMO_ARGS)
+
+## make demo-check: `make demo` once through the scripted failure, then stops everything; fails when
+## a step of the timeline is not seen. About 2-3 minutes warm; not part of `make test`.
+demo-check:
+	timeout 900 tests/demo.sh --exit-after-script --no-viewer
 
 ## make bench: the stale-playlist detector's benchmarks (see BENCHMARKS.md). Not part of `make test`.
 ## Builds the release binaries, starts etcd + kube-apiserver in a state dir of its own (so a `make
