@@ -99,10 +99,11 @@ cleanup() {
   trap '' INT TERM
   echo >&2
   echo "Stopping the demo..." >&2
-  # Newest first; each process leads its own process group (setsid).
+  # Newest first. TERM goes to each process only (the viewer closes its browser itself, after its
+  # screenshot); whatever is left of its process group (setsid) is then killed.
   local i pid left
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM -- "-${pids[i]}" 2>/dev/null || true
+    kill -TERM "${pids[i]}" 2>/dev/null || true
   done
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     pid=${pids[i]}

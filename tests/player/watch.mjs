@@ -36,7 +36,9 @@ const regionOf = (url) => regions.find(([, base]) => url.startsWith(`${base}/`))
 const out = a.out ?? path.join(TARGET, 'player', `watch-${new Date().toISOString().replace(/[:.]/g, '-')}`);
 const emit = (o) => process.stdout.write(`${JSON.stringify({ t: Date.now(), ...o })}\n`);
 
-const browser = await launchBrowser();
+// Playwright's own SIGINT/SIGTERM/SIGHUP handlers would close the browser before stop() takes the
+// screenshot; stop() closes it.
+const browser = await launchBrowser({ handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false });
 const p = await openPlayer(browser, a.page.replace(/\/$/, ''), a.master, out, regionOf);
 let stopping = false;
 const stop = async () => {

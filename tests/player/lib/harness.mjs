@@ -177,14 +177,19 @@ export async function startPageServer({ port = 0, host = '127.0.0.1' } = {}) {
   };
 }
 
-/** Launches Debian's Chromium headless through playwright-core (never downloads a browser). */
-export async function launchBrowser() {
+/**
+ * Launches Debian's Chromium headless through playwright-core (never downloads a browser).
+ * `options` are added to playwright's launch options (watch.mjs turns off its signal handlers so
+ * it can take its screenshot before the browser closes).
+ */
+export async function launchBrowser(options = {}) {
   const { chromium } = await import('playwright-core');
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run tests/player/run.sh, which installs it`);
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: ['--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--mute-audio'],
+    ...options,
   });
 }
 
