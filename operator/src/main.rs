@@ -42,6 +42,12 @@ struct RunArgs {
     /// Playlist requests in flight at once.
     #[arg(long, env = "CVS_PROBE_CONCURRENCY", default_value_t = 256)]
     probe_concurrency: usize,
+    /// Playlist requests in flight at once to one origin host (host and port).
+    #[arg(long, env = "CVS_PROBE_HOST_CONCURRENCY", default_value_t = 64)]
+    probe_host_concurrency: usize,
+    /// Playlist requests in flight at once for one StreamInstance.
+    #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
+    probe_instance_concurrency: usize,
     /// How often each master playlist is fetched again to follow added or removed renditions.
     #[arg(long, env = "CVS_REDISCOVER_INTERVAL", default_value = "10s")]
     rediscover_interval: humantime::Duration,
@@ -169,6 +175,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_body_bytes: args.max_playlist_bytes,
             max_redirects: args.max_redirects,
             concurrency: args.probe_concurrency,
+            per_host: args.probe_host_concurrency,
+            per_instance: args.probe_instance_concurrency,
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
