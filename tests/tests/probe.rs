@@ -381,3 +381,133 @@ async fn renditions_added_and_removed_mid_stream_are_followed() {
     let s = f.wait_healthy(EAST, true, DETECT).await;
     assert!(s.renditions.iter().all(|r| r.fresh), "{:?}", s.renditions);
 }
+
+/// One origin that holds every media request of an instance listing 3,000 playlists (the
+/// operator's own limits are the only thing standing between it and the others), beside three
+/// healthy instances: one on the same origin host, two on other hosts. The healthy ones stay
+/// Healthy, with no transition at all, while the hanging one is reported stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_origin_with_thousands_of_playlists_costs_the_others_nothing() {
+    const HOSTILE: &str = "ap-south-1";
+    install_crds();
+    let sim = Simulator::start(SimConfig {
+        regions: vec![EAST.into(), WEST.into(), HOSTILE.into()],
+        streams: 2,
+        renditions: 3,
+        audio_renditions: 1,
+        target_duration: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    // s0002 lists 1,500 more variants, each with an I-frame playlist: 3,007 media playlists.
+    let add = (0..1500)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({"name": format!("x{i:04}"), "height": 360}))
+                .unwrap()
+        })
+        .collect();
+    sim.update_renditions(
+        "s0002",
+        &RenditionUpdate {
+            add,
+            remove: vec![],
+        },
+    )
+    .expect("renditions added");
+    sim.apply_fault(
+        FaultRequest::new(FaultKind::Hang)
+            .region(HOSTILE)
+            .stream("s0002")
+            .resource(ResourceFilter::Media),
+    )
+    .await
+    .expect("hang applies");
+
+    let ns = namespace("hanging-origin");
+    let mut manifest = String::from(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: hostile\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+    );
+    let healthy = [(EAST, "s0001"), (WEST, "s0001"), (HOSTILE, "s0001")];
+    for (i, (region, stream)) in healthy.iter().chain(&[(HOSTILE, "s0002")]).enumerate() {
+        let cluster = if *stream == "s0002" {
+            "hostile"
+        } else {
+            "event"
+        };
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {stream}-{region}\nspec:\n  clusteredStream: {cluster}\n  region: {region}\n  cloudfront: {{domain: h{i}.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
+            sim.master_url(region, stream).unwrap()
+        ));
+    }
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let operator = Operator::start_with(
+        "hanging-origin",
+        &ns,
+        &[
+            "--probe-timeout",
+            "1500ms",
+            "--status-refresh-interval",
+            "2s",
+        ],
+    )
+    .await
+    .expect("operator starts");
+    let instances: Api<StreamInstance> = Api::namespaced(client().await, &ns);
+    let healthy_condition = |name: String| {
+        let instances = instances.clone();
+        async move {
+            let s = instances.get(&name).await.ok()?.status?;
+            s.conditions.into_iter().find(|c| c.type_ == "Healthy")
+        }
+    };
+    let mut since = Vec::new();
+    for (region, stream) in healthy {
+        let name = format!("{stream}-{region}");
+        let c = wait_for(&format!("{name} Healthy"), DETECT, || async {
+            healthy_condition(name.clone())
+                .await
+                .filter(|c| c.status == "True")
+        })
+        .await;
+        since.push((name, c.last_transition_time));
+    }
+    let hostile = format!("s0002-{HOSTILE}");
+    wait_for("the hanging instance is stale", DETECT, || async {
+        healthy_condition(hostile.clone())
+            .await
+            .filter(|c| c.status == "False")
+    })
+    .await;
+
+    // 45 s of a hanging origin with 3,000 playlists: the others never change.
+    let end = std::time::Instant::now() + Duration::from_secs(45);
+    while std::time::Instant::now() < end {
+        for (name, at) in &since {
+            let c = healthy_condition(name.clone()).await.expect("status");
+            assert!(
+                c.status == "True" && c.last_transition_time == *at,
+                "{name} flipped while another origin hung: {c:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        counter("cvs_probe_requests_total{playlist=\"media\",outcome=\"timeout\"}") > 0.0,
+        "the hanging origin was never reached:\n{metrics}"
+    );
+    // A healthy-to-stale transition happened once (the hostile one), never a stale-to-healthy.
+    assert_eq!(
+        counter("cvs_health_transitions_total{to=\"stale\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
