@@ -45,6 +45,11 @@ struct RunArgs {
     /// Playlist requests in flight at once to one origin host (host and port).
     #[arg(long, env = "CVS_PROBE_HOST_CONCURRENCY", default_value_t = 64)]
     probe_host_concurrency: usize,
+    /// Also probe origins on loopback and private addresses (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10, fc00::/7): for tests and local demos. Link-local and metadata addresses are
+    /// never probed.
+    #[arg(long, env = "CVS_ALLOW_PRIVATE_ORIGINS")]
+    allow_private_origins: bool,
     /// Playlist requests in flight at once for one StreamInstance.
     #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
     probe_instance_concurrency: usize,
@@ -177,6 +182,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             concurrency: args.probe_concurrency,
             per_host: args.probe_host_concurrency,
             per_instance: args.probe_instance_concurrency,
+            allow_private: args.allow_private_origins,
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),

@@ -511,3 +511,169 @@ async fn a_hanging_origin_with_thousands_of_playlists_costs_the_others_nothing()
         "{metrics}"
     );
 }
+
+/// Serves `router` on `ip`, port chosen by the system; returns `http://ip:port`.
+async fn serve(ip: &str, router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+/// Where the operator may connect, as a hostile tenant would test it: a rendition on another
+/// host, a redirect to another host, the cloud metadata address, and credentials in URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_on_the_masters_host_and_secrets_stay_out_of_status() {
+    use axum::response::Redirect;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    install_crds();
+    let sim = Simulator::start(SimConfig {
+        regions: vec![EAST.into()],
+        streams: 1,
+        renditions: 1,
+        target_duration: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    // Another host (127.0.0.2) that counts every request reaching it.
+    let reached = Arc::new(AtomicU64::new(0));
+    let counter = reached.clone();
+    let other = serve(
+        "127.0.0.2",
+        axum::Router::new().fallback(move || {
+            let c = counter.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                "#EXTM3U\n"
+            }
+        }),
+    )
+    .await;
+    let sim_media = sim.media_url(EAST, STREAM, "1080p").unwrap();
+    let master = format!(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nredirected.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=2000000\n{other}/elsewhere.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=3000000\nsigned.m3u8?token=tok3nVALUE&sig=s1gVALUE\n"
+    );
+    let origin = serve(
+        "127.0.0.1",
+        axum::Router::new()
+            .route("/master.m3u8", get(move || async move { master }))
+            .route(
+                "/redirected.m3u8",
+                get(move || async move { Redirect::temporary(&sim_media) }),
+            )
+            .route(
+                "/signed.m3u8",
+                get(|| async { (axum::http::StatusCode::FORBIDDEN, "no") }),
+            ),
+    )
+    .await;
+    let with_secret =
+        origin.replace("http://", "http://alice:S3cretPass@") + "/master.m3u8?token=mAsterSECRET";
+    let ns = namespace("destinations");
+    let mut manifest = String::from(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+    );
+    for (i, (name, url)) in [
+        ("tenant", with_secret.as_str()),
+        ("metadata", "http://169.254.169.254/latest/master.m3u8"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: event\n  region: us-east-{n}\n  cloudfront: {{domain: dd{i}.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n",
+            n = i + 1,
+        ));
+    }
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let operator = Operator::start_with(
+        "destinations",
+        &ns,
+        &[
+            "--probe-timeout",
+            "1500ms",
+            "--status-refresh-interval",
+            "2s",
+        ],
+    )
+    .await
+    .expect("operator starts");
+    let client = client().await;
+    let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+    let status = |name: &'static str| {
+        let instances = instances.clone();
+        async move { instances.get(name).await.ok()?.status }
+    };
+
+    // Every rendition of the tenant is refused or forbidden, none is fetched elsewhere.
+    let s = wait_for("tenant renditions refused", DETECT, || async {
+        let s = status("tenant").await?;
+        let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+        let refused = s
+            .renditions
+            .iter()
+            .filter(|r| {
+                r.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("destination refused"))
+            })
+            .count();
+        (c.status == "False" && s.renditions.len() == 3 && refused == 2).then_some(s)
+    })
+    .await;
+    let refused: Vec<_> = s
+        .renditions
+        .iter()
+        .filter(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("destination refused"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{:?}", s.renditions);
+    assert!(
+        refused.iter().any(|r| r.uri.contains("/redirected.m3u8")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r.uri.contains("127.0.0.2")),
+        "{refused:?}"
+    );
+    // Connections are checked again a few polls later: nothing ever reached the other host.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the other host was reached"
+    );
+
+    // The metadata address is refused even though this operator may probe loopback.
+    let s = wait_for("metadata instance stale", DETECT, || async {
+        let s = status("metadata").await?;
+        let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+        (c.status == "False").then_some(c.clone())
+    })
+    .await;
+    assert_eq!(s.reason, "MasterUnavailable", "{}", s.message);
+    assert!(s.message.contains("link-local"), "{}", s.message);
+
+    // No secret from a URL in status, conditions, Events or the operator's log.
+    let s = status("tenant").await.unwrap();
+    let mut exposed = serde_json::to_string(&s).unwrap();
+    for e in events_for(&client, &ns, "tenant").await {
+        exposed.push_str(&serde_json::to_string(&e).unwrap());
+    }
+    assert!(exposed.contains("token=REDACTED"), "{exposed}");
+    for secret in ["S3cretPass", "tok3nVALUE", "s1gVALUE", "mAsterSECRET"] {
+        assert!(!exposed.contains(secret), "{secret} in {exposed}");
+        assert!(
+            !operator.log_text().contains(secret),
+            "{secret} in the operator's log"
+        );
+    }
+}

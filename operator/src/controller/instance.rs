@@ -209,7 +209,14 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     };
     let origin = match Url::parse(&instance.spec.origin.url) {
         Ok(master_url) => {
-            ctx.probes.ensure(&key, ProbeTarget { master_url, policy });
+            // Renditions and redirects may only be on the master's own host until the
+            // ClusteredStream names others.
+            let target = ProbeTarget {
+                master_url,
+                policy,
+                allowed_hosts: Vec::new(),
+            };
+            ctx.probes.ensure(&key, target);
             Ok(())
         }
         Err(e) => {

@@ -63,6 +63,8 @@ pub enum Failure {
     Redirect(String),
     /// `EXT-X-TARGETDURATION` (in seconds) outside the accepted range.
     TargetDuration(u64),
+    /// The operator refused to connect there (scheme, host or address not allowed).
+    Refused(String),
     Other(String),
 }
 
@@ -81,6 +83,7 @@ impl fmt::Display for Failure {
                 MIN_TARGET_DURATION_MS / 1000,
                 MAX_TARGET_DURATION_MS / 1000
             ),
+            Failure::Refused(e) => write!(f, "destination refused: {e}"),
             Failure::Other(e) => write!(f, "{e}"),
         }
     }
@@ -98,6 +101,7 @@ impl Failure {
             Failure::Unparsable(_) => "unparsable",
             Failure::Redirect(_) => "redirect",
             Failure::TargetDuration(_) => "target_duration",
+            Failure::Refused(_) => "refused",
             Failure::Other(_) => "other",
         }
     }
@@ -168,6 +172,7 @@ impl StaleReason {
             StaleReason::Failed(Failure::Unparsable(_)) => "PlaylistUnparsable",
             StaleReason::Failed(Failure::Redirect(_)) => "BadRedirect",
             StaleReason::Failed(Failure::TargetDuration(_)) => "TargetDurationOutOfRange",
+            StaleReason::Failed(Failure::Refused(_)) => "DestinationRefused",
             StaleReason::Failed(Failure::Other(_)) => "FetchFailed",
             StaleReason::SequenceReset { .. } => "MediaSequenceReset",
             StaleReason::Ended => "PlaylistEnded",

@@ -9,7 +9,9 @@
 //! counts against the origin.
 
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
+use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
+use super::redact::{redact_text, redact_url};
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Url;
@@ -40,6 +42,15 @@ impl std::fmt::Display for InstanceKey {
 pub struct ProbeTarget {
     pub master_url: Url,
     pub policy: Policy,
+    /// Hosts besides the master's own that renditions and redirects may be on (`host` for any
+    /// port, or `host:port`). See [`super::destination`].
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ProbeTarget {
+    fn destinations(&self) -> Arc<Destinations> {
+        Arc::new(Destinations::new(&self.master_url, &self.allowed_hosts))
+    }
 }
 
 /// Settings of the whole engine.
@@ -65,7 +76,7 @@ impl Default for EngineSettings {
 /// One rendition as last seen, for status.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenditionHealth {
-    /// The URI last fetched.
+    /// The URI last fetched, redacted (no user info, query values replaced).
     pub uri: String,
     pub kind: &'static str,
     /// Judged fresh. False while not judged yet: see `judged`.
@@ -78,7 +89,7 @@ pub struct RenditionHealth {
     pub media_sequence: Option<u64>,
     pub target_duration_ms: Option<u64>,
     pub last_change: Option<jiff::Timestamp>,
-    /// The reason it is stale (or not judged), or the last error.
+    /// The reason it is stale (or not judged), or the last error, with URLs redacted.
     pub detail: Option<String>,
 }
 
@@ -249,6 +260,7 @@ struct RenditionCtx {
     policy: watch::Receiver<Policy>,
     reports: mpsc::Sender<Report>,
     budget: Arc<Semaphore>,
+    destinations: watch::Receiver<Arc<Destinations>>,
 }
 
 fn spawn_rendition(
@@ -315,11 +327,13 @@ async fn run_instance(
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
     let mut target = target_rx.borrow_and_update().clone();
     let (policy_tx, policy_rx) = watch::channel(target.policy);
+    let (destinations_tx, destinations_rx) = watch::channel(target.destinations());
     let ctx = RenditionCtx {
         shared: shared.clone(),
         policy: policy_rx,
         reports: report_tx,
         budget: shared.fetcher.instance_budget(),
+        destinations: destinations_rx,
     };
     let mut renditions: BTreeMap<String, RenditionTask> = BTreeMap::new();
     let mut master_error: Option<Failure> = None;
@@ -341,6 +355,7 @@ async fn run_instance(
                     shared.clone(),
                     ctx.budget.clone(),
                     target.master_url.clone(),
+                    destinations_tx.borrow().clone(),
                 )));
                 continue;
             }
@@ -428,6 +443,9 @@ async fn run_instance(
                 if new.policy != target.policy {
                     let _ = policy_tx.send(new.policy);
                 }
+                if new.master_url != target.master_url || new.allowed_hosts != target.allowed_hosts {
+                    let _ = destinations_tx.send(new.destinations());
+                }
                 target = new;
                 continue;
             }
@@ -435,10 +453,13 @@ async fn run_instance(
         if !dirty {
             continue;
         }
-        let verdict = decision::aggregate(
+        let mut verdict = decision::aggregate(
             master_error.as_ref(),
             renditions.iter().map(|(k, t)| (k.as_str(), &t.tracker)),
         );
+        // Renditions are named by their keys (no user info, no query); error texts may still
+        // quote a URL.
+        verdict.message = redact_text(&verdict.message);
         let verdict_changed = last.as_ref() != Some(&verdict);
         if verdict_changed || Instant::now() >= next_publish {
             let health = InstanceHealth {
@@ -503,7 +524,7 @@ fn master_retry(
 fn rendition_health(shared: &Shared, task: &RenditionTask) -> RenditionHealth {
     let t = &task.tracker;
     RenditionHealth {
-        uri: task.uri.borrow().to_string(),
+        uri: redact_url(&task.uri.borrow()),
         kind: task.kind,
         fresh: t.is_fresh(),
         judged: t.is_judged(),
@@ -515,7 +536,8 @@ fn rendition_health(shared: &Shared, task: &RenditionTask) -> RenditionHealth {
             .stale
             .as_ref()
             .map(|r| r.to_string())
-            .or_else(|| t.last_error.as_ref().map(|e| e.to_string())),
+            .or_else(|| t.last_error.as_ref().map(|e| e.to_string()))
+            .map(|d| redact_text(&d)),
     }
 }
 
@@ -523,6 +545,7 @@ async fn fetch_master(
     shared: Arc<Shared>,
     budget: Arc<Semaphore>,
     url: Url,
+    destinations: Arc<Destinations>,
 ) -> Result<Vec<Rendition>, Failure> {
     let queued = Instant::now();
     let permit = shared.fetcher.permit(&budget, &url).await;
@@ -531,7 +554,7 @@ async fn fetch_master(
         .probe_queue_wait
         .observe(queued.elapsed().as_secs_f64());
     let started = Instant::now();
-    let result = match shared.fetcher.get(&url).await {
+    let result = match shared.fetcher.get(&url, &destinations).await {
         Ok(body) => fetch::parse_master(&body, &url),
         Err(e) => Err(e),
     };
@@ -584,6 +607,7 @@ async fn run_rendition(
         // Wait for the operator's own permits. A deadline passing meanwhile is not the origin's
         // doing: the rendition keeps its verdict and is reported starved.
         let uri = uri_rx.borrow_and_update().clone();
+        let destinations = ctx.destinations.borrow().clone();
         let queued = Instant::now();
         shared.metrics.probes_queued.inc();
         let permit = {
@@ -620,7 +644,7 @@ async fn run_rendition(
         // Poll, but declare staleness on time even while a slow request is in flight. The time
         // spent waiting for a permit is credited: only the origin's time counts.
         let started = Instant::now();
-        let fetch = shared.fetcher.get(&uri);
+        let fetch = shared.fetcher.get(&uri, &destinations);
         tokio::pin!(fetch);
         let result = loop {
             let deadline = tracker
@@ -844,6 +868,7 @@ mod tests {
             ProbeTarget {
                 master_url: url.clone(),
                 policy: Policy::default(),
+                allowed_hosts: Vec::new(),
             },
         );
     }
@@ -879,7 +904,10 @@ mod tests {
         // A new session token on every master read must not make a new rendition each time.
         origin.tokens.store(true, Ordering::SeqCst);
         let url = serve(origin.clone()).await;
-        let e = engine(FetchLimits::default());
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
         probe(&e, "i", &url);
         let (stale, seen) =
             watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
@@ -901,6 +929,7 @@ mod tests {
         let url = serve(origin.clone()).await;
         let e = engine(FetchLimits {
             request_timeout: Duration::from_secs(60),
+            allow_private: true,
             ..FetchLimits::default()
         });
         probe(&e, "i", &url);
@@ -931,6 +960,7 @@ mod tests {
         let e = engine(FetchLimits {
             request_timeout: Duration::from_millis(1_500),
             concurrency: 1,
+            allow_private: true,
             ..FetchLimits::default()
         });
         probe(&e, "good", &good_url);

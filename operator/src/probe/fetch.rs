@@ -2,6 +2,7 @@
 //! translation of m3u8-rs's parse results into what the decisions need.
 
 use super::decision::{Failure, MAX_TARGET_DURATION_MS, MIN_TARGET_DURATION_MS, Snapshot};
+use super::destination::{self, Destinations, GuardedResolver};
 use m3u8_rs::{AlternativeMediaType, Playlist};
 use reqwest::Url;
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ pub struct FetchLimits {
     /// Requests in flight at once for one instance, so one instance with thousands of
     /// renditions cannot hold every permit of a host it shares with others.
     pub per_instance: usize,
+    /// Connect to loopback and private addresses too (tests, local demos). Link-local and
+    /// metadata addresses are refused regardless. See [`super::destination`].
+    pub allow_private: bool,
 }
 
 impl Default for FetchLimits {
@@ -37,6 +41,7 @@ impl Default for FetchLimits {
             concurrency: 256,
             per_host: 64,
             per_instance: 16,
+            allow_private: false,
         }
     }
 }
@@ -58,25 +63,24 @@ pub struct Fetcher {
     per_host: usize,
     per_instance: usize,
     max_body_bytes: u64,
+    max_redirects: usize,
+    request_timeout: Duration,
+    allow_private: bool,
 }
 
 impl Fetcher {
     pub fn new(limits: &FetchLimits) -> Result<Self, reqwest::Error> {
-        let max_redirects = limits.max_redirects;
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > max_redirects {
-                attempt.error(format!("more than {max_redirects} redirects"))
-            } else if !matches!(attempt.url().scheme(), "http" | "https") {
-                let scheme = attempt.url().scheme().to_owned();
-                attempt.error(format!("redirect to a {scheme}: URL"))
-            } else {
-                attempt.follow()
-            }
-        });
+        // Redirects are followed by hand (see `get`), so every hop is checked against the
+        // instance's destinations; the resolver checks every address connected to. No proxy:
+        // a proxy would resolve (and reach) what the resolver refuses.
         let client = reqwest::Client::builder()
             .timeout(limits.request_timeout)
             .connect_timeout(limits.request_timeout.min(Duration::from_secs(2)))
-            .redirect(redirect)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: limits.allow_private,
+            }))
+            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("cvs-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -87,6 +91,9 @@ impl Fetcher {
             per_host: limits.per_host.max(1),
             per_instance: limits.per_instance.max(1),
             max_body_bytes: limits.max_body_bytes,
+            max_redirects: limits.max_redirects,
+            request_timeout: limits.request_timeout,
+            allow_private: limits.allow_private,
         })
     }
 
@@ -129,14 +136,56 @@ impl Fetcher {
         }
     }
 
-    /// GETs `url` and returns its body, or why not. The caller holds a [`Permit`].
-    pub async fn get(&self, url: &Url) -> Result<Vec<u8>, Failure> {
-        let mut response = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(classify)?;
+    /// GETs `url` and returns its body, or why not, following at most `max_redirects`
+    /// redirects to http(s) URLs that `destinations` allow, all within the request timeout.
+    /// The caller holds a [`Permit`].
+    pub async fn get(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
+        match tokio::time::timeout(self.request_timeout, self.get_inner(url, destinations)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    async fn get_inner(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
+        let mut current = url.clone();
+        let mut hops = 0;
+        let mut response = loop {
+            destinations
+                .check(&current)
+                .and_then(|()| destination::check_literal(&current, self.allow_private))
+                .map_err(|r| Failure::Refused(r.0))?;
+            let response = self
+                .client
+                .get(current.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = response.status().as_u16();
+            let location = response.headers().get(reqwest::header::LOCATION);
+            let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location)
+            else {
+                break response;
+            };
+            if hops >= self.max_redirects {
+                return Err(Failure::Redirect(format!(
+                    "more than {} redirects",
+                    self.max_redirects
+                )));
+            }
+            hops += 1;
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| current.join(l).ok())
+                .ok_or_else(|| Failure::Redirect("unreadable Location".into()))?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(Failure::Redirect(format!(
+                    "redirect to a {}: URL",
+                    next.scheme()
+                )));
+            }
+            current = next;
+        };
         let status = response.status();
         if !status.is_success() {
             return Err(Failure::Http(status.as_u16()));
@@ -161,6 +210,14 @@ impl Fetcher {
 
 fn classify(e: reqwest::Error) -> Failure {
     use std::error::Error as _;
+    // A connection the resolver refused (see `destination`).
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(refused) = c.downcast_ref::<destination::Refused>() {
+            return Failure::Refused(refused.0.clone());
+        }
+        cause = c.source();
+    }
     if e.is_timeout() {
         return Failure::Timeout;
     }
@@ -549,10 +606,23 @@ mod tests {
     #[tokio::test]
     async fn redirects_are_limited_to_http_and_a_few_hops() {
         let base = server().await;
-        let fetcher = Fetcher::new(&FetchLimits::default()).unwrap();
-        assert!(fetcher.get(&base.join("hop/2").unwrap()).await.is_ok());
+        let fetcher = Fetcher::new(&FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        })
+        .unwrap();
+        let any = Destinations::any();
+        assert!(
+            fetcher
+                .get(&base.join("hop/2").unwrap(), &any)
+                .await
+                .is_ok()
+        );
         for path in ["loop", "ftp", "hop/5"] {
-            let err = fetcher.get(&base.join(path).unwrap()).await.unwrap_err();
+            let err = fetcher
+                .get(&base.join(path).unwrap(), &any)
+                .await
+                .unwrap_err();
             assert!(matches!(err, Failure::Redirect(_)), "{path}: {err:?}");
         }
     }
@@ -562,10 +632,14 @@ mod tests {
         let base = server().await;
         let fetcher = Fetcher::new(&FetchLimits {
             max_body_bytes: 64 * 1024,
+            allow_private: true,
             ..FetchLimits::default()
         })
         .unwrap();
-        let err = fetcher.get(&base.join("big").unwrap()).await.unwrap_err();
+        let err = fetcher
+            .get(&base.join("big").unwrap(), &Destinations::any())
+            .await
+            .unwrap_err();
         assert_eq!(err, Failure::TooLarge(64 * 1024));
     }
 }

@@ -3,6 +3,7 @@
 //! secrets from URLs before they leave the probe (the controllers use it too).
 
 pub mod decision;
+pub mod destination;
 pub mod engine;
 pub mod fetch;
 pub mod redact;
