@@ -50,6 +50,10 @@ struct RunArgs {
     /// never probed.
     #[arg(long, env = "CVS_ALLOW_PRIVATE_ORIGINS")]
     allow_private_origins: bool,
+    /// Most media playlists probed for one StreamInstance; a master listing more makes the
+    /// instance stale (TooManyRenditions) without probing any of them.
+    #[arg(long, env = "CVS_MAX_RENDITIONS_PER_MASTER", default_value_t = cvs_operator::probe::engine::DEFAULT_MAX_RENDITIONS)]
+    max_renditions_per_master: usize,
     /// Playlist requests in flight at once for one StreamInstance.
     #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
     probe_instance_concurrency: usize,
@@ -186,6 +190,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
+        max_renditions: args.max_renditions_per_master,
     };
     let (probes, probe_changes) = cvs_operator::probe::ProbeEngine::new(settings, metrics.clone())
         .context("cannot build the probe HTTP client")?;

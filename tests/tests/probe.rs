@@ -395,7 +395,8 @@ async fn a_hanging_origin_with_thousands_of_playlists_costs_the_others_nothing()
         streams: 2,
         renditions: 3,
         audio_renditions: 1,
-        target_duration: Duration::from_secs(1),
+        // 2 s, not 1 s: the bound then leaves a second for a loaded machine's own stalls.
+        target_duration: Duration::from_secs(2),
         ..SimConfig::default()
     })
     .await
@@ -449,6 +450,9 @@ async fn a_hanging_origin_with_thousands_of_playlists_costs_the_others_nothing()
             "1500ms",
             "--status-refresh-interval",
             "2s",
+            // Above the default of 500, so the 3,007 playlists are probed and hang.
+            "--max-renditions-per-master",
+            "5000",
         ],
     )
     .await

@@ -65,6 +65,9 @@ pub enum Failure {
     TargetDuration(u64),
     /// The operator refused to connect there (scheme, host or address not allowed).
     Refused(String),
+    /// The master lists more media playlists than the operator probes for one instance
+    /// (`found`, `limit`).
+    TooManyRenditions(usize, usize),
     Other(String),
 }
 
@@ -84,6 +87,10 @@ impl fmt::Display for Failure {
                 MAX_TARGET_DURATION_MS / 1000
             ),
             Failure::Refused(e) => write!(f, "destination refused: {e}"),
+            Failure::TooManyRenditions(found, limit) => write!(
+                f,
+                "lists {found} media playlists, more than the {limit} probed per instance"
+            ),
             Failure::Other(e) => write!(f, "{e}"),
         }
     }
@@ -102,6 +109,7 @@ impl Failure {
             Failure::Redirect(_) => "redirect",
             Failure::TargetDuration(_) => "target_duration",
             Failure::Refused(_) => "refused",
+            Failure::TooManyRenditions(..) => "too_many_renditions",
             Failure::Other(_) => "other",
         }
     }
@@ -173,6 +181,7 @@ impl StaleReason {
             StaleReason::Failed(Failure::Redirect(_)) => "BadRedirect",
             StaleReason::Failed(Failure::TargetDuration(_)) => "TargetDurationOutOfRange",
             StaleReason::Failed(Failure::Refused(_)) => "DestinationRefused",
+            StaleReason::Failed(Failure::TooManyRenditions(..)) => "TooManyRenditions",
             StaleReason::Failed(Failure::Other(_)) => "FetchFailed",
             StaleReason::SequenceReset { .. } => "MediaSequenceReset",
             StaleReason::Ended => "PlaylistEnded",
@@ -606,12 +615,16 @@ pub fn aggregate<'a>(
     renditions: impl IntoIterator<Item = (&'a str, &'a Tracker)>,
 ) -> InstanceVerdict {
     let all: Vec<(&str, &Tracker)> = renditions.into_iter().collect();
+    let master_reason = match master_error {
+        Some(Failure::TooManyRenditions(..)) => "TooManyRenditions",
+        _ => "MasterUnavailable",
+    };
     if let Some(e) = master_error
         && all.is_empty()
     {
         return InstanceVerdict {
             healthy: Some(false),
-            reason: "MasterUnavailable",
+            reason: master_reason,
             message: format!("master playlist: {e}"),
         };
     }
@@ -632,7 +645,7 @@ pub fn aggregate<'a>(
         if let Some(e) = master_error {
             return InstanceVerdict {
                 healthy: Some(false),
-                reason: "MasterUnavailable",
+                reason: master_reason,
                 message: format!(
                     "master playlist: {e}; {} of {} renditions fresh",
                     all.len() - pending,
@@ -1152,5 +1165,13 @@ mod tests {
         assert_eq!((v.healthy, v.reason), (Some(false), "MasterUnavailable"));
         assert!(v.message.contains("HTTP 404"));
         assert_eq!(aggregate(None, []).reason, "NoRenditions");
+        let v = aggregate(Some(&Failure::TooManyRenditions(3_007, 500)), []);
+        assert_eq!((v.healthy, v.reason), (Some(false), "TooManyRenditions"));
+        assert!(
+            v.message
+                .contains("3007 media playlists, more than the 500"),
+            "{}",
+            v.message
+        );
     }
 }

@@ -61,6 +61,9 @@ pub struct EngineSettings {
     pub max_backoff: Duration,
     /// How often the master playlist is fetched again to find added or removed renditions.
     pub rediscover_every: Duration,
+    /// Most media playlists probed for one instance. A master listing more is not probed at
+    /// all: the instance is stale (`TooManyRenditions`), and costs the others nothing.
+    pub max_renditions: usize,
 }
 
 impl Default for EngineSettings {
@@ -69,9 +72,14 @@ impl Default for EngineSettings {
             limits: FetchLimits::default(),
             max_backoff: Duration::from_secs(30),
             rediscover_every: Duration::from_secs(10),
+            max_renditions: DEFAULT_MAX_RENDITIONS,
         }
     }
 }
+
+/// Default of [`EngineSettings::max_renditions`]: ten times a rich ladder (variants, I-frame
+/// playlists, audio and subtitle languages).
+pub const DEFAULT_MAX_RENDITIONS: usize = 500;
 
 /// One rendition as last seen, for status.
 #[derive(Clone, Debug, PartialEq)]
@@ -362,6 +370,15 @@ async fn run_instance(
             found = async { master_fetch.as_mut().expect("guarded").await }, if master_fetch.is_some() => {
                 master_fetch = None;
                 match found {
+                    Ok(found) if found.len() > shared.settings.max_renditions => {
+                        master_error = Some(Failure::TooManyRenditions(
+                            found.len(),
+                            shared.settings.max_renditions,
+                        ));
+                        master_failures = 0;
+                        renditions.clear();
+                        next_master = Instant::now() + shared.settings.rediscover_every;
+                    }
                     Ok(found) => {
                         master_error = None;
                         master_failures = 0;
@@ -849,6 +866,7 @@ mod tests {
             limits,
             max_backoff: Duration::from_secs(2),
             rediscover_every: Duration::from_millis(300),
+            max_renditions: 10,
         };
         ProbeEngine::new(settings, Arc::new(Metrics::default()))
             .unwrap()
@@ -978,6 +996,27 @@ mod tests {
             e.shared.metrics.probe_starved.get() > 0,
             "the queue never made a deadline pass: the test proves nothing"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_listing_more_than_the_limit_is_stale_and_not_probed() {
+        let origin = Arc::new(Origin {
+            hanging: 10,
+            ..Origin::default()
+        });
+        let url = serve(origin).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "big", &url);
+        let (stale, seen) =
+            watch_until(&e, "big", Duration::from_secs(10), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+        let h = e.health(&key("big")).unwrap();
+        assert_eq!(h.verdict.reason, "TooManyRenditions", "{h:?}");
+        assert!(h.renditions.is_empty());
+        assert_eq!(e.shared.metrics.probed_playlists.get(), 0);
     }
 
     #[tokio::test]
