@@ -518,6 +518,12 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["uri".into()]))]
     pub renditions: Vec<RenditionStatus>,
+
+    /// When the probe's verdict last changed between healthy and unhealthy, as RFC 3339 with
+    /// milliseconds. Condition times have one-second resolution; the failover hold-down is
+    /// measured from this instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_changed_at: Option<String>,
 }
 
 /// Freshness of one rendition's media playlist.
