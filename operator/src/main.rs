@@ -43,7 +43,7 @@ struct RunArgs {
     #[arg(long, env = "CVS_PROBE_CONCURRENCY", default_value_t = 256)]
     probe_concurrency: usize,
     /// Playlist requests in flight at once to one origin host (host and port).
-    #[arg(long, env = "CVS_PROBE_HOST_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "CVS_PROBE_HOST_CONCURRENCY", default_value_t = 128)]
     probe_host_concurrency: usize,
     /// Also probe origins on loopback and private addresses (10/8, 172.16/12, 192.168/16,
     /// 100.64/10, fc00::/7): for tests and local demos. Link-local and metadata addresses are

@@ -429,8 +429,12 @@ async fn run_instance(
                     Err(e) => {
                         master_failures = master_failures.saturating_add(1);
                         master_error = Some(e);
+                        let min_target = renditions
+                            .values()
+                            .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
+                            .min();
                         next_master = Instant::now()
-                            + master_retry(master_failures, &renditions, &shared.settings);
+                            + master_retry(master_failures, min_target, &shared.settings);
                     }
                 }
                 dirty = true;
@@ -520,16 +524,8 @@ async fn run_instance(
 /// How long to wait before fetching a failing master again: exponential from 500 ms, but never
 /// longer than the HLS reload interval of its renditions (half the smallest target duration
 /// known, or of the default), so a master that answers again is noticed as a player would.
-fn master_retry(
-    failures: u32,
-    renditions: &BTreeMap<String, RenditionTask>,
-    settings: &EngineSettings,
-) -> Duration {
-    let td = renditions
-        .values()
-        .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
-        .min()
-        .unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
+fn master_retry(failures: u32, min_target_ms: Option<u64>, settings: &EngineSettings) -> Duration {
+    let td = min_target_ms.unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
     let reload = Duration::from_millis((td / 2).max(decision::MIN_POLL_MS));
     Duration::from_millis(500)
         .saturating_mul(1 << failures.min(8))
@@ -1017,6 +1013,21 @@ mod tests {
         assert_eq!(h.verdict.reason, "TooManyRenditions", "{h:?}");
         assert!(h.renditions.is_empty());
         assert_eq!(e.shared.metrics.probed_playlists.get(), 0);
+    }
+
+    #[test]
+    fn a_failing_master_is_retried_within_the_hls_reload_interval() {
+        let settings = EngineSettings::default();
+        for failures in 1..40 {
+            let d = master_retry(failures, Some(2_000), &settings);
+            assert!(d <= Duration::from_secs(1), "{failures}: {d:?}");
+            let d = master_retry(failures, None, &settings);
+            assert!(d <= Duration::from_secs(3), "{failures}: {d:?}");
+            assert!(d >= Duration::from_millis(500));
+        }
+        // A hostile target duration cannot stretch it past the backoff limits.
+        let d = master_retry(40, Some(u64::MAX), &settings);
+        assert!(d <= settings.rediscover_every);
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ impl Default for FetchLimits {
             max_body_bytes: 1 << 20,
             max_redirects: 3,
             concurrency: 256,
-            per_host: 64,
+            per_host: 128,
             per_instance: 16,
             allow_private: false,
         }
