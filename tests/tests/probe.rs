@@ -149,8 +149,23 @@ async fn rendition_fault_is_detected(name: &str, fault: FaultRequest, reasons: &
     let stale = f.wait_healthy(EAST, false, DETECT).await;
     let cond = condition(&stale, "Stale");
     assert_eq!(cond.status, "True");
+    // The fault covers 720p and its I-frame playlist, polled at different phases: one of them
+    // may already be a step into its recovery when status is read, which makes the causes mixed
+    // ("RenditionsStale"); the expected cause must then still be named in the message.
+    let named = |reason: &str| match reason {
+        "NoNewSegment" => "no new segment",
+        "HttpError" => "HTTP ",
+        "Timeout" => "timed out",
+        "ConnectionFailed" => "connect",
+        "MediaSequenceReset" => "went backwards",
+        "PlaylistUnparsable" => "unparsable",
+        "PlaylistTooLarge" => "larger than",
+        _ => "",
+    };
     assert!(
-        reasons.contains(&cond.reason.as_str()),
+        reasons.contains(&cond.reason.as_str())
+            || (cond.reason == "RenditionsStale"
+                && reasons.iter().any(|r| cond.message.contains(named(r)))),
         "reason {:?} not in {reasons:?}: {}",
         cond.reason,
         cond.message

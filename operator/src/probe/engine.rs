@@ -215,7 +215,9 @@ impl ProbeEngine {
         });
     }
 
-    /// The latest health of `key`, if a verdict exists yet.
+    /// The latest health of `key`: `None` until its probe has judged it once (healthy or
+    /// stale); later, `verdict.healthy` is `None` while it is not judged again yet (renditions
+    /// added to the master).
     pub fn health(&self, key: &InstanceKey) -> Option<InstanceHealth> {
         self.shared
             .health
@@ -459,6 +461,7 @@ async fn run_instance(
                     master_error = None;
                     master_fetch = None;
                     last = None;
+                    last_judged = None;
                     next_master = Instant::now();
                 }
                 if new.policy != target.policy {
@@ -481,6 +484,13 @@ async fn run_instance(
         // Renditions are named by their keys (no user info, no query); error texts may still
         // quote a URL.
         verdict.message = redact_text(&verdict.message);
+        if verdict.healthy.is_none() && last_judged.is_none() {
+            // Nothing judged yet since this instance's probe started: publish nothing, so a
+            // cold start costs one status write per instance (its first verdict), not two, and
+            // a consumer keeps what it knew before (after a restart: the recorded verdict).
+            dirty = false;
+            continue;
+        }
         let verdict_changed = last.as_ref() != Some(&verdict);
         if verdict_changed || Instant::now() >= next_publish {
             let health = InstanceHealth {
