@@ -136,6 +136,17 @@ impl Fetcher {
         }
     }
 
+    /// [`Fetcher::get`] for a caller outside the probe engine (publication, the CLI): waits
+    /// for a permit of its own (host and global limits), then fetches.
+    pub async fn get_with_permit(
+        &self,
+        url: &Url,
+        destinations: &Destinations,
+    ) -> Result<Vec<u8>, Failure> {
+        let _permit = self.permit(&self.instance_budget(), url).await;
+        self.get(url, destinations).await
+    }
+
     /// GETs `url` and returns its body, or why not, following at most `max_redirects`
     /// redirects to http(s) URLs that `destinations` allow, all within the request timeout.
     /// The caller holds a [`Permit`].
