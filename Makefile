@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
-## copilot bundle drift check and its Node tests, the player.
+## copilot bundle drift check and its Node tests, the player tests.
 test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test player-test
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event

@@ -228,7 +228,9 @@ kubectl apply -n "$ns" -f "$run/demo.yaml" >&2
 step "Starting the operator"
 op_port=$(free_port)
 operator_url="http://127.0.0.1:$op_port"
-start operator "$target/debug/cvs-operator" run --namespace "$ns" --listen "127.0.0.1:$op_port"
+# The origins are on loopback, which the probe refuses unless told.
+start operator "$target/debug/cvs-operator" run --namespace "$ns" --listen "127.0.0.1:$op_port" \
+  --allow-private-origins
 op_pid=${pids[-1]}
 for _ in $(seq 300); do
   curl -sf "$operator_url/readyz" >/dev/null 2>&1 && break

@@ -62,6 +62,21 @@ struct RunArgs {
     /// Playlist requests in flight at once.
     #[arg(long, env = "CVS_PROBE_CONCURRENCY", default_value_t = 256)]
     probe_concurrency: usize,
+    /// Playlist requests in flight at once to one origin host (host and port).
+    #[arg(long, env = "CVS_PROBE_HOST_CONCURRENCY", default_value_t = 128)]
+    probe_host_concurrency: usize,
+    /// Also probe origins on loopback and private addresses (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10, fc00::/7): for tests and local demos. Link-local and metadata addresses are
+    /// never probed.
+    #[arg(long, env = "CVS_ALLOW_PRIVATE_ORIGINS")]
+    allow_private_origins: bool,
+    /// Most media playlists probed for one StreamInstance; a master listing more makes the
+    /// instance stale (TooManyRenditions) without probing any of them.
+    #[arg(long, env = "CVS_MAX_RENDITIONS_PER_MASTER", default_value_t = cvs_operator::probe::engine::DEFAULT_MAX_RENDITIONS)]
+    max_renditions_per_master: usize,
+    /// Playlist requests in flight at once for one StreamInstance.
+    #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
+    probe_instance_concurrency: usize,
     /// How often each master playlist is fetched again to follow added or removed renditions.
     #[arg(long, env = "CVS_REDISCOVER_INTERVAL", default_value = "10s")]
     rediscover_interval: humantime::Duration,
@@ -196,9 +211,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_body_bytes: args.max_playlist_bytes,
             max_redirects: args.max_redirects,
             concurrency: args.probe_concurrency,
+            per_host: args.probe_host_concurrency,
+            per_instance: args.probe_instance_concurrency,
+            allow_private: args.allow_private_origins,
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
+        max_renditions: args.max_renditions_per_master,
     };
     let publish_fetch = cvs_operator::probe::fetch::FetchLimits {
         concurrency: 64,
@@ -241,7 +260,11 @@ async fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         args.steering_uri,
         args.steering_ttl,
         args.steering_manifest,
-        &Default::default(),
+        // Run by a person on URLs of their choosing: loopback and private origins are fine.
+        &cvs_operator::probe::fetch::FetchLimits {
+            allow_private: true,
+            ..Default::default()
+        },
     )
     .await?;
     for note in notes {

@@ -68,19 +68,38 @@ pub fn plan(
             ],
             Vec::new(),
         ),
+        // Not judged yet (a partial picture, or no evidence of freshness yet) is no verdict.
+        (Ok(()), Some(h)) if h.verdict.healthy.is_none() => (
+            vec![
+                Desired::new(
+                    "Healthy",
+                    Status::Unknown,
+                    h.verdict.reason,
+                    h.verdict.message.clone(),
+                ),
+                Desired::new(
+                    "Stale",
+                    Status::Unknown,
+                    h.verdict.reason,
+                    h.verdict.message.clone(),
+                ),
+            ],
+            h.renditions.iter().map(rendition_status).collect(),
+        ),
         (Ok(()), Some(h)) => {
             let v = &h.verdict;
+            let healthy = v.healthy.unwrap_or(false);
             (
                 vec![
                     Desired::new(
                         "Healthy",
-                        Status::from_bool(v.healthy),
+                        Status::from_bool(healthy),
                         v.reason,
                         v.message.clone(),
                     ),
                     Desired::new(
                         "Stale",
-                        Status::from_bool(!v.healthy),
+                        Status::from_bool(!healthy),
                         v.reason,
                         v.message.clone(),
                     ),
@@ -190,7 +209,14 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     };
     let origin = match Url::parse(&instance.spec.origin.url) {
         Ok(master_url) => {
-            ctx.probes.ensure(&key, ProbeTarget { master_url, policy });
+            // Renditions and redirects may only be on the master's own host until the
+            // ClusteredStream names others.
+            let target = ProbeTarget {
+                master_url,
+                policy,
+                allowed_hosts: Vec::new(),
+            };
+            ctx.probes.ensure(&key, target);
             Ok(())
         }
         Err(e) => {
@@ -285,7 +311,7 @@ mod tests {
     fn health(healthy: bool) -> InstanceHealth {
         InstanceHealth {
             verdict: InstanceVerdict {
-                healthy,
+                healthy: Some(healthy),
                 reason: if healthy {
                     "AllRenditionsFresh"
                 } else {
@@ -297,11 +323,14 @@ mod tests {
                 uri: "http://o/720p.m3u8".into(),
                 kind: "video",
                 fresh: healthy,
+                judged: true,
+                starved: false,
                 media_sequence: Some(7),
                 target_duration_ms: Some(2000),
                 last_change: None,
                 detail: None,
             }],
+            starved: 0,
             at: jiff::Timestamp::now(),
         }
     }

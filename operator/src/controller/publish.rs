@@ -23,6 +23,7 @@ use crate::aws::s3::{Buckets, Object};
 use crate::conditions::{Desired, Status};
 use crate::decide::master::{Contribution, Limits, parse_contribution};
 use crate::decide::{ComposeInstance, ComposeSettings, Composed, compose};
+use crate::probe::destination::Destinations;
 use crate::probe::fetch::{FetchLimits, Fetcher};
 use crate::resources::{
     ClosedVariants, ClusteredStream, ContributionStatus, PlaylistSpec, PlaylistStatus,
@@ -370,7 +371,13 @@ async fn refresh(
     let fetches = due.iter().map(|i| async move {
         let url = i.spec.origin.url.clone();
         let result = match reqwest::Url::parse(&url) {
-            Ok(parsed) => match publisher.fetcher.get(&parsed).await {
+            // The same destination checks as the probe: the master's own host, public
+            // addresses unless the operator allows private ones.
+            Ok(parsed) => match publisher
+                .fetcher
+                .get_with_permit(&parsed, &Destinations::new(&parsed, &[]))
+                .await
+            {
                 Ok(body) => parse_contribution(&body, &url, &publisher.settings.limits)
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -759,7 +766,7 @@ pub async fn merge_command(
         {
             let url = reqwest::Url::parse(&i.source)?;
             let body = fetcher
-                .get(&url)
+                .get_with_permit(&url, &Destinations::new(&url, &[]))
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", i.source))?;
             (body, i.source.clone())
