@@ -24,8 +24,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "CVS_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address for /metrics, /healthz and /readyz. Loopback by default, so a binary run by hand
+    /// exposes nothing; in a pod, listen on the pod's address (the Helm chart does).
+    #[arg(long, env = "CVS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "CVS_WATCH_NAMESPACE")]
@@ -127,6 +128,19 @@ async fn load_aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// A probed instance whose verdict is older than this means the probe engine is stuck: the
+/// engine republishes every verdict after each master-playlist round (every rediscover interval,
+/// plus at most one request timeout), so this allows several missed rounds and never less than
+/// two minutes.
+fn probe_stall_bound(
+    rediscover: std::time::Duration,
+    timeout: std::time::Duration,
+) -> std::time::Duration {
+    (rediscover.saturating_add(timeout))
+        .saturating_mul(6)
+        .max(std::time::Duration::from_secs(120))
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let client = kube::Client::try_default()
@@ -142,7 +156,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let metrics = Arc::new(Metrics::default());
-    let readiness = controller::Readiness::default();
+    let health = controller::Health::default();
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -155,7 +169,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let http = tokio::spawn(server::serve(
         listener,
         metrics.clone(),
-        readiness.clone(),
+        health.clone(),
         wait_stop(stop_rx.clone()),
     ));
     tokio::spawn(async move {
@@ -184,8 +198,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         aws: load_aws_config().await,
         reconcile_concurrency: args.reconcile_concurrency,
         detail_refresh: args.status_refresh_interval.into(),
+        probe_stall: probe_stall_bound(args.rediscover_interval.into(), args.probe_timeout.into()),
     };
-    controller::run(wiring, readiness, wait_stop(stop_rx)).await;
+    controller::run(wiring, health, wait_stop(stop_rx)).await;
     http.await.context("HTTP server task failed")??;
     tracing::info!("cvs-operator stopped cleanly");
     Ok(ExitCode::SUCCESS)

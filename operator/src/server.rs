@@ -1,7 +1,8 @@
-//! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process is
-//! alive) and `/readyz` (the controllers' caches have synced).
+//! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the controllers and
+//! the probe engine are running and not stuck) and `/readyz` (the caches have synced and no
+//! watch is failing). Both answer 503 with the reason when they fail.
 
-use crate::controller::Readiness;
+use crate::controller::Health;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    health: Health,
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -28,15 +29,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.health.liveness(std::time::Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -49,14 +52,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    health: Health,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, readiness });
+        .with_state(AppState { metrics, health });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
