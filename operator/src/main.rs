@@ -226,3 +226,35 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary run by hand exposes its endpoints on loopback only.
+    #[test]
+    fn endpoints_listen_on_loopback_by_default() {
+        let Command::Run(args) = Cli::try_parse_from(["cvs-operator", "run"])
+            .unwrap()
+            .command
+        else {
+            panic!("run");
+        };
+        if std::env::var_os("CVS_LISTEN").is_none() {
+            assert!(args.listen.ip().is_loopback(), "{}", args.listen);
+        }
+    }
+
+    #[test]
+    fn probe_stall_bound_allows_several_rounds() {
+        use std::time::Duration;
+        assert_eq!(
+            probe_stall_bound(Duration::from_secs(10), Duration::from_secs(4)),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            probe_stall_bound(Duration::from_secs(60), Duration::from_secs(4)),
+            Duration::from_secs(384)
+        );
+    }
+}
