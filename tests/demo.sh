@@ -93,7 +93,7 @@ Ctrl-C stops the demo.
 
 TXT
 
-"$target/debug/cvs-operator" run --namespace "$ns" --listen 127.0.0.1:8080 &
+"$target/debug/cvs-operator" run --namespace "$ns" --listen 127.0.0.1:8080 --allow-private-origins &
 op=$!
 if [[ -n "${CVS_DEMO_SECONDS:-}" ]]; then
   sleep "$CVS_DEMO_SECONDS"

@@ -43,6 +43,21 @@ struct RunArgs {
     /// Playlist requests in flight at once.
     #[arg(long, env = "CVS_PROBE_CONCURRENCY", default_value_t = 256)]
     probe_concurrency: usize,
+    /// Playlist requests in flight at once to one origin host (host and port).
+    #[arg(long, env = "CVS_PROBE_HOST_CONCURRENCY", default_value_t = 64)]
+    probe_host_concurrency: usize,
+    /// Also probe origins on loopback and private addresses (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10, fc00::/7): for tests and local demos. Link-local and metadata addresses are
+    /// never probed.
+    #[arg(long, env = "CVS_ALLOW_PRIVATE_ORIGINS")]
+    allow_private_origins: bool,
+    /// Most media playlists probed for one StreamInstance; a master listing more makes the
+    /// instance stale (TooManyRenditions) without probing any of them.
+    #[arg(long, env = "CVS_MAX_RENDITIONS_PER_MASTER", default_value_t = cvs_operator::probe::engine::DEFAULT_MAX_RENDITIONS)]
+    max_renditions_per_master: usize,
+    /// Playlist requests in flight at once for one StreamInstance.
+    #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
+    probe_instance_concurrency: usize,
     /// How often each master playlist is fetched again to follow added or removed renditions.
     #[arg(long, env = "CVS_REDISCOVER_INTERVAL", default_value = "10s")]
     rediscover_interval: humantime::Duration,
@@ -131,14 +146,14 @@ async fn load_aws_config() -> aws_config::SdkConfig {
 /// A probed instance whose verdict is older than this means the probe engine is stuck: the
 /// engine republishes every verdict after each master-playlist round (every rediscover interval,
 /// plus at most one request timeout), so this allows several missed rounds and never less than
-/// two minutes.
+/// five minutes: a false alarm restarts the operator, which costs more than a late one.
 fn probe_stall_bound(
     rediscover: std::time::Duration,
     timeout: std::time::Duration,
 ) -> std::time::Duration {
     (rediscover.saturating_add(timeout))
         .saturating_mul(6)
-        .max(std::time::Duration::from_secs(120))
+        .max(std::time::Duration::from_secs(300))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -183,9 +198,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_body_bytes: args.max_playlist_bytes,
             max_redirects: args.max_redirects,
             concurrency: args.probe_concurrency,
+            per_host: args.probe_host_concurrency,
+            per_instance: args.probe_instance_concurrency,
+            allow_private: args.allow_private_origins,
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
+        max_renditions: args.max_renditions_per_master,
     };
     let (probes, probe_changes) = cvs_operator::probe::ProbeEngine::new(settings, metrics.clone())
         .context("cannot build the probe HTTP client")?;
@@ -250,7 +269,7 @@ mod tests {
         use std::time::Duration;
         assert_eq!(
             probe_stall_bound(Duration::from_secs(10), Duration::from_secs(4)),
-            Duration::from_secs(120)
+            Duration::from_secs(300)
         );
         assert_eq!(
             probe_stall_bound(Duration::from_secs(60), Duration::from_secs(4)),

@@ -57,6 +57,15 @@ pub struct Metrics {
     pub probed_playlists: Gauge,
     pub stale_renditions: Gauge,
     pub health_transitions: Family<HealthLabels, Counter>,
+    /// Time a probe waited for the operator's own concurrency limits before its request.
+    pub probe_queue_wait: Histogram,
+    /// Probes waiting for the operator's own concurrency limits right now.
+    pub probes_queued: Gauge,
+    /// Staleness deadlines that passed while the probe waited for the operator's own limits
+    /// (not declared stale: the operator, not the origin, was late).
+    pub probe_starved: Counter,
+    /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
+    pub probe_task_restarts: Counter,
     pub state_writes: Counter,
     pub state_errors: Counter,
     pub sns_published: Counter,
@@ -146,6 +155,30 @@ impl Default for Metrics {
             "Instance health flips, by new state",
             health_transitions.clone(),
         );
+        let probe_queue_wait = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "probe_queue_wait_seconds",
+            "Time a probe waited for the operator's own concurrency limits (global, per host, per instance)",
+            probe_queue_wait.clone(),
+        );
+        let probes_queued = Gauge::default();
+        registry.register(
+            "probes_queued",
+            "Probes waiting for the operator's own concurrency limits",
+            probes_queued.clone(),
+        );
+        let probe_starved = Counter::default();
+        registry.register(
+            "probe_starved",
+            "Staleness deadlines that passed while a probe waited for the operator's own concurrency limits (not counted as stale)",
+            probe_starved.clone(),
+        );
+        let probe_task_restarts = Counter::default();
+        registry.register(
+            "probe_task_restarts",
+            "Rendition probe tasks that ended unexpectedly and were restarted",
+            probe_task_restarts.clone(),
+        );
         let state_writes = Counter::default();
         registry.register(
             "state_writes",
@@ -203,6 +236,10 @@ impl Default for Metrics {
             probed_playlists,
             stale_renditions,
             health_transitions,
+            probe_queue_wait,
+            probes_queued,
+            probe_starved,
+            probe_task_restarts,
             reconciliations,
             reconcile_errors,
             reconcile_duration,

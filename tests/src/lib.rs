@@ -241,6 +241,8 @@ impl Operator {
                 &addr.to_string(),
                 "--namespace",
                 namespace,
+                // The simulator and test servers listen on loopback.
+                "--allow-private-origins",
             ])
             .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

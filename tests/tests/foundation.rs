@@ -680,6 +680,8 @@ async fn status_and_events_are_accepted_for_hostile_playlists_and_long_names() {
             "8388608",
             "--max-probe-backoff",
             "5s",
+            "--max-renditions-per-master",
+            "3000",
         ],
     )
     .await

@@ -381,3 +381,303 @@ async fn renditions_added_and_removed_mid_stream_are_followed() {
     let s = f.wait_healthy(EAST, true, DETECT).await;
     assert!(s.renditions.iter().all(|r| r.fresh), "{:?}", s.renditions);
 }
+
+/// One origin that holds every media request of an instance listing 3,000 playlists (the
+/// operator's own limits are the only thing standing between it and the others), beside three
+/// healthy instances: one on the same origin host, two on other hosts. The healthy ones stay
+/// Healthy, with no transition at all, while the hanging one is reported stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_origin_with_thousands_of_playlists_costs_the_others_nothing() {
+    const HOSTILE: &str = "ap-south-1";
+    install_crds();
+    let sim = Simulator::start(SimConfig {
+        regions: vec![EAST.into(), WEST.into(), HOSTILE.into()],
+        streams: 2,
+        renditions: 3,
+        audio_renditions: 1,
+        // 2 s, not 1 s: the bound then leaves a second for a loaded machine's own stalls.
+        target_duration: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    // s0002 lists 1,500 more variants, each with an I-frame playlist: 3,007 media playlists.
+    let add = (0..1500)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({"name": format!("x{i:04}"), "height": 360}))
+                .unwrap()
+        })
+        .collect();
+    sim.update_renditions(
+        "s0002",
+        &RenditionUpdate {
+            add,
+            remove: vec![],
+        },
+    )
+    .expect("renditions added");
+    sim.apply_fault(
+        FaultRequest::new(FaultKind::Hang)
+            .region(HOSTILE)
+            .stream("s0002")
+            .resource(ResourceFilter::Media),
+    )
+    .await
+    .expect("hang applies");
+
+    let ns = namespace("hanging-origin");
+    let mut manifest = String::from(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: hostile\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+    );
+    let healthy = [(EAST, "s0001"), (WEST, "s0001"), (HOSTILE, "s0001")];
+    for (i, (region, stream)) in healthy.iter().chain(&[(HOSTILE, "s0002")]).enumerate() {
+        let cluster = if *stream == "s0002" {
+            "hostile"
+        } else {
+            "event"
+        };
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {stream}-{region}\nspec:\n  clusteredStream: {cluster}\n  region: {region}\n  cloudfront: {{domain: h{i}.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
+            sim.master_url(region, stream).unwrap()
+        ));
+    }
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let operator = Operator::start_with(
+        "hanging-origin",
+        &ns,
+        &[
+            "--probe-timeout",
+            "1500ms",
+            "--status-refresh-interval",
+            "2s",
+            // Above the default of 500, so the 3,007 playlists are probed and hang.
+            "--max-renditions-per-master",
+            "5000",
+        ],
+    )
+    .await
+    .expect("operator starts");
+    let instances: Api<StreamInstance> = Api::namespaced(client().await, &ns);
+    let healthy_condition = |name: String| {
+        let instances = instances.clone();
+        async move {
+            let s = instances.get(&name).await.ok()?.status?;
+            s.conditions.into_iter().find(|c| c.type_ == "Healthy")
+        }
+    };
+    let mut since = Vec::new();
+    for (region, stream) in healthy {
+        let name = format!("{stream}-{region}");
+        let c = wait_for(&format!("{name} Healthy"), DETECT, || async {
+            healthy_condition(name.clone())
+                .await
+                .filter(|c| c.status == "True")
+        })
+        .await;
+        since.push((name, c.last_transition_time));
+    }
+    let hostile = format!("s0002-{HOSTILE}");
+    wait_for("the hanging instance is stale", DETECT, || async {
+        healthy_condition(hostile.clone())
+            .await
+            .filter(|c| c.status == "False")
+    })
+    .await;
+
+    // 45 s of a hanging origin with 3,000 playlists: the others never change.
+    let end = std::time::Instant::now() + Duration::from_secs(45);
+    while std::time::Instant::now() < end {
+        for (name, at) in &since {
+            let c = healthy_condition(name.clone()).await.expect("status");
+            assert!(
+                c.status == "True" && c.last_transition_time == *at,
+                "{name} flipped while another origin hung: {c:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, metrics) = operator.get("/metrics").await.expect("metrics");
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        counter("cvs_probe_requests_total{playlist=\"media\",outcome=\"timeout\"}") > 0.0,
+        "the hanging origin was never reached:\n{metrics}"
+    );
+    // A healthy-to-stale transition happened once (the hostile one), never a stale-to-healthy.
+    assert_eq!(
+        counter("cvs_health_transitions_total{to=\"stale\"}"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+/// Serves `router` on `ip`, port chosen by the system; returns `http://ip:port`.
+async fn serve(ip: &str, router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+/// Where the operator may connect, as a hostile tenant would test it: a rendition on another
+/// host, a redirect to another host, the cloud metadata address, and credentials in URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_on_the_masters_host_and_secrets_stay_out_of_status() {
+    use axum::response::Redirect;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    install_crds();
+    let sim = Simulator::start(SimConfig {
+        regions: vec![EAST.into()],
+        streams: 1,
+        renditions: 1,
+        target_duration: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    // Another host (127.0.0.2) that counts every request reaching it.
+    let reached = Arc::new(AtomicU64::new(0));
+    let counter = reached.clone();
+    let other = serve(
+        "127.0.0.2",
+        axum::Router::new().fallback(move || {
+            let c = counter.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                "#EXTM3U\n"
+            }
+        }),
+    )
+    .await;
+    let sim_media = sim.media_url(EAST, STREAM, "1080p").unwrap();
+    let master = format!(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nredirected.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=2000000\n{other}/elsewhere.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=3000000\nsigned.m3u8?token=tok3nVALUE&sig=s1gVALUE\n"
+    );
+    let origin = serve(
+        "127.0.0.1",
+        axum::Router::new()
+            .route("/master.m3u8", get(move || async move { master }))
+            .route(
+                "/redirected.m3u8",
+                get(move || async move { Redirect::temporary(&sim_media) }),
+            )
+            .route(
+                "/signed.m3u8",
+                get(|| async { (axum::http::StatusCode::FORBIDDEN, "no") }),
+            ),
+    )
+    .await;
+    let with_secret =
+        origin.replace("http://", "http://alice:S3cretPass@") + "/master.m3u8?token=mAsterSECRET";
+    let ns = namespace("destinations");
+    let mut manifest = String::from(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+    );
+    for (i, (name, url)) in [
+        ("tenant", with_secret.as_str()),
+        ("metadata", "http://169.254.169.254/latest/master.m3u8"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: event\n  region: us-east-{n}\n  cloudfront: {{domain: dd{i}.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n",
+            n = i + 1,
+        ));
+    }
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let operator = Operator::start_with(
+        "destinations",
+        &ns,
+        &[
+            "--probe-timeout",
+            "1500ms",
+            "--status-refresh-interval",
+            "2s",
+        ],
+    )
+    .await
+    .expect("operator starts");
+    let client = client().await;
+    let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+    let status = |name: &'static str| {
+        let instances = instances.clone();
+        async move { instances.get(name).await.ok()?.status }
+    };
+
+    // Every rendition of the tenant is refused or forbidden, none is fetched elsewhere.
+    let s = wait_for("tenant renditions refused", DETECT, || async {
+        let s = status("tenant").await?;
+        let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+        let refused = s
+            .renditions
+            .iter()
+            .filter(|r| {
+                r.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("destination refused"))
+            })
+            .count();
+        (c.status == "False" && s.renditions.len() == 3 && refused == 2).then_some(s)
+    })
+    .await;
+    let refused: Vec<_> = s
+        .renditions
+        .iter()
+        .filter(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("destination refused"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{:?}", s.renditions);
+    assert!(
+        refused.iter().any(|r| r.uri.contains("/redirected.m3u8")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r.uri.contains("127.0.0.2")),
+        "{refused:?}"
+    );
+    // Connections are checked again a few polls later: nothing ever reached the other host.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the other host was reached"
+    );
+
+    // The metadata address is refused even though this operator may probe loopback.
+    let s = wait_for("metadata instance stale", DETECT, || async {
+        let s = status("metadata").await?;
+        let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+        (c.status == "False").then_some(c.clone())
+    })
+    .await;
+    assert_eq!(s.reason, "MasterUnavailable", "{}", s.message);
+    assert!(s.message.contains("link-local"), "{}", s.message);
+
+    // No secret from a URL in status, conditions, Events or the operator's log.
+    let s = status("tenant").await.unwrap();
+    let mut exposed = serde_json::to_string(&s).unwrap();
+    for e in events_for(&client, &ns, "tenant").await {
+        exposed.push_str(&serde_json::to_string(&e).unwrap());
+    }
+    assert!(exposed.contains("token=REDACTED"), "{exposed}");
+    for secret in ["S3cretPass", "tok3nVALUE", "s1gVALUE", "mAsterSECRET"] {
+        assert!(!exposed.contains(secret), "{secret} in {exposed}");
+        assert!(
+            !operator.log_text().contains(secret),
+            "{secret} in the operator's log"
+        );
+    }
+}

@@ -134,7 +134,8 @@ pub fn plan(
     let (mut renditions_total, mut renditions_stale) = (None, None);
     let mut planned = None;
     let mut verdict_at = now;
-    let mut conditions = match (origin, health) {
+    let verdict = health.and_then(|h| h.verdict.healthy.map(|healthy| (h, healthy)));
+    let mut conditions = match (origin, verdict) {
         (Err(e), _) => {
             let msg = truncate(
                 &format!("spec.origin.url cannot be probed: {e}"),
@@ -146,6 +147,8 @@ pub fn plan(
                 Desired::new("Stale", Status::True, "InvalidOriginUrl", msg),
             ]
         }
+        // No verdict: none yet (after a restart), or the probe has not judged the instance yet
+        // (a partial picture, no evidence of freshness yet). Either way, no new verdict.
         (Ok(()), None) => {
             let healthy = conditions::find(&recorded.conditions, "Healthy");
             let judged = recorded_verdict(recorded).is_some()
@@ -158,26 +161,32 @@ pub fn plan(
                 renditions_stale = recorded.renditions_stale;
                 Vec::new()
             } else {
+                let (reason, message) = match health {
+                    Some(h) => {
+                        let (shown, total, stale) = bounded_renditions(&h.renditions);
+                        renditions = shown;
+                        renditions_total = Some(total);
+                        renditions_stale = Some(stale);
+                        (
+                            h.verdict.reason,
+                            truncate(&h.verdict.message, MAX_STATUS_TEXT_BYTES),
+                        )
+                    }
+                    None => (
+                        "AwaitingProbe",
+                        "no probe result for this instance yet".to_owned(),
+                    ),
+                };
                 vec![
-                    Desired::new(
-                        "Healthy",
-                        Status::Unknown,
-                        "AwaitingProbe",
-                        "no probe result for this instance yet",
-                    ),
-                    Desired::new(
-                        "Stale",
-                        Status::Unknown,
-                        "AwaitingProbe",
-                        "no probe result for this instance yet",
-                    ),
+                    Desired::new("Healthy", Status::Unknown, reason, message.clone()),
+                    Desired::new("Stale", Status::Unknown, reason, message),
                 ]
             }
         }
-        (Ok(()), Some(h)) => {
+        (Ok(()), Some((h, healthy))) => {
             let v = &h.verdict;
             let message = truncate(&v.message, MAX_STATUS_TEXT_BYTES);
-            planned = Some(v.healthy);
+            planned = Some(healthy);
             verdict_at = h.at;
             let (shown, total, stale) = bounded_renditions(&h.renditions);
             renditions = shown;
@@ -186,11 +195,11 @@ pub fn plan(
             vec![
                 Desired::new(
                     "Healthy",
-                    Status::from_bool(v.healthy),
+                    Status::from_bool(healthy),
                     v.reason,
                     message.clone(),
                 ),
-                Desired::new("Stale", Status::from_bool(!v.healthy), v.reason, message),
+                Desired::new("Stale", Status::from_bool(!healthy), v.reason, message),
             ]
         }
     };
@@ -302,7 +311,14 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     };
     let origin = match Url::parse(&instance.spec.origin.url) {
         Ok(master_url) => {
-            ctx.probes.ensure(&key, ProbeTarget { master_url, policy });
+            // Renditions and redirects may only be on the master's own host until the
+            // ClusteredStream names others.
+            let target = ProbeTarget {
+                master_url,
+                policy,
+                allowed_hosts: Vec::new(),
+            };
+            ctx.probes.ensure(&key, target);
             Ok(())
         }
         Err(e) => {
@@ -424,6 +440,8 @@ mod tests {
             uri: uri.into(),
             kind: "video",
             fresh,
+            judged: true,
+            starved: false,
             media_sequence: Some(7),
             target_duration_ms: Some(2000),
             last_change: None,
@@ -434,7 +452,7 @@ mod tests {
     fn health(healthy: bool) -> InstanceHealth {
         InstanceHealth {
             verdict: InstanceVerdict {
-                healthy,
+                healthy: Some(healthy),
                 reason: if healthy {
                     "AllRenditionsFresh"
                 } else {
@@ -443,6 +461,7 @@ mod tests {
                 message: "m".into(),
             },
             renditions: vec![rendition("http://o/720p.m3u8", healthy)],
+            starved: 0,
             at: ts(1_000),
         }
     }
@@ -551,6 +570,38 @@ mod tests {
         let p = plan(true, "event", Ok(()), None, &awaiting, ts(200));
         assert_eq!(cond(&p, "Healthy").reason, "AwaitingProbe");
         assert!(p.kept.is_empty());
+    }
+
+    /// A probe result that judges nothing yet (a partial picture, no evidence of freshness
+    /// yet) is no verdict: it never replaces a recorded one, and an instance never judged shows
+    /// the probe's reason with Unknown.
+    #[test]
+    fn a_verdict_not_judged_yet_is_no_verdict() {
+        let mut pending = health(true);
+        pending.verdict = InstanceVerdict {
+            healthy: None,
+            reason: "AwaitingEvidence",
+            message: "1 of 1 renditions not judged yet".into(),
+        };
+        pending.renditions[0].judged = false;
+        let stale = written(
+            plan(true, "e", Ok(()), Some(&health(false)), &none(), ts(5)),
+            ts(100),
+        );
+        let p = plan(true, "e", Ok(()), Some(&pending), &stale, ts(200));
+        assert!(p.conditions.iter().all(|c| c.type_ == "Bound"), "{p:?}");
+        let after = written(p, ts(200));
+        for type_ in ["Healthy", "Stale"] {
+            assert_eq!(
+                conditions::find(&after.conditions, type_),
+                conditions::find(&stale.conditions, type_)
+            );
+        }
+        let p = plan(true, "e", Ok(()), Some(&pending), &none(), ts(200));
+        assert_eq!(cond(&p, "Healthy").status, Status::Unknown);
+        assert_eq!(cond(&p, "Healthy").reason, "AwaitingEvidence");
+        assert_eq!(p.renditions.len(), 1);
+        assert_eq!(p.health_changed_at, None);
     }
 
     #[test]

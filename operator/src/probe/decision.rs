@@ -12,8 +12,22 @@
 //! A stale rendition counts as fresh again only after `recoveryUpdates` consecutive new segments
 //! (hysteresis), so an origin that flaps does not flap the instance.
 //!
-//! An instance is healthy when its master playlist answers and **every** rendition is fresh: one
-//! frozen rendition out of many is reported (the original system's "95 % tolerance" hid it).
+//! Fresh needs evidence. A playlist seen for the first time (a new instance, or every playlist
+//! after an operator restart) is **not judged yet**: neither fresh nor stale. It becomes fresh
+//! when a new segment is seen to arrive, or at once when the `EXT-X-PROGRAM-DATE-TIME` of its
+//! newest segment (plus that segment's duration) is within the bound of the probe's wall clock
+//! (a date up to [`PDT_FUTURE_TOLERANCE_MS`] ahead counts as now; one further ahead, or absurd,
+//! is no evidence). Without evidence within the bound from first sight it is stale
+//! (`NoNewSegment`).
+//!
+//! An instance is healthy when its master playlist answers and **every** rendition its master
+//! lists has been judged fresh: one frozen rendition out of many is reported (the original
+//! system's "95 % tolerance" hid it), and a partial picture is "not judged yet", never healthy.
+//!
+//! Numbers from playlists are hostile. Accepted `EXT-X-TARGETDURATION`: [`MIN_TARGET_DURATION_MS`]
+//! to [`MAX_TARGET_DURATION_MS`] (1 s to 60 s); anything else makes the rendition stale
+//! (`TargetDurationOutOfRange`). Segment durations are clamped to the target duration, every
+//! sum saturates, and the poll interval stays within [`MIN_POLL_MS`] and [`MAX_POLL_MS`].
 
 use std::fmt;
 
@@ -26,6 +40,9 @@ pub struct Snapshot {
     /// Duration of the last segment, the HLS reload interval after a change.
     pub last_segment_ms: u64,
     pub ended: bool,
+    /// When the newest segment ends by `EXT-X-PROGRAM-DATE-TIME` (milliseconds since the Unix
+    /// epoch, extrapolated from the last dated segment), if the playlist dates its segments.
+    pub newest_end_unix_ms: Option<i64>,
 }
 
 impl Snapshot {
@@ -44,6 +61,13 @@ pub enum Failure {
     TooLarge(u64),
     Unparsable(String),
     Redirect(String),
+    /// `EXT-X-TARGETDURATION` (in seconds) outside the accepted range.
+    TargetDuration(u64),
+    /// The operator refused to connect there (scheme, host or address not allowed).
+    Refused(String),
+    /// The master lists more media playlists than the operator probes for one instance
+    /// (`found`, `limit`).
+    TooManyRenditions(usize, usize),
     Other(String),
 }
 
@@ -56,6 +80,17 @@ impl fmt::Display for Failure {
             Failure::TooLarge(limit) => write!(f, "playlist larger than {limit} bytes"),
             Failure::Unparsable(e) => write!(f, "unparsable playlist: {e}"),
             Failure::Redirect(e) => write!(f, "bad redirect: {e}"),
+            Failure::TargetDuration(s) => write!(
+                f,
+                "EXT-X-TARGETDURATION {s} s outside the accepted {}..={} s",
+                MIN_TARGET_DURATION_MS / 1000,
+                MAX_TARGET_DURATION_MS / 1000
+            ),
+            Failure::Refused(e) => write!(f, "destination refused: {e}"),
+            Failure::TooManyRenditions(found, limit) => write!(
+                f,
+                "lists {found} media playlists, more than the {limit} probed per instance"
+            ),
             Failure::Other(e) => write!(f, "{e}"),
         }
     }
@@ -72,6 +107,9 @@ impl Failure {
             Failure::TooLarge(_) => "too_large",
             Failure::Unparsable(_) => "unparsable",
             Failure::Redirect(_) => "redirect",
+            Failure::TargetDuration(_) => "target_duration",
+            Failure::Refused(_) => "refused",
+            Failure::TooManyRenditions(..) => "too_many_renditions",
             Failure::Other(_) => "other",
         }
     }
@@ -80,8 +118,13 @@ impl Failure {
 /// Why a rendition is stale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StaleReason {
-    /// Nothing fetched successfully yet (e.g. the origin is down at start-up).
+    /// Nothing fetched successfully yet (e.g. the origin is down at start-up). Not judged:
+    /// neither fresh nor stale.
     NeverFetched,
+    /// Seen, but no evidence of freshness yet (no new segment seen to arrive, no recent
+    /// program date-time). Not judged: neither fresh nor stale, until the bound from first
+    /// sight passes.
+    AwaitingEvidence,
     /// No new segment within the bound.
     NoNewSegment {
         age_ms: u64,
@@ -104,6 +147,7 @@ impl fmt::Display for StaleReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StaleReason::NeverFetched => write!(f, "no playlist fetched yet"),
+            StaleReason::AwaitingEvidence => write!(f, "not judged yet: awaiting a new segment"),
             StaleReason::NoNewSegment { age_ms, bound_ms } => write!(
                 f,
                 "no new segment for {:.3} s (bound {:.3} s)",
@@ -127,6 +171,7 @@ impl StaleReason {
     pub fn code(&self) -> &'static str {
         match self {
             StaleReason::NeverFetched => "NeverFetched",
+            StaleReason::AwaitingEvidence => "AwaitingEvidence",
             StaleReason::NoNewSegment { .. } => "NoNewSegment",
             StaleReason::Failed(Failure::Http(_)) => "HttpError",
             StaleReason::Failed(Failure::Timeout) => "Timeout",
@@ -134,11 +179,22 @@ impl StaleReason {
             StaleReason::Failed(Failure::TooLarge(_)) => "PlaylistTooLarge",
             StaleReason::Failed(Failure::Unparsable(_)) => "PlaylistUnparsable",
             StaleReason::Failed(Failure::Redirect(_)) => "BadRedirect",
+            StaleReason::Failed(Failure::TargetDuration(_)) => "TargetDurationOutOfRange",
+            StaleReason::Failed(Failure::Refused(_)) => "DestinationRefused",
+            StaleReason::Failed(Failure::TooManyRenditions(..)) => "TooManyRenditions",
             StaleReason::Failed(Failure::Other(_)) => "FetchFailed",
             StaleReason::SequenceReset { .. } => "MediaSequenceReset",
             StaleReason::Ended => "PlaylistEnded",
             StaleReason::Recovering { .. } => "Recovering",
         }
+    }
+
+    /// False for the states that are no verdict at all (not fetched yet, awaiting evidence).
+    pub fn is_judged(&self) -> bool {
+        !matches!(
+            self,
+            StaleReason::NeverFetched | StaleReason::AwaitingEvidence
+        )
     }
 }
 
@@ -159,20 +215,50 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The staleness bound for a target duration. The multiplier is taken within 1..=10 (1.5
+    /// when it is not a number), the target duration within the accepted range.
     pub fn bound_ms(&self, target_duration_ms: u64) -> u64 {
-        (target_duration_ms as f64 * self.staleness_multiplier).round() as u64
+        let m = if self.staleness_multiplier.is_nan() {
+            1.5
+        } else {
+            self.staleness_multiplier.clamp(1.0, 10.0)
+        };
+        let td = target_duration_ms.clamp(MIN_TARGET_DURATION_MS, MAX_TARGET_DURATION_MS);
+        (td as f64 * m).round() as u64
     }
 }
 
 /// Target duration assumed before the first playlist is seen.
 pub const DEFAULT_TARGET_DURATION_MS: u64 = 6_000;
+/// Smallest accepted `EXT-X-TARGETDURATION` (it is a whole number of seconds).
+pub const MIN_TARGET_DURATION_MS: u64 = 1_000;
+/// Largest accepted `EXT-X-TARGETDURATION`. Live origins use 1 to 10 s; 60 s leaves room for
+/// slow ones, and refuses a value written in milliseconds by mistake (6000).
+pub const MAX_TARGET_DURATION_MS: u64 = 60_000;
+/// A program date-time at most this far ahead of the probe's clock counts as "now" (clock skew);
+/// one further ahead is no evidence of freshness.
+pub const PDT_FUTURE_TOLERANCE_MS: i64 = 2_000;
+
+/// How long ago the newest segment ended, by its program date-time, at wall time `now_unix_ms`.
+/// `None` when the date is further than [`PDT_FUTURE_TOLERANCE_MS`] in the future (a skewed or
+/// hostile clock); a date slightly ahead is clamped to an age of zero.
+pub fn pdt_age_ms(newest_end_unix_ms: i64, now_unix_ms: i64) -> Option<u64> {
+    let ahead = newest_end_unix_ms.saturating_sub(now_unix_ms);
+    if ahead > PDT_FUTURE_TOLERANCE_MS {
+        return None;
+    }
+    Some(now_unix_ms.saturating_sub(newest_end_unix_ms).max(0) as u64)
+}
 
 /// The freshness state of one media playlist.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tracker {
     pub last: Option<Snapshot>,
-    /// When the prober last saw the playlist gain a segment.
+    /// When the prober last saw the playlist gain a segment (or, from a program date-time,
+    /// when its newest segment was published).
     pub last_change_ms: Option<u64>,
+    /// When a playlist awaiting evidence was first seen: the bound runs from here.
+    awaiting_since_ms: Option<u64>,
     pub stale: Option<StaleReason>,
     /// Consecutive new-segment updates seen while recovering.
     recovering_seen: u32,
@@ -209,6 +295,7 @@ impl Tracker {
         Self {
             last: None,
             last_change_ms: None,
+            awaiting_since_ms: None,
             stale: Some(StaleReason::NeverFetched),
             recovering_seen: 0,
             last_error: None,
@@ -219,8 +306,22 @@ impl Tracker {
         }
     }
 
+    /// A tracker for a rendition whose probe task had to be restarted: stale (it was not
+    /// watched for a while) until it goes through the recovery hysteresis.
+    pub fn restarted(why: &str) -> Self {
+        Self {
+            stale: Some(StaleReason::Failed(Failure::Other(why.to_owned()))),
+            ..Self::new()
+        }
+    }
+
     pub fn is_fresh(&self) -> bool {
         self.stale.is_none()
+    }
+
+    /// False while there is no verdict yet (not fetched, or awaiting evidence).
+    pub fn is_judged(&self) -> bool {
+        self.stale.as_ref().is_none_or(StaleReason::is_judged)
     }
 
     pub fn target_duration_ms(&self) -> u64 {
@@ -228,12 +329,21 @@ impl Tracker {
             .map(|s| s.target_duration_ms)
             .filter(|&t| t > 0)
             .unwrap_or(DEFAULT_TARGET_DURATION_MS)
+            .clamp(MIN_TARGET_DURATION_MS, MAX_TARGET_DURATION_MS)
     }
 
     /// When the playlist becomes stale if nothing new arrives.
     pub fn deadline_ms(&self, policy: &Policy) -> Option<u64> {
-        let change = self.last_change_ms?;
-        Some(change + policy.bound_ms(self.target_duration_ms()))
+        let since = self.last_change_ms.or(self.awaiting_since_ms)?;
+        Some(since.saturating_add(policy.bound_ms(self.target_duration_ms())))
+    }
+
+    /// The deadline a timer must watch: while fresh, or while awaiting evidence.
+    pub fn watch_deadline_ms(&self, policy: &Policy) -> Option<u64> {
+        match self.stale {
+            None | Some(StaleReason::AwaitingEvidence) => self.deadline_ms(policy),
+            _ => None,
+        }
     }
 
     fn set_stale(&mut self, reason: StaleReason) -> bool {
@@ -243,8 +353,21 @@ impl Tracker {
         was_fresh
     }
 
-    /// Applies a successfully parsed playlist seen at `now_ms`.
+    /// Applies a successfully parsed playlist seen at `now_ms`, without a wall clock (program
+    /// date-times are then no evidence).
     pub fn observe(&mut self, snap: Snapshot, now_ms: u64, policy: &Policy) -> Verdict {
+        self.observe_at(snap, now_ms, None, policy)
+    }
+
+    /// Applies a successfully parsed playlist seen at `now_ms` (monotonic) and `wall_unix_ms`
+    /// (the probe's wall clock, for program date-times).
+    pub fn observe_at(
+        &mut self,
+        snap: Snapshot,
+        now_ms: u64,
+        wall_unix_ms: Option<i64>,
+        policy: &Policy,
+    ) -> Verdict {
         let was_fresh = self.is_fresh();
         let previous_poll_ms = self.last_poll_ms.replace(now_ms);
         self.last_error = None;
@@ -253,17 +376,37 @@ impl Tracker {
         let mut advanced = false;
         match previous {
             None => {
-                // First sight: give the playlist a full bound. A playlist that failed before it
-                // was ever seen (origin down at start-up) still goes through the hysteresis.
-                self.last_change_ms = Some(now_ms);
+                // First sight is no evidence: fresh only when the newest segment's program
+                // date-time is within the bound, otherwise not judged until a new segment
+                // arrives or the bound from now passes. A playlist that failed before it was
+                // ever seen (origin down at start-up) still goes through the hysteresis.
                 self.recovering_seen = 0;
-                self.stale = match self.stale {
-                    Some(StaleReason::NeverFetched) | None => None,
-                    Some(_) => Some(StaleReason::Recovering {
-                        seen: 0,
-                        needed: policy.recovery_updates,
-                    }),
-                };
+                self.awaiting_since_ms = None;
+                let bound = policy.bound_ms(snap.target_duration_ms);
+                let dated = snap
+                    .newest_end_unix_ms
+                    .zip(wall_unix_ms)
+                    .and_then(|(end, wall)| pdt_age_ms(end, wall))
+                    .filter(|&age| age <= bound);
+                match self.stale {
+                    Some(StaleReason::NeverFetched | StaleReason::AwaitingEvidence) | None => {
+                        if let Some(age) = dated {
+                            self.last_change_ms = Some(now_ms.saturating_sub(age));
+                            self.stale = None;
+                        } else {
+                            self.last_change_ms = None;
+                            self.awaiting_since_ms = Some(now_ms);
+                            self.stale = Some(StaleReason::AwaitingEvidence);
+                        }
+                    }
+                    Some(_) => {
+                        self.last_change_ms = Some(now_ms);
+                        self.stale = Some(StaleReason::Recovering {
+                            seen: 0,
+                            needed: policy.recovery_updates,
+                        });
+                    }
+                }
             }
             Some(prev) if snap.media_sequence < prev.media_sequence => {
                 self.last_change_ms = Some(now_ms);
@@ -283,6 +426,7 @@ impl Tracker {
             Some(prev) if snap.head() > prev.head() => {
                 advanced = true;
                 self.last_change_ms = Some(now_ms);
+                self.awaiting_since_ms = None;
                 // One new segment dates itself to after the previous poll. A jump of several (an
                 // origin catching up after a freeze heals) says nothing about the segment clock,
                 // nor does the first segment after a stale spell: a freeze that healed may reveal
@@ -296,13 +440,15 @@ impl Tracker {
                             | StaleReason::SequenceReset { .. }
                     )
                 );
-                self.clock_lost = snap.head() - prev.head() > 1 || ends_stale_spell;
+                self.clock_lost = snap.head().saturating_sub(prev.head()) > 1 || ends_stale_spell;
                 self.change_after_ms = previous_poll_ms;
                 match &self.stale {
                     None => {}
-                    Some(StaleReason::NeverFetched) => self.stale = None,
+                    Some(StaleReason::NeverFetched | StaleReason::AwaitingEvidence) => {
+                        self.stale = None
+                    }
                     Some(_) => {
-                        self.recovering_seen += 1;
+                        self.recovering_seen = self.recovering_seen.saturating_add(1);
                         if self.recovering_seen >= policy.recovery_updates {
                             self.stale = None;
                             self.recovering_seen = 0;
@@ -363,6 +509,7 @@ impl Tracker {
         let Some(deadline) = self.deadline_ms(policy) else {
             return;
         };
+        let since = self.last_change_ms.or(self.awaiting_since_ms);
         // Keep the first verdict's wording (and age) so status messages stay stable while stale.
         if now_ms > deadline
             && !matches!(
@@ -372,7 +519,7 @@ impl Tracker {
                 )
             )
         {
-            let age_ms = now_ms - self.last_change_ms.unwrap_or(now_ms);
+            let age_ms = now_ms.saturating_sub(since.unwrap_or(now_ms));
             let bound_ms = policy.bound_ms(self.target_duration_ms());
             self.set_stale(StaleReason::NoNewSegment { age_ms, bound_ms });
         }
@@ -410,7 +557,7 @@ impl Tracker {
             let due = self
                 .change_after_ms
                 .or(self.last_change_ms.map(|c| c.saturating_sub(catch_up)))
-                .map(|after| after + seg);
+                .map(|after| after.saturating_add(seg));
             // Once stale for want of a new segment, the plain HLS reload interval: catch-up
             // polling a frozen origin (often thousands of playlists when a region stalls) for as
             // long as it stays frozen would add load where it hurts, to win milliseconds on a
@@ -419,22 +566,23 @@ impl Tracker {
             match due {
                 _ if self.clock_lost => catch_up,
                 Some(due) if verdict_advanced => due.saturating_sub(now_ms).max(catch_up),
-                Some(due) if now_ms + td / 2 > due && !frozen => catch_up,
+                Some(due) if now_ms.saturating_add(td / 2) > due && !frozen => catch_up,
                 _ => td / 2,
             }
         };
         if self.consecutive_failures == 0
-            && let Some(deadline) = self.deadline_ms(policy)
-            && self.is_fresh()
+            && let Some(deadline) = self.watch_deadline_ms(policy)
         {
-            delay = delay.min(deadline.saturating_sub(now_ms) + 1);
+            delay = delay.min(deadline.saturating_sub(now_ms).saturating_add(1));
         }
-        delay.max(MIN_POLL_MS)
+        delay.clamp(MIN_POLL_MS, MAX_POLL_MS)
     }
 }
 
 /// Never poll one playlist more often than this.
 pub const MIN_POLL_MS: u64 = 50;
+/// Never wait longer than this between polls of one playlist.
+pub const MAX_POLL_MS: u64 = 60_000;
 
 /// The catch-up interval: a twentieth of the target duration, between 50 and 150 ms.
 pub fn catch_up_ms(target_duration_ms: u64) -> u64 {
@@ -444,69 +592,83 @@ pub fn catch_up_ms(target_duration_ms: u64) -> u64 {
 /// The instance-level verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceVerdict {
-    pub healthy: bool,
+    /// `Some(true)` healthy, `Some(false)` stale, `None` **not judged yet**: some rendition
+    /// the master lists has no verdict yet and none is stale. A consumer must treat `None` as
+    /// "no new verdict" (keep what it knew), never as fresh.
+    pub healthy: Option<bool>,
     pub reason: &'static str,
     pub message: String,
 }
 
-/// Aggregates renditions: healthy only when the master answers, at least one rendition is known,
-/// and every rendition is fresh. A rendition not fetched yet (just discovered) is not judged;
-/// `None` means there is nothing to judge yet.
+impl InstanceVerdict {
+    pub fn is_judged(&self) -> bool {
+        self.healthy.is_some()
+    }
+}
+
+/// Aggregates renditions: healthy only when the master answers, at least one rendition is
+/// known, and every rendition the master lists has been judged fresh. Any judged-stale
+/// rendition (or a failing master) makes the instance stale; otherwise a rendition without a
+/// verdict yet (just discovered, or awaiting evidence) makes it "not judged yet".
 pub fn aggregate<'a>(
     master_error: Option<&Failure>,
     renditions: impl IntoIterator<Item = (&'a str, &'a Tracker)>,
-) -> Option<InstanceVerdict> {
-    let all: Vec<(&str, &Tracker)> = renditions.into_iter().collect();
-    let renditions: Vec<(&str, &Tracker)> = all
-        .iter()
-        .copied()
-        .filter(|(_, t)| t.stale != Some(StaleReason::NeverFetched))
-        .collect();
-    if master_error.is_none() && !all.is_empty() && renditions.is_empty() {
-        return None;
-    }
-    Some(aggregate_judged(master_error, renditions))
-}
-
-fn aggregate_judged(
-    master_error: Option<&Failure>,
-    renditions: Vec<(&str, &Tracker)>,
 ) -> InstanceVerdict {
+    let all: Vec<(&str, &Tracker)> = renditions.into_iter().collect();
+    let master_reason = match master_error {
+        Some(Failure::TooManyRenditions(..)) => "TooManyRenditions",
+        _ => "MasterUnavailable",
+    };
     if let Some(e) = master_error
-        && renditions.is_empty()
+        && all.is_empty()
     {
         return InstanceVerdict {
-            healthy: false,
-            reason: "MasterUnavailable",
+            healthy: Some(false),
+            reason: master_reason,
             message: format!("master playlist: {e}"),
         };
     }
-    if renditions.is_empty() {
+    if all.is_empty() {
         return InstanceVerdict {
-            healthy: false,
+            healthy: Some(false),
             reason: "NoRenditions",
             message: "the master playlist lists no media playlists".into(),
         };
     }
-    let stale: Vec<(&str, &StaleReason)> = renditions
+    let stale: Vec<(&str, &StaleReason)> = all
         .iter()
         .filter_map(|(name, t)| t.stale.as_ref().map(|r| (*name, r)))
+        .filter(|(_, r)| r.is_judged())
         .collect();
+    let pending = all.iter().filter(|(_, t)| !t.is_judged()).count();
     if stale.is_empty() {
         if let Some(e) = master_error {
             return InstanceVerdict {
-                healthy: false,
-                reason: "MasterUnavailable",
+                healthy: Some(false),
+                reason: master_reason,
                 message: format!(
-                    "master playlist: {e}; all {} renditions fresh",
-                    renditions.len()
+                    "master playlist: {e}; {} of {} renditions fresh",
+                    all.len() - pending,
+                    all.len()
+                ),
+            };
+        }
+        if pending > 0 {
+            // Worded without counts that move as renditions are judged, so a cold start does
+            // not rewrite status once per rendition.
+            return InstanceVerdict {
+                healthy: None,
+                reason: "AwaitingEvidence",
+                message: format!(
+                    "not judged yet: waiting to see a new segment on each of the {} renditions",
+                    all.len()
                 ),
             };
         }
         return InstanceVerdict {
-            healthy: true,
+            healthy: Some(true),
             reason: "AllRenditionsFresh",
-            message: format!("all {} renditions fresh", renditions.len()),
+            message: format!("all {} renditions fresh", all.len()),
         };
     }
     // One cause shared by every stale rendition names the reason; mixed causes do not.
@@ -517,7 +679,7 @@ fn aggregate_judged(
         "RenditionsStale"
     };
     const SHOWN: usize = 5;
-    let mut message = format!("{} of {} renditions stale: ", stale.len(), renditions.len());
+    let mut message = format!("{} of {} renditions stale: ", stale.len(), all.len());
     let listed: Vec<String> = stale
         .iter()
         .take(SHOWN)
@@ -528,7 +690,7 @@ fn aggregate_judged(
         message.push_str(&format!("; and {} more", stale.len() - SHOWN));
     }
     InstanceVerdict {
-        healthy: false,
+        healthy: Some(false),
         reason,
         message,
     }
@@ -547,7 +709,18 @@ mod tests {
             target_duration_ms: TD,
             last_segment_ms: TD,
             ended: false,
+            newest_end_unix_ms: None,
         }
+    }
+
+    /// Observes with a wall clock equal to `now` and a newest segment dated to end right then,
+    /// so a first sight is fresh (by program date-time) and the scripted timings stay simple.
+    fn obs(t: &mut Tracker, s: Snapshot, now: u64, p: &Policy) -> Verdict {
+        let s = Snapshot {
+            newest_end_unix_ms: Some(now as i64),
+            ..s
+        };
+        t.observe_at(s, now, Some(now as i64), p)
     }
 
     fn policy() -> Policy {
@@ -558,11 +731,11 @@ mod tests {
     fn fresh_while_segments_arrive_and_stale_after_one_and_a_half_target_durations() {
         let mut t = Tracker::new();
         assert!(!t.is_fresh(), "nothing fetched yet");
-        assert!(t.observe(snap(10, 6), 0, &policy()).flipped);
+        assert!(obs(&mut t, snap(10, 6), 0, &policy()).flipped);
         assert!(t.is_fresh());
-        assert!(t.observe(snap(11, 6), 2_000, &policy()).advanced);
+        assert!(obs(&mut t, snap(11, 6), 2_000, &policy()).advanced);
         // Same playlist at 4,999 ms: 2,999 ms since the change, bound is 3,000 ms.
-        t.observe(snap(11, 6), 4_999, &policy());
+        obs(&mut t, snap(11, 6), 4_999, &policy());
         assert!(t.is_fresh());
         assert_eq!(t.deadline_ms(&policy()), Some(5_000));
         // One millisecond past the bound.
@@ -584,7 +757,7 @@ mod tests {
             recovery_updates: 1,
         };
         let mut t = Tracker::new();
-        t.observe(snap(1, 3), 100, &p);
+        obs(&mut t, snap(1, 3), 100, &p);
         t.tick(2_600, &p);
         assert!(t.is_fresh(), "2,500 ms is exactly the bound");
         t.tick(2_601, &p);
@@ -594,15 +767,15 @@ mod tests {
     #[test]
     fn recovery_needs_consecutive_updates() {
         let mut t = Tracker::new();
-        t.observe(snap(1, 6), 0, &policy());
+        obs(&mut t, snap(1, 6), 0, &policy());
         t.tick(10_000, &policy());
         assert!(!t.is_fresh());
-        t.observe(snap(2, 6), 10_100, &policy());
+        obs(&mut t, snap(2, 6), 10_100, &policy());
         assert!(matches!(
             t.stale,
             Some(StaleReason::Recovering { seen: 1, needed: 2 })
         ));
-        let v = t.observe(snap(3, 6), 12_100, &policy());
+        let v = obs(&mut t, snap(3, 6), 12_100, &policy());
         assert!(v.flipped && t.is_fresh());
     }
 
@@ -617,19 +790,19 @@ mod tests {
             Failure::Unparsable("garbage".into()),
         ] {
             let mut t = Tracker::new();
-            t.observe(snap(1, 6), 0, &policy());
+            obs(&mut t, snap(1, 6), 0, &policy());
             let v = t.fail(failure.clone(), 500);
             assert!(v.flipped, "{failure}");
             assert_eq!(t.stale, Some(StaleReason::Failed(failure.clone())));
             // The same playlist again is not an update: still stale, now recovering.
-            t.observe(snap(1, 6), 900, &policy());
+            obs(&mut t, snap(1, 6), 900, &policy());
             assert!(matches!(
                 t.stale,
                 Some(StaleReason::Recovering { seen: 0, .. })
             ));
-            t.observe(snap(2, 6), 2_000, &policy());
+            obs(&mut t, snap(2, 6), 2_000, &policy());
             assert!(!t.is_fresh());
-            t.observe(snap(3, 6), 4_000, &policy());
+            obs(&mut t, snap(3, 6), 4_000, &policy());
             assert!(t.is_fresh(), "{failure}");
         }
     }
@@ -637,46 +810,46 @@ mod tests {
     #[test]
     fn media_sequence_going_backwards_is_stale() {
         let mut t = Tracker::new();
-        t.observe(snap(500, 6), 0, &policy());
-        let v = t.observe(snap(3, 6), 1_000, &policy());
+        obs(&mut t, snap(500, 6), 0, &policy());
+        let v = obs(&mut t, snap(3, 6), 1_000, &policy());
         assert!(v.flipped);
         assert_eq!(
             t.stale,
             Some(StaleReason::SequenceReset { from: 500, to: 3 })
         );
-        t.observe(snap(4, 6), 2_000, &policy());
-        t.observe(snap(5, 6), 4_000, &policy());
+        obs(&mut t, snap(4, 6), 2_000, &policy());
+        obs(&mut t, snap(5, 6), 4_000, &policy());
         assert!(t.is_fresh());
     }
 
     #[test]
     fn a_growing_playlist_without_sliding_counts_as_advancing() {
         let mut t = Tracker::new();
-        t.observe(snap(0, 3), 0, &policy());
-        assert!(t.observe(snap(0, 4), 2_000, &policy()).advanced);
+        obs(&mut t, snap(0, 3), 0, &policy());
+        assert!(obs(&mut t, snap(0, 4), 2_000, &policy()).advanced);
     }
 
     #[test]
     fn a_playlist_that_loses_segments_is_stale_and_not_a_later_update() {
         let mut t = Tracker::new();
-        t.observe(snap(10, 6), 0, &policy());
-        t.observe(snap(10, 3), 500, &policy());
+        obs(&mut t, snap(10, 6), 0, &policy());
+        obs(&mut t, snap(10, 3), 500, &policy());
         assert!(matches!(
             t.stale,
             Some(StaleReason::Failed(Failure::Unparsable(_)))
         ));
         // The full playlist again is not an advance.
-        assert!(!t.observe(snap(10, 6), 900, &policy()).advanced);
+        assert!(!obs(&mut t, snap(10, 6), 900, &policy()).advanced);
     }
 
     #[test]
     fn ended_playlist_is_stale() {
         let mut t = Tracker::new();
         let mut s = snap(1, 6);
-        t.observe(s, 0, &policy());
+        obs(&mut t, s, 0, &policy());
         s.ended = true;
         s.segment_count = 7;
-        t.observe(s, 2_000, &policy());
+        obs(&mut t, s, 2_000, &policy());
         assert_eq!(t.stale, Some(StaleReason::Ended));
     }
 
@@ -686,7 +859,7 @@ mod tests {
         let v = t.fail(Failure::Connect("refused".into()), 0);
         assert!(!v.flipped, "it was never fresh");
         assert!(!t.is_fresh());
-        t.observe(snap(1, 6), 1_000, &policy());
+        obs(&mut t, snap(1, 6), 1_000, &policy());
         assert!(
             !t.is_fresh(),
             "recovering from a failure needs the hysteresis"
@@ -702,7 +875,7 @@ mod tests {
         let (mut now, mut polls, mut lags) = (0u64, 0u32, Vec::new());
         while now < 40_000 {
             let head = head_at(now);
-            let v = t.observe(snap(head, 6), now, &p);
+            let v = obs(&mut t, snap(head, 6), now, &p);
             polls += 1;
             if v.advanced {
                 lags.push(now - (700 + (head - 1) * TD));
@@ -720,16 +893,16 @@ mod tests {
     fn after_a_jump_the_segment_clock_is_found_again_by_catch_up_polling() {
         let p = policy();
         let mut t = Tracker::new();
-        t.observe(snap(10, 6), 0, &p);
+        obs(&mut t, snap(10, 6), 0, &p);
         // The origin catches up several segments at once (a freeze healed).
-        let v = t.observe(snap(15, 6), 600, &p);
+        let v = obs(&mut t, snap(15, 6), 600, &p);
         assert!(v.advanced);
         assert_eq!(
             t.next_poll_in_ms(v.advanced, 600, &p, 30_000),
             catch_up_ms(TD)
         );
         // One segment later than that poll, a single new segment: its timing is known again.
-        let v = t.observe(snap(16, 6), 1_300, &p);
+        let v = obs(&mut t, snap(16, 6), 1_300, &p);
         assert!(v.advanced);
         assert_eq!(
             t.next_poll_in_ms(v.advanced, 1_300, &p, 30_000),
@@ -757,7 +930,7 @@ mod tests {
         let mut lags = Vec::new();
         while now < 16_000 {
             let head = visible(now);
-            let v = t.observe(snap(head, 6), now, &p);
+            let v = obs(&mut t, snap(head, 6), now, &p);
             if v.advanced && now > 7_300 {
                 lags.push((head, now - (head - 1) * TD));
             }
@@ -776,11 +949,11 @@ mod tests {
     fn a_frozen_playlist_is_polled_at_the_hls_reload_interval() {
         let p = policy();
         let mut t = Tracker::new();
-        t.observe(snap(1, 6), 0, &p);
+        obs(&mut t, snap(1, 6), 0, &p);
         let (mut now, mut polls) = (0, 0);
         // Frozen for 30 s: catch-up polling until the deadline, then every half target duration.
         while now < 30_000 {
-            let v = t.observe(snap(1, 6), now, &p);
+            let v = obs(&mut t, snap(1, 6), now, &p);
             polls += 1;
             now += t.next_poll_in_ms(v.advanced, now, &p, 30_000);
         }
@@ -793,18 +966,18 @@ mod tests {
     fn a_poll_is_due_at_the_staleness_deadline() {
         let p = policy();
         let mut t = Tracker::new();
-        t.observe(snap(1, 6), 0, &p);
-        let v = t.observe(snap(2, 6), 2_000, &p);
+        obs(&mut t, snap(1, 6), 0, &p);
+        let v = obs(&mut t, snap(2, 6), 2_000, &p);
         assert!(v.advanced);
         // Unchanged right before the deadline (5,000 ms): the next poll is right after it.
-        let v = t.observe(snap(2, 6), 4_990, &p);
+        let v = obs(&mut t, snap(2, 6), 4_990, &p);
         assert_eq!(
             t.next_poll_in_ms(v.advanced, 4_990, &p, 30_000),
             MIN_POLL_MS
         );
         // Unchanged long before the next segment is due: half a target duration.
         let mut t = Tracker::new();
-        t.observe(snap(1, 6), 0, &p);
+        obs(&mut t, snap(1, 6), 0, &p);
         assert_eq!(t.next_poll_in_ms(false, 0, &p, 30_000), TD / 2);
     }
 
@@ -829,16 +1002,15 @@ mod tests {
     #[test]
     fn one_frozen_rendition_of_many_makes_the_instance_unhealthy() {
         let mut fresh = Tracker::new();
-        fresh.observe(snap(1, 6), 0, &policy());
+        obs(&mut fresh, snap(1, 6), 0, &policy());
         let mut frozen = Tracker::new();
-        frozen.observe(snap(1, 6), 0, &policy());
+        obs(&mut frozen, snap(1, 6), 0, &policy());
         frozen.tick(10_000, &policy());
         let v = aggregate(
             None,
             [("1080p", &fresh), ("720p", &frozen), ("360p", &fresh)],
-        )
-        .unwrap();
-        assert!(!v.healthy);
+        );
+        assert_eq!(v.healthy, Some(false));
         assert_eq!(v.reason, "NoNewSegment");
         assert!(
             v.message
@@ -848,25 +1020,158 @@ mod tests {
         );
         let mut failing = Tracker::new();
         failing.fail(Failure::Http(404), 0);
-        let v = aggregate(None, [("720p", &frozen), ("iframes", &frozen)]).unwrap();
+        let v = aggregate(None, [("720p", &frozen), ("iframes", &frozen)]);
         assert_eq!(v.reason, "NoNewSegment", "one shared cause is named");
-        let v = aggregate(None, [("720p", &frozen), ("360p", &failing)]).unwrap();
+        let v = aggregate(None, [("720p", &frozen), ("360p", &failing)]);
         assert_eq!(v.reason, "RenditionsStale", "mixed causes");
-        let v = aggregate(None, [("1080p", &fresh), ("360p", &fresh)]).unwrap();
-        assert!(v.healthy);
-        // A rendition just discovered and not fetched yet does not flap the instance.
+        let v = aggregate(None, [("1080p", &fresh), ("360p", &fresh)]);
+        assert_eq!(v.healthy, Some(true));
+        // A rendition just discovered and not fetched yet makes a partial picture: not judged,
+        // neither healthy nor stale.
         let new = Tracker::new();
-        let v = aggregate(None, [("1080p", &fresh), ("540p", &new)]).unwrap();
-        assert!(v.healthy);
-        assert_eq!(v.message, "all 1 renditions fresh");
-        assert_eq!(aggregate(None, [("540p", &new)]), None);
+        let v = aggregate(None, [("1080p", &fresh), ("540p", &new)]);
+        assert_eq!((v.healthy, v.reason), (None, "AwaitingEvidence"));
+        assert_eq!(aggregate(None, [("540p", &new)]).healthy, None);
+        // A stale one is stale whatever the others are.
+        let v = aggregate(None, [("720p", &frozen), ("540p", &new)]);
+        assert_eq!(v.healthy, Some(false));
+        assert!(
+            v.message.starts_with("1 of 2 renditions stale"),
+            "{}",
+            v.message
+        );
+    }
+
+    #[test]
+    fn first_sight_is_not_judged_until_a_new_segment_arrives() {
+        let p = policy();
+        let mut t = Tracker::new();
+        // A frozen origin seen for the first time (a restart) is not reported fresh.
+        let v = t.observe(snap(10, 6), 0, &p);
+        assert!(!v.flipped && !t.is_fresh() && !t.is_judged());
+        assert_eq!(t.stale, Some(StaleReason::AwaitingEvidence));
+        assert_eq!(t.watch_deadline_ms(&p), Some(3_000));
+        // Unchanged within the bound: still not judged, polled at the deadline at the latest.
+        t.observe(snap(10, 6), 1_000, &p);
+        assert!(!t.is_judged());
+        assert!(t.next_poll_in_ms(false, 1_000, &p, 30_000) <= 2_001);
+        // A new segment is the evidence.
+        let v = t.observe(snap(11, 6), 2_000, &p);
+        assert!(v.advanced && v.flipped && t.is_fresh());
+        assert_eq!(t.deadline_ms(&p), Some(5_000));
+    }
+
+    #[test]
+    fn first_sight_without_evidence_turns_stale_after_the_bound() {
+        let p = policy();
+        let mut t = Tracker::new();
+        t.observe(snap(10, 6), 0, &p);
+        t.tick(3_000, &p);
+        assert!(!t.is_judged());
+        let v = t.tick(3_001, &p);
+        assert!(!v.flipped, "never was fresh");
+        assert_eq!(
+            t.stale,
+            Some(StaleReason::NoNewSegment {
+                age_ms: 3_001,
+                bound_ms: 3_000
+            })
+        );
+        // A failure at first sight is a verdict too.
+        let mut t = Tracker::new();
+        t.observe(snap(10, 6), 0, &p);
+        t.fail(Failure::Http(503), 500);
+        assert!(t.is_judged() && !t.is_fresh());
+    }
+
+    #[test]
+    fn a_recent_program_date_time_is_evidence_at_first_sight() {
+        let p = policy();
+        let wall = 1_767_225_600_000_i64;
+        let dated = |end: i64| Snapshot {
+            newest_end_unix_ms: Some(end),
+            ..snap(10, 6)
+        };
+        // Newest segment ended 1 s ago: fresh, and the bound runs from its end.
+        let mut t = Tracker::new();
+        t.observe_at(dated(wall - 1_000), 10_000, Some(wall), &p);
+        assert!(t.is_fresh());
+        assert_eq!(t.deadline_ms(&p), Some(9_000 + 3_000));
+        // Ended 3.5 s ago (more than the 3 s bound): no evidence.
+        let mut t = Tracker::new();
+        t.observe_at(dated(wall - 3_500), 10_000, Some(wall), &p);
+        assert_eq!(t.stale, Some(StaleReason::AwaitingEvidence));
+        // Slightly in the future (clock skew): clamped to now.
+        let mut t = Tracker::new();
+        t.observe_at(dated(wall + 1_500), 10_000, Some(wall), &p);
+        assert!(t.is_fresh());
+        assert_eq!(t.deadline_ms(&p), Some(13_000));
+        // Far in the future, absurd, or without a wall clock: no evidence.
+        for (end, clock) in [
+            (wall + 60_000, Some(wall)),
+            (i64::MAX, Some(wall)),
+            (i64::MIN, Some(wall)),
+            (wall, None),
+        ] {
+            let mut t = Tracker::new();
+            t.observe_at(dated(end), 10_000, clock, &p);
+            assert_eq!(t.stale, Some(StaleReason::AwaitingEvidence), "{end}");
+        }
+        assert_eq!(pdt_age_ms(i64::MIN, i64::MAX), Some(u64::MAX >> 1));
+        assert_eq!(pdt_age_ms(i64::MAX, i64::MIN), None);
+    }
+
+    #[test]
+    fn hostile_numbers_neither_overflow_nor_wedge_polling() {
+        let p = policy();
+        for (td, seg) in [
+            (u64::MAX, u64::MAX),
+            (12_000_000_000_000_000_000, u64::MAX),
+            (6_000_000, 6_000_000),
+            (0, u64::MAX),
+        ] {
+            let s = |seq| Snapshot {
+                target_duration_ms: td,
+                last_segment_ms: seg,
+                ..snap(seq, 6)
+            };
+            let mut t = Tracker::new();
+            let mut now = u64::MAX - 100_000;
+            for seq in [1, 1, 2, 3, 3, u64::MAX - 6, u64::MAX] {
+                let v = t.observe(s(seq), now, &p);
+                let d = t.next_poll_in_ms(v.advanced, now, &p, u64::MAX);
+                assert!((MIN_POLL_MS..=MAX_POLL_MS).contains(&d), "{td} {seg}: {d}");
+                t.tick(now, &p);
+                let _ = t.deadline_ms(&p);
+                now = now.saturating_add(d);
+            }
+            t.fail(Failure::Timeout, now);
+            let d = t.next_poll_in_ms(false, now, &p, u64::MAX);
+            assert!((MIN_POLL_MS..=MAX_POLL_MS).contains(&d), "{d}");
+        }
+        // A multiplier that is not a number or absurd stays within 1..=10.
+        for m in [f64::NAN, f64::INFINITY, -1.0, 1e300] {
+            let p = Policy {
+                staleness_multiplier: m,
+                recovery_updates: u32::MAX,
+            };
+            assert!((1_000..=600_000).contains(&p.bound_ms(u64::MAX)), "{m}");
+        }
     }
 
     #[test]
     fn master_failure_without_renditions_is_unhealthy() {
-        let v = aggregate(Some(&Failure::Http(404)), []).unwrap();
-        assert_eq!((v.healthy, v.reason), (false, "MasterUnavailable"));
+        let v = aggregate(Some(&Failure::Http(404)), []);
+        assert_eq!((v.healthy, v.reason), (Some(false), "MasterUnavailable"));
         assert!(v.message.contains("HTTP 404"));
-        assert_eq!(aggregate(None, []).unwrap().reason, "NoRenditions");
+        assert_eq!(aggregate(None, []).reason, "NoRenditions");
+        let v = aggregate(Some(&Failure::TooManyRenditions(3_007, 500)), []);
+        assert_eq!((v.healthy, v.reason), (Some(false), "TooManyRenditions"));
+        assert!(
+            v.message
+                .contains("3007 media playlists, more than the 500"),
+            "{}",
+            v.message
+        );
     }
 }

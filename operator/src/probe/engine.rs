@@ -1,19 +1,28 @@
-//! The probe engine: one task per StreamInstance, each with a child task per media playlist,
-//! all sharing one bounded HTTP client. Results go to an in-memory health table the instance
-//! reconciler reads, to a reconcile trigger for instances whose verdict changed, and to a
-//! broadcast stream of transitions for the state-table and SNS work.
+//! The probe engine: one task per StreamInstance, each with a supervised child task per media
+//! playlist, all sharing one bounded HTTP client. Results go to an in-memory health table the
+//! instance reconciler reads, and to a reconcile trigger for instances whose verdict changed.
+//!
+//! The operator's own limits never look like an origin's failure: a probe first waits for its
+//! instance's, its host's and the global concurrency permit ([`FetchLimits`]), and a staleness
+//! deadline that passes during that wait is not a verdict (the rendition is reported
+//! `starved`, and counted in `cvs_probe_starved_total`); only time spent on the request itself
+//! counts against the origin.
 
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
+use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
+use super::redact::{redact_text, redact_url};
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Url;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep, sleep_until};
 
 /// Identifies an instance: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,6 +42,15 @@ impl std::fmt::Display for InstanceKey {
 pub struct ProbeTarget {
     pub master_url: Url,
     pub policy: Policy,
+    /// Hosts besides the master's own that renditions and redirects may be on (`host` for any
+    /// port, or `host:port`). See [`super::destination`].
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ProbeTarget {
+    fn destinations(&self) -> Arc<Destinations> {
+        Arc::new(Destinations::new(&self.master_url, &self.allowed_hosts))
+    }
 }
 
 /// Settings of the whole engine.
@@ -43,6 +61,9 @@ pub struct EngineSettings {
     pub max_backoff: Duration,
     /// How often the master playlist is fetched again to find added or removed renditions.
     pub rediscover_every: Duration,
+    /// Most media playlists probed for one instance. A master listing more is not probed at
+    /// all: the instance is stale (`TooManyRenditions`), and costs the others nothing.
+    pub max_renditions: usize,
 }
 
 impl Default for EngineSettings {
@@ -51,37 +72,46 @@ impl Default for EngineSettings {
             limits: FetchLimits::default(),
             max_backoff: Duration::from_secs(30),
             rediscover_every: Duration::from_secs(10),
+            max_renditions: DEFAULT_MAX_RENDITIONS,
         }
     }
 }
 
+/// Default of [`EngineSettings::max_renditions`]: ten times a rich ladder (variants, I-frame
+/// playlists, audio and subtitle languages).
+pub const DEFAULT_MAX_RENDITIONS: usize = 500;
+
 /// One rendition as last seen, for status.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RenditionHealth {
+    /// The URI last fetched, redacted (no user info, query values replaced).
     pub uri: String,
     pub kind: &'static str,
+    /// Judged fresh. False while not judged yet: see `judged`.
     pub fresh: bool,
+    /// False while there is no verdict yet (not fetched, or awaiting a new segment).
+    pub judged: bool,
+    /// Its staleness deadline passed while its probe waited for the operator's own concurrency
+    /// limits: the verdict is older than it should be, through no fault of the origin.
+    pub starved: bool,
     pub media_sequence: Option<u64>,
     pub target_duration_ms: Option<u64>,
     pub last_change: Option<jiff::Timestamp>,
-    /// The reason it is stale, or the last error.
+    /// The reason it is stale (or not judged), or the last error, with URLs redacted.
     pub detail: Option<String>,
 }
 
 /// The latest health of one instance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceHealth {
+    /// `verdict.healthy` is `None` while the instance is not judged yet: treat that as "no new
+    /// verdict", never as healthy.
     pub verdict: InstanceVerdict,
     pub renditions: Vec<RenditionHealth>,
+    /// Renditions whose probes are starved by the operator's own concurrency limits (see
+    /// [`RenditionHealth::starved`]); non-zero means the operator is overloaded, not the origin.
+    pub starved: usize,
     pub at: jiff::Timestamp,
-}
-
-/// A flip of an instance's health (or its first verdict).
-#[derive(Clone, Debug)]
-pub struct HealthTransition {
-    pub key: InstanceKey,
-    pub previous: Option<bool>,
-    pub health: InstanceHealth,
 }
 
 struct Shared {
@@ -90,7 +120,6 @@ struct Shared {
     metrics: Arc<Metrics>,
     health: RwLock<HashMap<InstanceKey, InstanceHealth>>,
     changed: mpsc::UnboundedSender<InstanceKey>,
-    transitions: broadcast::Sender<HealthTransition>,
     /// Monotonic origin of the millisecond clock the decisions use, and the wall time it maps to.
     epoch: Instant,
     epoch_wall: jiff::Timestamp,
@@ -102,11 +131,14 @@ impl Shared {
     }
     fn wall(&self, ms: u64) -> jiff::Timestamp {
         self.epoch_wall
-            .checked_add(jiff::SignedDuration::from_millis(ms as i64))
+            .checked_add(jiff::SignedDuration::from_millis(
+                i64::try_from(ms).unwrap_or(i64::MAX),
+            ))
             .unwrap_or(self.epoch_wall)
     }
     fn instant(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
+        // Far-off deadlines (hostile numbers) are capped at a day rather than overflowing.
+        self.epoch + Duration::from_millis(ms.min(self.now_ms().saturating_add(86_400_000)))
     }
 }
 
@@ -128,14 +160,12 @@ impl ProbeEngine {
         metrics: Arc<Metrics>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<InstanceKey>), reqwest::Error> {
         let (changed, changed_rx) = mpsc::unbounded_channel();
-        let (transitions, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             fetcher: Fetcher::new(&settings.limits)?,
             settings,
             metrics,
             health: RwLock::new(HashMap::new()),
             changed,
-            transitions,
             epoch: Instant::now(),
             epoch_wall: jiff::Timestamp::now(),
         });
@@ -195,11 +225,6 @@ impl ProbeEngine {
             .cloned()
     }
 
-    /// A stream of every health flip, for the state table and SNS.
-    pub fn subscribe(&self) -> broadcast::Receiver<HealthTransition> {
-        self.shared.transitions.subscribe()
-    }
-
     /// Number of instances being probed.
     pub fn instances(&self) -> usize {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -216,14 +241,17 @@ impl Drop for ProbeEngine {
 
 /// A rendition task's report to its instance task.
 struct Report {
-    uri: Url,
+    key: String,
     tracker: Tracker,
+    starved: bool,
     flipped: bool,
 }
 
 struct RenditionTask {
     kind: &'static str,
+    uri: watch::Sender<Url>,
     tracker: Tracker,
+    starved: bool,
     handle: JoinHandle<()>,
 }
 
@@ -233,6 +261,72 @@ impl Drop for RenditionTask {
     }
 }
 
+/// What a rendition task needs from its instance.
+#[derive(Clone)]
+struct RenditionCtx {
+    shared: Arc<Shared>,
+    policy: watch::Receiver<Policy>,
+    reports: mpsc::Sender<Report>,
+    budget: Arc<Semaphore>,
+    destinations: watch::Receiver<Arc<Destinations>>,
+}
+
+fn spawn_rendition(
+    ctx: &RenditionCtx,
+    key: &str,
+    uri: watch::Receiver<Url>,
+    tracker: Tracker,
+) -> JoinHandle<()> {
+    let (run_ctx, k) = (ctx.clone(), key.to_owned());
+    tokio::spawn(supervise(
+        key.to_owned(),
+        ctx.shared.metrics.clone(),
+        ctx.reports.clone(),
+        tracker,
+        move |tracker| run_rendition(k.clone(), uri.clone(), run_ctx.clone(), tracker),
+    ))
+}
+
+/// Runs a rendition's probe (`run`, from a starting tracker) and restarts it if it panics,
+/// reporting the rendition stale until the restarted probe has seen it recover. Returns when
+/// the probe returns (its instance went away).
+async fn supervise<F, Fut>(
+    key: String,
+    metrics: Arc<Metrics>,
+    reports: mpsc::Sender<Report>,
+    mut tracker: Tracker,
+    run: F,
+) where
+    F: Fn(Tracker) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures::FutureExt;
+    loop {
+        let ran = std::panic::AssertUnwindSafe(run(tracker))
+            .catch_unwind()
+            .await;
+        if ran.is_ok() {
+            return;
+        }
+        metrics.probe_task_restarts.inc();
+        tracing::error!(rendition = %key, "rendition probe task panicked; restarting it");
+        tracker = Tracker::restarted("the rendition's probe failed and was restarted");
+        let report = Report {
+            key: key.clone(),
+            tracker: tracker.clone(),
+            starved: false,
+            flipped: true,
+        };
+        if reports.send(report).await.is_err() {
+            return;
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A master-playlist fetch in flight.
+type MasterFetch = Pin<Box<dyn Future<Output = Result<Vec<Rendition>, Failure>> + Send>>;
+
 async fn run_instance(
     key: InstanceKey,
     mut target_rx: watch::Receiver<ProbeTarget>,
@@ -240,12 +334,23 @@ async fn run_instance(
 ) {
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
     let mut target = target_rx.borrow_and_update().clone();
-    let (policy_tx, _) = watch::channel(target.policy);
-    let mut renditions: BTreeMap<Url, RenditionTask> = BTreeMap::new();
+    let (policy_tx, policy_rx) = watch::channel(target.policy);
+    let (destinations_tx, destinations_rx) = watch::channel(target.destinations());
+    let ctx = RenditionCtx {
+        shared: shared.clone(),
+        policy: policy_rx,
+        reports: report_tx,
+        budget: shared.fetcher.instance_budget(),
+        destinations: destinations_rx,
+    };
+    let mut renditions: BTreeMap<String, RenditionTask> = BTreeMap::new();
     let mut master_error: Option<Failure> = None;
     let mut master_failures: u32 = 0;
     let mut next_master = Instant::now();
+    // The master fetch runs beside the loop, so verdicts are aggregated while it is in flight.
+    let mut master_fetch: Option<MasterFetch> = None;
     let mut last: Option<InstanceVerdict> = None;
+    let mut last_judged: Option<bool> = None;
     let mut dirty = false;
     // Publish rendition details (sequence numbers, ages) at most this often without a flip.
     let mut next_publish = Instant::now();
@@ -253,42 +358,87 @@ async fn run_instance(
 
     loop {
         tokio::select! {
-            _ = sleep_until(next_master) => {
-                match fetch_master(&shared, &target.master_url).await {
+            _ = sleep_until(next_master), if master_fetch.is_none() => {
+                master_fetch = Some(Box::pin(fetch_master(
+                    shared.clone(),
+                    ctx.budget.clone(),
+                    target.master_url.clone(),
+                    destinations_tx.borrow().clone(),
+                )));
+                continue;
+            }
+            found = async { master_fetch.as_mut().expect("guarded").await }, if master_fetch.is_some() => {
+                master_fetch = None;
+                match found {
+                    Ok(found) if found.len() > shared.settings.max_renditions => {
+                        master_error = Some(Failure::TooManyRenditions(
+                            found.len(),
+                            shared.settings.max_renditions,
+                        ));
+                        master_failures = 0;
+                        renditions.clear();
+                        next_master = Instant::now() + shared.settings.rediscover_every;
+                    }
                     Ok(found) => {
                         master_error = None;
                         master_failures = 0;
-                        let wanted: BTreeMap<Url, &'static str> =
-                            found.into_iter().map(|r| (r.uri, r.kind)).collect();
-                        renditions.retain(|uri, _| wanted.contains_key(uri));
-                        for (uri, kind) in wanted {
-                            renditions.entry(uri.clone()).or_insert_with(|| RenditionTask {
-                                kind,
-                                tracker: Tracker::new(),
-                                handle: tokio::spawn(run_rendition(
-                                    uri,
-                                    policy_tx.subscribe(),
-                                    shared.clone(),
-                                    report_tx.clone(),
-                                )),
-                            });
+                        let wanted: BTreeMap<String, Rendition> =
+                            found.into_iter().map(|r| (r.key.clone(), r)).collect();
+                        renditions.retain(|k, _| wanted.contains_key(k));
+                        for (k, r) in wanted {
+                            match renditions.get_mut(&k) {
+                                Some(task) => {
+                                    // Same rendition, perhaps a new per-request token.
+                                    task.uri.send_if_modified(|u| {
+                                        let differs = *u != r.uri;
+                                        if differs {
+                                            *u = r.uri.clone();
+                                        }
+                                        differs
+                                    });
+                                    if task.handle.is_finished() {
+                                        // Ended without the supervisor restarting it.
+                                        task.tracker = Tracker::restarted(
+                                            "the rendition's probe ended and was restarted",
+                                        );
+                                        task.handle = spawn_rendition(
+                                            &ctx,
+                                            &k,
+                                            task.uri.subscribe(),
+                                            task.tracker.clone(),
+                                        );
+                                        shared.metrics.probe_task_restarts.inc();
+                                    }
+                                }
+                                None => {
+                                    let (uri_tx, uri_rx) = watch::channel(r.uri);
+                                    let tracker = Tracker::new();
+                                    let handle = spawn_rendition(&ctx, &k, uri_rx, tracker.clone());
+                                    renditions.insert(k, RenditionTask {
+                                        kind: r.kind,
+                                        uri: uri_tx,
+                                        tracker,
+                                        starved: false,
+                                        handle,
+                                    });
+                                }
+                            }
                         }
                         next_master = Instant::now() + shared.settings.rediscover_every;
                     }
                     Err(e) => {
                         master_failures = master_failures.saturating_add(1);
                         master_error = Some(e);
-                        let backoff = Duration::from_millis(500)
-                            .saturating_mul(1 << master_failures.min(8))
-                            .min(shared.settings.max_backoff);
-                        next_master = Instant::now() + backoff.min(shared.settings.rediscover_every);
+                        next_master = Instant::now()
+                            + master_retry(master_failures, &renditions, &shared.settings);
                     }
                 }
                 dirty = true;
             }
             Some(report) = report_rx.recv() => {
-                if let Some(task) = renditions.get_mut(&report.uri) {
+                if let Some(task) = renditions.get_mut(&report.key) {
                     task.tracker = report.tracker;
+                    task.starved = report.starved;
                     dirty = true;
                     if report.flipped {
                         next_publish = Instant::now();
@@ -303,11 +453,15 @@ async fn run_instance(
                 if new.master_url != target.master_url {
                     renditions.clear();
                     master_error = None;
+                    master_fetch = None;
                     last = None;
                     next_master = Instant::now();
                 }
                 if new.policy != target.policy {
                     let _ = policy_tx.send(new.policy);
+                }
+                if new.master_url != target.master_url || new.allowed_hosts != target.allowed_hosts {
+                    let _ = destinations_tx.send(new.destinations());
                 }
                 target = new;
                 continue;
@@ -316,28 +470,21 @@ async fn run_instance(
         if !dirty {
             continue;
         }
-        // The first verdict waits until every rendition found so far has been fetched once, so
-        // it never describes a partial picture.
-        let pending = renditions
-            .values()
-            .any(|t| t.tracker.stale == Some(decision::StaleReason::NeverFetched));
-        if last.is_none() && master_error.is_none() && pending {
-            continue;
-        }
-        let Some(verdict) = decision::aggregate(
+        let mut verdict = decision::aggregate(
             master_error.as_ref(),
-            renditions.iter().map(|(uri, t)| (uri.as_str(), &t.tracker)),
-        ) else {
-            continue;
-        };
-        let flipped = last.as_ref().is_none_or(|l| l.healthy != verdict.healthy);
+            renditions.iter().map(|(k, t)| (k.as_str(), &t.tracker)),
+        );
+        // Renditions are named by their keys (no user info, no query); error texts may still
+        // quote a URL.
+        verdict.message = redact_text(&verdict.message);
         let verdict_changed = last.as_ref() != Some(&verdict);
         if verdict_changed || Instant::now() >= next_publish {
             let health = InstanceHealth {
                 renditions: renditions
-                    .iter()
-                    .map(|(uri, t)| rendition_health(&shared, uri, t))
+                    .values()
+                    .map(|t| rendition_health(&shared, t))
                     .collect(),
+                starved: renditions.values().filter(|t| t.starved).count(),
                 verdict: verdict.clone(),
                 at: jiff::Timestamp::now(),
             };
@@ -345,24 +492,23 @@ async fn run_instance(
                 .health
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), health.clone());
+                .insert(key.clone(), health);
             if verdict_changed {
                 let _ = shared.changed.send(key.clone());
             }
-            if flipped {
+            // A flip is a change of judged health; "not judged yet" in between is none.
+            if let Some(healthy) = verdict.healthy
+                && last_judged != Some(healthy)
+            {
                 shared
                     .metrics
                     .health_transitions
                     .get_or_create(&crate::metrics::HealthLabels {
-                        to: if verdict.healthy { "healthy" } else { "stale" },
+                        to: if healthy { "healthy" } else { "stale" },
                     })
                     .inc();
-                tracing::info!(instance = %key, healthy = verdict.healthy, reason = verdict.reason, message = %verdict.message, "instance health changed");
-                let _ = shared.transitions.send(HealthTransition {
-                    key: key.clone(),
-                    previous: last.as_ref().map(|l| l.healthy),
-                    health,
-                });
+                tracing::info!(instance = %key, healthy, reason = verdict.reason, message = %verdict.message, "instance health changed");
+                last_judged = Some(healthy);
             }
             last = Some(verdict);
             dirty = false;
@@ -371,12 +517,35 @@ async fn run_instance(
     }
 }
 
-fn rendition_health(shared: &Shared, uri: &Url, task: &RenditionTask) -> RenditionHealth {
+/// How long to wait before fetching a failing master again: exponential from 500 ms, but never
+/// longer than the HLS reload interval of its renditions (half the smallest target duration
+/// known, or of the default), so a master that answers again is noticed as a player would.
+fn master_retry(
+    failures: u32,
+    renditions: &BTreeMap<String, RenditionTask>,
+    settings: &EngineSettings,
+) -> Duration {
+    let td = renditions
+        .values()
+        .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
+        .min()
+        .unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
+    let reload = Duration::from_millis((td / 2).max(decision::MIN_POLL_MS));
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.min(8))
+        .min(reload)
+        .min(settings.max_backoff)
+        .min(settings.rediscover_every)
+}
+
+fn rendition_health(shared: &Shared, task: &RenditionTask) -> RenditionHealth {
     let t = &task.tracker;
     RenditionHealth {
-        uri: uri.to_string(),
+        uri: redact_url(&task.uri.borrow()),
         kind: task.kind,
         fresh: t.is_fresh(),
+        judged: t.is_judged(),
+        starved: task.starved,
         media_sequence: t.last.map(|s| s.media_sequence),
         target_duration_ms: t.last.map(|s| s.target_duration_ms),
         last_change: t.last_change_ms.map(|ms| shared.wall(ms)),
@@ -384,76 +553,133 @@ fn rendition_health(shared: &Shared, uri: &Url, task: &RenditionTask) -> Renditi
             .stale
             .as_ref()
             .map(|r| r.to_string())
-            .or_else(|| t.last_error.as_ref().map(|e| e.to_string())),
+            .or_else(|| t.last_error.as_ref().map(|e| e.to_string()))
+            .map(|d| redact_text(&d)),
     }
 }
 
-async fn fetch_master(shared: &Shared, url: &Url) -> Result<Vec<Rendition>, Failure> {
+async fn fetch_master(
+    shared: Arc<Shared>,
+    budget: Arc<Semaphore>,
+    url: Url,
+    destinations: Arc<Destinations>,
+) -> Result<Vec<Rendition>, Failure> {
+    let queued = Instant::now();
+    let permit = shared.fetcher.permit(&budget, &url).await;
+    shared
+        .metrics
+        .probe_queue_wait
+        .observe(queued.elapsed().as_secs_f64());
     let started = Instant::now();
-    let result = match shared.fetcher.get(url).await {
-        Ok(body) => fetch::parse_master(&body, url),
+    let result = match shared.fetcher.get(&url, &destinations).await {
+        Ok(body) => fetch::parse_master(&body, &url),
         Err(e) => Err(e),
     };
+    drop(permit);
     shared
         .metrics
         .observe_probe("master", started.elapsed(), result.as_ref().err());
     result
 }
 
+/// Probes one media playlist until the instance goes away (its report channel closes).
 async fn run_rendition(
-    uri: Url,
-    mut policy_rx: watch::Receiver<Policy>,
-    shared: Arc<Shared>,
-    reports: mpsc::Sender<Report>,
+    key: String,
+    mut uri_rx: watch::Receiver<Url>,
+    mut ctx: RenditionCtx,
+    mut tracker: Tracker,
 ) {
-    let mut tracker = Tracker::new();
+    let shared = ctx.shared.clone();
     let mut rng = fastrand::Rng::new();
     // Spread the first polls of many renditions over a second, so a restart is not a stampede.
     let mut next_poll = Instant::now() + Duration::from_millis(rng.u64(0..1000));
     let mut gauges = RenditionGauges::new(&shared.metrics);
+    gauges.set_stale(!tracker.is_fresh());
+    let mut starved = false;
 
     loop {
-        let policy = *policy_rx.borrow_and_update();
+        let policy = *ctx.policy.borrow_and_update();
         let deadline = tracker
-            .deadline_ms(&policy)
-            .filter(|_| tracker.is_fresh())
-            .map(|ms| shared.instant(ms + 1));
+            .watch_deadline_ms(&policy)
+            .map(|ms| shared.instant(ms.saturating_add(1)));
         tokio::select! {
             _ = sleep_until(next_poll) => {}
-            _ = async { sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                let before = tracker.stale.clone();
                 let v = tracker.tick(shared.now_ms(), &policy);
                 gauges.set_stale(!tracker.is_fresh());
-                if v.flipped && report(&reports, &uri, &tracker, true).await.is_err() {
+                if tracker.stale != before
+                    && report(&ctx.reports, &key, &tracker, starved, v.flipped).await.is_err()
+                {
                     return;
                 }
                 continue;
             }
-            changed = policy_rx.changed() => {
+            changed = ctx.policy.changed() => {
                 if changed.is_err() { return; }
                 continue;
             }
         }
 
-        // Poll, but declare staleness on time even while a slow request is in flight.
+        // Wait for the operator's own permits. A deadline passing meanwhile is not the origin's
+        // doing: the rendition keeps its verdict and is reported starved.
+        let uri = uri_rx.borrow_and_update().clone();
+        let destinations = ctx.destinations.borrow().clone();
+        let queued = Instant::now();
+        shared.metrics.probes_queued.inc();
+        let permit = {
+            let acquire = shared.fetcher.permit(&ctx.budget, &uri);
+            tokio::pin!(acquire);
+            loop {
+                let deadline = tracker
+                    .watch_deadline_ms(&policy)
+                    .map(|ms| shared.instant(ms.saturating_add(1)))
+                    .filter(|_| !starved);
+                tokio::select! {
+                    p = &mut acquire => break p,
+                    _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                        starved = true;
+                        shared.metrics.probe_starved.inc();
+                        tracing::debug!(rendition = %key, "staleness deadline passed while waiting for a probe permit");
+                        if report(&ctx.reports, &key, &tracker, true, false).await.is_err() {
+                            shared.metrics.probes_queued.dec();
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        shared.metrics.probes_queued.dec();
+        let waited = queued.elapsed();
+        shared
+            .metrics
+            .probe_queue_wait
+            .observe(waited.as_secs_f64());
+        let waited_ms = waited.as_millis() as u64;
+        let was_starved = std::mem::take(&mut starved);
+
+        // Poll, but declare staleness on time even while a slow request is in flight. The time
+        // spent waiting for a permit is credited: only the origin's time counts.
         let started = Instant::now();
-        let fetch = shared.fetcher.get(&uri);
+        let fetch = shared.fetcher.get(&uri, &destinations);
         tokio::pin!(fetch);
         let result = loop {
             let deadline = tracker
-                .deadline_ms(&policy)
-                .filter(|_| tracker.is_fresh())
-                .map(|ms| shared.instant(ms + 1));
+                .watch_deadline_ms(&policy)
+                .filter(|_| !was_starved)
+                .map(|ms| shared.instant(ms.saturating_add(1).saturating_add(waited_ms)));
             tokio::select! {
                 r = &mut fetch => break r,
-                _ = async { sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
-                    let v = tracker.tick(shared.now_ms(), &policy);
+                _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    let v = tracker.tick(shared.now_ms().saturating_sub(waited_ms), &policy);
                     gauges.set_stale(!tracker.is_fresh());
-                    if v.flipped && report(&reports, &uri, &tracker, true).await.is_err() {
+                    if report(&ctx.reports, &key, &tracker, false, v.flipped).await.is_err() {
                         return;
                     }
                 }
             }
         };
+        drop(permit);
         let now = shared.now_ms();
         let outcome = result.and_then(|body| fetch::parse_media(&body));
         shared
@@ -467,12 +693,13 @@ async fn run_rendition(
                         .staleness_age
                         .observe(now.saturating_sub(change) as f64 / 1000.0);
                 }
-                tracker.observe(snapshot, now, &policy)
+                let wall = jiff::Timestamp::now().as_millisecond();
+                tracker.observe_at(snapshot, now, Some(wall), &policy)
             }
             Err(failure) => tracker.fail(failure, now),
         };
         gauges.set_stale(!tracker.is_fresh());
-        if report(&reports, &uri, &tracker, verdict.flipped)
+        if report(&ctx.reports, &key, &tracker, false, verdict.flipped)
             .await
             .is_err()
         {
@@ -491,20 +718,22 @@ async fn run_rendition(
         // per segment at TD 6 s with 10 % early jitter).
         let spread = (delay / 10).min(decision::catch_up_ms(tracker.target_duration_ms()));
         let delay = delay.saturating_sub(rng.u64(0..=spread));
-        next_poll = shared.instant(now) + Duration::from_millis(delay.max(decision::MIN_POLL_MS));
+        next_poll = shared.instant(now.saturating_add(delay.max(decision::MIN_POLL_MS)));
     }
 }
 
 async fn report(
     reports: &mpsc::Sender<Report>,
-    uri: &Url,
+    key: &str,
     tracker: &Tracker,
+    starved: bool,
     flipped: bool,
 ) -> Result<(), mpsc::error::SendError<Report>> {
     reports
         .send(Report {
-            uri: uri.clone(),
+            key: key.to_owned(),
             tracker: tracker.clone(),
+            starved,
             flipped,
         })
         .await
@@ -547,5 +776,285 @@ impl Drop for RenditionGauges {
         if self.is_stale {
             self.stale.dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::extract::State;
+    use axum::routing::get;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    /// A live origin on loopback: `/v.m3u8` gains a segment every second (dated by
+    /// EXT-X-PROGRAM-DATE-TIME) until `frozen`; `/m.m3u8` is a master listing `v.m3u8`, with a
+    /// new `?session=N` on every read when `tokens`, that hangs from its second read on when
+    /// `hang_master`; `/hang/N.m3u8` never answers.
+    #[derive(Default)]
+    struct Origin {
+        frozen: AtomicBool,
+        frozen_at: AtomicU64,
+        tokens: AtomicBool,
+        hang_master: AtomicBool,
+        master_reads: AtomicU64,
+        hanging: usize,
+    }
+
+    fn unix_ms() -> u64 {
+        jiff::Timestamp::now().as_millisecond() as u64
+    }
+
+    fn media(o: &Origin) -> String {
+        let now = if o.frozen.load(Ordering::SeqCst) {
+            o.frozen_at.load(Ordering::SeqCst)
+        } else {
+            unix_ms()
+        };
+        let head = now / 1000; // segments end on whole seconds
+        let first = head - 3;
+        let pdt = jiff::Timestamp::from_millisecond((first * 1000) as i64).unwrap();
+        let mut s = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-PROGRAM-DATE-TIME:{}\n",
+            pdt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        );
+        for n in first..head {
+            s.push_str(&format!("#EXTINF:1.000,\n{n}.ts\n"));
+        }
+        s
+    }
+
+    async fn serve(origin: Arc<Origin>) -> Url {
+        let app = Router::new()
+            .route(
+                "/v.m3u8",
+                get(|State(o): State<Arc<Origin>>| async move { media(&o) }),
+            )
+            .route(
+                "/m.m3u8",
+                get(|State(o): State<Arc<Origin>>| async move {
+                    let n = o.master_reads.fetch_add(1, Ordering::SeqCst);
+                    if n > 0 && o.hang_master.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    let mut m = String::from("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n");
+                    if o.tokens.load(Ordering::SeqCst) {
+                        m.push_str(&format!("v.m3u8?session={n}\n"));
+                    } else {
+                        m.push_str("v.m3u8\n");
+                    }
+                    for i in 0..o.hanging {
+                        m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=2\nhang/{i}.m3u8\n"));
+                    }
+                    m
+                }),
+            )
+            .route(
+                "/hang/{n}",
+                get(|| async { std::future::pending::<String>().await }),
+            )
+            .with_state(origin);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Url::parse(&format!("http://{addr}/m.m3u8")).unwrap()
+    }
+
+    fn engine(limits: FetchLimits) -> ProbeEngine {
+        let settings = EngineSettings {
+            limits,
+            max_backoff: Duration::from_secs(2),
+            rediscover_every: Duration::from_millis(300),
+            max_renditions: 10,
+        };
+        ProbeEngine::new(settings, Arc::new(Metrics::default()))
+            .unwrap()
+            .0
+    }
+
+    fn key(name: &str) -> InstanceKey {
+        InstanceKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn probe(e: &ProbeEngine, name: &str, url: &Url) {
+        e.ensure(
+            &key(name),
+            ProbeTarget {
+                master_url: url.clone(),
+                policy: Policy::default(),
+                allowed_hosts: Vec::new(),
+            },
+        );
+    }
+
+    /// Polls the verdict every 20 ms until `want` or `within`; every verdict seen is returned.
+    async fn watch_until(
+        e: &ProbeEngine,
+        name: &str,
+        within: Duration,
+        want: impl Fn(Option<bool>) -> bool,
+    ) -> (bool, Vec<Option<bool>>) {
+        let end = Instant::now() + within;
+        let mut seen = Vec::new();
+        while Instant::now() < end {
+            if let Some(h) = e.health(&key(name)) {
+                if seen.last() != Some(&h.verdict.healthy) {
+                    seen.push(h.verdict.healthy);
+                }
+                if want(h.verdict.healthy) {
+                    return (true, seen);
+                }
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        (false, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_origin_seen_first_is_never_reported_healthy() {
+        let origin = Arc::new(Origin::default());
+        origin.frozen_at.store(unix_ms() - 60_000, Ordering::SeqCst);
+        origin.frozen.store(true, Ordering::SeqCst);
+        // A new session token on every master read must not make a new rendition each time.
+        origin.tokens.store(true, Ordering::SeqCst);
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "i", &url);
+        let (stale, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+        assert!(!seen.contains(&Some(true)), "{seen:?}");
+        let h = e.health(&key("i")).unwrap();
+        assert_eq!(h.verdict.reason, "NoNewSegment", "{h:?}");
+        assert_eq!(h.renditions.len(), 1);
+        assert!(origin.master_reads.load(Ordering::SeqCst) > 2);
+        // It stays stale while the master keeps changing its tokens.
+        sleep(Duration::from_secs(2)).await;
+        assert_eq!(e.health(&key("i")).unwrap().verdict.healthy, Some(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_origin_is_healthy_and_a_freeze_is_seen_while_the_master_hangs() {
+        let origin = Arc::new(Origin::default());
+        origin.hang_master.store(true, Ordering::SeqCst);
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            request_timeout: Duration::from_secs(60),
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "i", &url);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        // The master re-read now hangs (for up to the 60 s timeout); the freeze is reported
+        // within the staleness bound regardless.
+        sleep(Duration::from_millis(500)).await;
+        assert!(origin.master_reads.load(Ordering::SeqCst) >= 2);
+        origin.frozen_at.store(unix_ms(), Ordering::SeqCst);
+        origin.frozen.store(true, Ordering::SeqCst);
+        let (stale, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_our_own_permits_is_not_staleness() {
+        // One global permit, held in turn by an instance whose playlists hang for the whole
+        // 1.5 s timeout; the healthy instance waits in the queue longer than its 1.5 s bound.
+        let bad = Arc::new(Origin {
+            hanging: 6,
+            ..Origin::default()
+        });
+        let good = Arc::new(Origin::default());
+        let (bad_url, good_url) = (serve(bad).await, serve(good).await);
+        let e = engine(FetchLimits {
+            request_timeout: Duration::from_millis(1_500),
+            concurrency: 1,
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "good", &good_url);
+        let (healthy, seen) =
+            watch_until(&e, "good", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        probe(&e, "bad", &bad_url);
+        let (flipped, seen) =
+            watch_until(&e, "good", Duration::from_secs(12), |h| h != Some(true)).await;
+        assert!(!flipped, "the healthy instance flipped: {seen:?}");
+        let (bad_stale, _) =
+            watch_until(&e, "bad", Duration::from_secs(10), |h| h == Some(false)).await;
+        assert!(bad_stale);
+        assert!(
+            e.shared.metrics.probe_starved.get() > 0,
+            "the queue never made a deadline pass: the test proves nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_listing_more_than_the_limit_is_stale_and_not_probed() {
+        let origin = Arc::new(Origin {
+            hanging: 10,
+            ..Origin::default()
+        });
+        let url = serve(origin).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "big", &url);
+        let (stale, seen) =
+            watch_until(&e, "big", Duration::from_secs(10), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+        let h = e.health(&key("big")).unwrap();
+        assert_eq!(h.verdict.reason, "TooManyRenditions", "{h:?}");
+        assert!(h.renditions.is_empty());
+        assert_eq!(e.shared.metrics.probed_playlists.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rendition_probe_that_panics_is_restarted_and_stale_meanwhile() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let runs = Arc::new(AtomicU32::new(0));
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let (r, s) = (runs.clone(), starts.clone());
+        let task = tokio::spawn(supervise(
+            "v".into(),
+            metrics.clone(),
+            tx,
+            Tracker::new(),
+            move |tracker: Tracker| {
+                let (r, s) = (r.clone(), s.clone());
+                async move {
+                    s.lock().unwrap().push(tracker.stale.clone());
+                    if r.fetch_add(1, Ordering::SeqCst) < 2 {
+                        panic!("a hostile playlist broke the probe");
+                    }
+                }
+            },
+        ));
+        // Each panic is reported as a stale rendition, and the probe runs again.
+        for _ in 0..2 {
+            let report = rx.recv().await.unwrap();
+            assert!(report.tracker.is_judged() && !report.tracker.is_fresh());
+            assert!(report.flipped);
+        }
+        task.await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(metrics.probe_task_restarts.get(), 2);
+        let starts = starts.lock().unwrap();
+        assert_eq!(starts[0], Some(decision::StaleReason::NeverFetched));
+        assert!(matches!(
+            starts[2],
+            Some(decision::StaleReason::Failed(Failure::Other(_)))
+        ));
     }
 }

@@ -1,12 +1,14 @@
 //! Fetching and parsing playlists: the bounded HTTP client every probe shares, and the
 //! translation of m3u8-rs's parse results into what the decisions need.
 
-use super::decision::{Failure, Snapshot};
+use super::decision::{Failure, MAX_TARGET_DURATION_MS, MIN_TARGET_DURATION_MS, Snapshot};
+use super::destination::{self, Destinations, GuardedResolver};
 use m3u8_rs::{AlternativeMediaType, Playlist};
 use reqwest::Url;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits of the shared HTTP client.
 #[derive(Clone, Debug)]
@@ -19,6 +21,15 @@ pub struct FetchLimits {
     pub max_redirects: usize,
     /// Requests in flight at once, across every probe.
     pub concurrency: usize,
+    /// Requests in flight at once to one origin host (host and port), so one hanging origin
+    /// cannot hold every global permit.
+    pub per_host: usize,
+    /// Requests in flight at once for one instance, so one instance with thousands of
+    /// renditions cannot hold every permit of a host it shares with others.
+    pub per_instance: usize,
+    /// Connect to loopback and private addresses too (tests, local demos). Link-local and
+    /// metadata addresses are refused regardless. See [`super::destination`].
+    pub allow_private: bool,
 }
 
 impl Default for FetchLimits {
@@ -28,8 +39,19 @@ impl Default for FetchLimits {
             max_body_bytes: 1 << 20,
             max_redirects: 3,
             concurrency: 256,
+            per_host: 64,
+            per_instance: 16,
+            allow_private: false,
         }
     }
+}
+
+/// The operator's own permission to send one request: held for the whole request. Waiting for
+/// it is the operator's delay, never the origin's.
+pub struct Permit {
+    _instance: OwnedSemaphorePermit,
+    _host: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
 }
 
 /// The one HTTP client every probe uses.
@@ -37,50 +59,133 @@ impl Default for FetchLimits {
 pub struct Fetcher {
     client: reqwest::Client,
     permits: Arc<Semaphore>,
+    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    per_host: usize,
+    per_instance: usize,
     max_body_bytes: u64,
+    max_redirects: usize,
+    request_timeout: Duration,
+    allow_private: bool,
 }
 
 impl Fetcher {
     pub fn new(limits: &FetchLimits) -> Result<Self, reqwest::Error> {
-        let max_redirects = limits.max_redirects;
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > max_redirects {
-                attempt.error(format!("more than {max_redirects} redirects"))
-            } else if !matches!(attempt.url().scheme(), "http" | "https") {
-                let scheme = attempt.url().scheme().to_owned();
-                attempt.error(format!("redirect to a {scheme}: URL"))
-            } else {
-                attempt.follow()
-            }
-        });
+        // Redirects are followed by hand (see `get`), so every hop is checked against the
+        // instance's destinations; the resolver checks every address connected to. No proxy:
+        // a proxy would resolve (and reach) what the resolver refuses.
         let client = reqwest::Client::builder()
             .timeout(limits.request_timeout)
             .connect_timeout(limits.request_timeout.min(Duration::from_secs(2)))
-            .redirect(redirect)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: limits.allow_private,
+            }))
+            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("cvs-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             client,
             permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            hosts: Arc::default(),
+            per_host: limits.per_host.max(1),
+            per_instance: limits.per_instance.max(1),
             max_body_bytes: limits.max_body_bytes,
+            max_redirects: limits.max_redirects,
+            request_timeout: limits.request_timeout,
+            allow_private: limits.allow_private,
         })
     }
 
-    /// GETs `url` and returns its body, or why not.
-    pub async fn get(&self, url: &Url) -> Result<Vec<u8>, Failure> {
-        // The semaphore is never closed, so acquire cannot fail.
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| Failure::Other(e.to_string()))?;
-        let mut response = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(classify)?;
+    /// A new per-instance budget, shared by every probe of one instance.
+    pub fn instance_budget(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.per_instance))
+    }
+
+    fn host_budget(&self, url: &Url) -> Arc<Semaphore> {
+        let host = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.len() >= 1024 && !hosts.contains_key(&host) {
+            // Forget hosts nobody is using, so the map follows the origins in use.
+            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
+
+    /// Waits for the operator's own permission to fetch `url` for the instance whose budget is
+    /// `instance`: its instance's, its host's and the global limit, in that order, so a probe
+    /// never holds a scarcer permit while it waits for a more local one. Tokio's semaphores are
+    /// fair (first come, first served).
+    pub async fn permit(&self, instance: &Arc<Semaphore>, url: &Url) -> Permit {
+        // The semaphores are never closed, so acquiring cannot fail.
+        let closed = "probe semaphores are never closed";
+        let instance = instance.clone().acquire_owned().await.expect(closed);
+        let host = self.host_budget(url).acquire_owned().await.expect(closed);
+        let global = self.permits.clone().acquire_owned().await.expect(closed);
+        Permit {
+            _instance: instance,
+            _host: host,
+            _global: global,
+        }
+    }
+
+    /// GETs `url` and returns its body, or why not, following at most `max_redirects`
+    /// redirects to http(s) URLs that `destinations` allow, all within the request timeout.
+    /// The caller holds a [`Permit`].
+    pub async fn get(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
+        match tokio::time::timeout(self.request_timeout, self.get_inner(url, destinations)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    async fn get_inner(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
+        let mut current = url.clone();
+        let mut hops = 0;
+        let mut response = loop {
+            destinations
+                .check(&current)
+                .and_then(|()| destination::check_literal(&current, self.allow_private))
+                .map_err(|r| Failure::Refused(r.0))?;
+            let response = self
+                .client
+                .get(current.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = response.status().as_u16();
+            let location = response.headers().get(reqwest::header::LOCATION);
+            let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location)
+            else {
+                break response;
+            };
+            if hops >= self.max_redirects {
+                return Err(Failure::Redirect(format!(
+                    "more than {} redirects",
+                    self.max_redirects
+                )));
+            }
+            hops += 1;
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| current.join(l).ok())
+                .ok_or_else(|| Failure::Redirect("unreadable Location".into()))?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(Failure::Redirect(format!(
+                    "redirect to a {}: URL",
+                    next.scheme()
+                )));
+            }
+            current = next;
+        };
         let status = response.status();
         if !status.is_success() {
             return Err(Failure::Http(status.as_u16()));
@@ -94,7 +199,7 @@ impl Fetcher {
         let mut body =
             Vec::with_capacity(response.content_length().unwrap_or(4096).min(65536) as usize);
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if (body.len() + chunk.len()) as u64 > self.max_body_bytes {
+            if (body.len() as u64).saturating_add(chunk.len() as u64) > self.max_body_bytes {
                 return Err(Failure::TooLarge(self.max_body_bytes));
             }
             body.extend_from_slice(&chunk);
@@ -105,6 +210,14 @@ impl Fetcher {
 
 fn classify(e: reqwest::Error) -> Failure {
     use std::error::Error as _;
+    // A connection the resolver refused (see `destination`).
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(refused) = c.downcast_ref::<destination::Refused>() {
+            return Failure::Refused(refused.0.clone());
+        }
+        cause = c.source();
+    }
     if e.is_timeout() {
         return Failure::Timeout;
     }
@@ -153,7 +266,11 @@ fn short(e: impl std::fmt::Debug) -> String {
     s
 }
 
-/// Parses a media playlist into what the freshness decision needs.
+/// Parses a media playlist into what the freshness decision needs. Every number is hostile:
+/// an `EXT-X-TARGETDURATION` outside the accepted range ([`MIN_TARGET_DURATION_MS`] to
+/// [`MAX_TARGET_DURATION_MS`]) is refused as [`Failure::TargetDuration`]; segment durations that
+/// are not finite, negative or longer than the target duration are taken as the target
+/// duration; program date-times are summed with saturation.
 pub fn parse_media(body: &[u8]) -> Result<Snapshot, Failure> {
     check_header(body)?;
     match m3u8_rs::parse_playlist_res(body) {
@@ -163,17 +280,40 @@ pub fn parse_media(body: &[u8]) -> Result<Snapshot, Failure> {
                     "missing or zero EXT-X-TARGETDURATION".into(),
                 ));
             }
+            let target_duration_ms = p.target_duration.saturating_mul(1000);
+            if !(MIN_TARGET_DURATION_MS..=MAX_TARGET_DURATION_MS).contains(&target_duration_ms) {
+                return Err(Failure::TargetDuration(p.target_duration));
+            }
+            let segment_ms = |d: f32| -> u64 {
+                let ms = f64::from(d) * 1000.0;
+                if ms.is_finite() && ms >= 0.0 {
+                    (ms.round() as u64).min(target_duration_ms)
+                } else {
+                    target_duration_ms
+                }
+            };
             let last_segment_ms = p
                 .segments
                 .last()
-                .map(|s| (f64::from(s.duration) * 1000.0).round().max(0.0) as u64)
+                .map(|s| segment_ms(s.duration))
                 .unwrap_or(0);
+            // The newest segment's end by program date-time: the last dated segment's date plus
+            // the durations from there to the end.
+            let mut newest_end_unix_ms: Option<i64> = None;
+            for s in &p.segments {
+                if let Some(pdt) = s.program_date_time {
+                    newest_end_unix_ms = Some(pdt.timestamp_millis());
+                }
+                newest_end_unix_ms =
+                    newest_end_unix_ms.map(|end| end.saturating_add(segment_ms(s.duration) as i64));
+            }
             Ok(Snapshot {
                 media_sequence: p.media_sequence,
                 segment_count: p.segments.len() as u64,
-                target_duration_ms: p.target_duration.saturating_mul(1000),
+                target_duration_ms,
                 last_segment_ms,
                 ended: p.end_list,
+                newest_end_unix_ms,
             })
         }
         Ok(Playlist::MasterPlaylist(_)) => Err(Failure::Unparsable(
@@ -186,29 +326,43 @@ pub fn parse_media(body: &[u8]) -> Result<Snapshot, Failure> {
 /// One media playlist listed by a master playlist.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Rendition {
+    /// Its identity across master re-reads: the URI without query or fragment (origins put
+    /// per-request tokens there, `v.m3u8?session=N`), plus `#N` for the N-th further entry
+    /// with the same such URI. It names the rendition in messages, and carries no secret a
+    /// query might hold.
+    pub key: String,
+    /// The URI to fetch, as the master gave it last.
     pub uri: Url,
     /// `video`, `iframe`, `audio`, `subtitles` or `closed-captions`.
     pub kind: &'static str,
 }
 
+/// The part of a URL that identifies a playlist across requests: without user info, query or
+/// fragment.
+pub fn stable_url(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
 /// Lists every media playlist of a master playlist (variants, EXT-X-MEDIA renditions with a URI,
-/// I-frame playlists), resolved against `base` and without duplicates. A media playlist given
-/// as the "master" is treated as a single video rendition.
+/// I-frame playlists), resolved against `base`, without duplicate URIs, sorted by key. A media
+/// playlist given as the "master" is treated as a single video rendition.
 pub fn parse_master(body: &[u8], base: &Url) -> Result<Vec<Rendition>, Failure> {
     check_header(body)?;
     let resolve = |uri: &str| {
         base.join(uri)
             .map_err(|e| Failure::Unparsable(format!("bad URI {uri:?}: {e}")))
     };
-    let mut out = Vec::new();
+    let mut listed: Vec<(Url, &'static str)> = Vec::new();
     match m3u8_rs::parse_playlist_res(body) {
         Ok(Playlist::MasterPlaylist(m)) => {
             for v in &m.variants {
                 let kind = if v.is_i_frame { "iframe" } else { "video" };
-                out.push(Rendition {
-                    uri: resolve(&v.uri)?,
-                    kind,
-                });
+                listed.push((resolve(&v.uri)?, kind));
             }
             for a in &m.alternatives {
                 let Some(uri) = &a.uri else { continue };
@@ -219,20 +373,30 @@ pub fn parse_master(body: &[u8], base: &Url) -> Result<Vec<Rendition>, Failure> 
                     AlternativeMediaType::ClosedCaptions => "closed-captions",
                     AlternativeMediaType::Other(_) => "other",
                 };
-                out.push(Rendition {
-                    uri: resolve(uri)?,
-                    kind,
-                });
+                listed.push((resolve(uri)?, kind));
             }
         }
-        Ok(Playlist::MediaPlaylist(_)) => out.push(Rendition {
-            uri: base.clone(),
-            kind: "video",
-        }),
+        Ok(Playlist::MediaPlaylist(_)) => listed.push((base.clone(), "video")),
         Err(e) => return Err(Failure::Unparsable(short(e.map(|e| e.code)))),
     }
+    let mut seen_uris = std::collections::HashSet::new();
+    let mut occurrences: std::collections::HashMap<String, usize> = Default::default();
+    let mut out = Vec::with_capacity(listed.len());
+    for (uri, kind) in listed {
+        if !seen_uris.insert(uri.clone()) {
+            continue;
+        }
+        let stable = stable_url(&uri);
+        let n = occurrences.entry(stable.clone()).or_default();
+        let key = if *n == 0 {
+            stable
+        } else {
+            format!("{stable}#{n}")
+        };
+        *n += 1;
+        out.push(Rendition { key, uri, kind });
+    }
     out.sort();
-    out.dedup_by(|a, b| a.uri == b.uri);
     Ok(out)
 }
 
@@ -252,7 +416,8 @@ mod tests {
                 segment_count: 2,
                 target_duration_ms: 6000,
                 last_segment_ms: 5500,
-                ended: false
+                ended: false,
+                newest_end_unix_ms: None,
             }
         );
         assert!(
@@ -293,7 +458,7 @@ mod tests {
             #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=100000,URI=\"1080p/iframes.m3u8\"\n";
         let base = Url::parse("http://127.0.0.1:9000/s1/master.m3u8").unwrap();
         let r = parse_master(master.as_bytes(), &base).unwrap();
-        let got: Vec<(String, &str)> = r.iter().map(|r| (r.uri.to_string(), r.kind)).collect();
+        let got: Vec<(String, &str)> = r.iter().map(|r| (r.key.clone(), r.kind)).collect();
         assert_eq!(
             got,
             vec![
@@ -306,6 +471,88 @@ mod tests {
                 ("https://other.example.com/360p/index.m3u8".into(), "video"),
             ]
         );
+    }
+
+    #[test]
+    fn hostile_target_durations_are_refused_and_huge_extinf_is_clamped() {
+        let media = |td: &str, extinf: &str| {
+            format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:{td}\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:6.0,\na.ts\n#EXTINF:{extinf},\nb.ts\n"
+            )
+        };
+        // Out of the accepted 1..=60 s: a stale reason of its own, not a number to compute with.
+        for td in ["12000000000000000", "6000", "61", "18446744073709551615"] {
+            let got = parse_media(media(td, "6.0").as_bytes());
+            assert!(
+                matches!(got, Err(Failure::TargetDuration(_))),
+                "{td}: {got:?}"
+            );
+        }
+        // Beyond u64, or not an integer: unparsable or refused, never a wrapped number.
+        for td in ["1.2e16", "99999999999999999999999"] {
+            let got = parse_media(media(td, "6.0").as_bytes());
+            assert!(
+                matches!(
+                    got,
+                    Err(Failure::TargetDuration(_)) | Err(Failure::Unparsable(_))
+                ) || got.as_ref().is_ok_and(|s| s.target_duration_ms <= 60_000),
+                "{td}: {got:?}"
+            );
+        }
+        assert_eq!(
+            parse_media(media("60", "6.0").as_bytes())
+                .unwrap()
+                .target_duration_ms,
+            60_000
+        );
+        // A 60-digit EXTINF (infinite as an f32) is taken as the target duration.
+        let sixty = "1".repeat(60) + ".5";
+        let s = parse_media(media("6", &sixty).as_bytes()).unwrap();
+        assert_eq!(s.last_segment_ms, 6_000);
+        let s = parse_media(media("6", "9999.0").as_bytes()).unwrap();
+        assert_eq!(s.last_segment_ms, 6_000);
+    }
+
+    #[test]
+    fn the_newest_segment_is_dated_from_the_last_program_date_time() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
+            #EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n#EXTINF:2.0,\n7.ts\n\
+            #EXTINF:2.0,\n8.ts\n#EXTINF:1.5,\n9.ts\n";
+        let s = parse_media(body.as_bytes()).unwrap();
+        assert_eq!(s.newest_end_unix_ms, Some(1_767_225_600_000 + 5_500));
+        assert_eq!(
+            parse_media(MEDIA.as_bytes()).unwrap().newest_end_unix_ms,
+            None
+        );
+        let far = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n\
+            #EXT-X-PROGRAM-DATE-TIME:9999-12-31T23:59:59.999+14:00\n#EXTINF:2.0,\n7.ts\n";
+        assert!(parse_media(far.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_rendition_keeps_its_identity_when_its_query_changes() {
+        let base = Url::parse("http://127.0.0.1:9000/s1/master.m3u8").unwrap();
+        let master = |n: u32| {
+            format!(
+                "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nhi.m3u8?session={n}\n\
+                 #EXT-X-STREAM-INF:BANDWIDTH=2\nlive.m3u8?q=a&session={n}\n\
+                 #EXT-X-STREAM-INF:BANDWIDTH=3\nlive.m3u8?q=b&session={n}\n"
+            )
+        };
+        let a = parse_master(master(1).as_bytes(), &base).unwrap();
+        let b = parse_master(master(2).as_bytes(), &base).unwrap();
+        let keys = |r: &[Rendition]| r.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&a), keys(&b));
+        assert_eq!(
+            keys(&a),
+            vec![
+                "http://127.0.0.1:9000/s1/hi.m3u8",
+                "http://127.0.0.1:9000/s1/live.m3u8",
+                "http://127.0.0.1:9000/s1/live.m3u8#1",
+            ]
+        );
+        // The URI to fetch is the latest one.
+        assert_eq!(b[0].uri.query(), Some("session=2"));
     }
 
     #[test]
@@ -359,10 +606,23 @@ mod tests {
     #[tokio::test]
     async fn redirects_are_limited_to_http_and_a_few_hops() {
         let base = server().await;
-        let fetcher = Fetcher::new(&FetchLimits::default()).unwrap();
-        assert!(fetcher.get(&base.join("hop/2").unwrap()).await.is_ok());
+        let fetcher = Fetcher::new(&FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        })
+        .unwrap();
+        let any = Destinations::any();
+        assert!(
+            fetcher
+                .get(&base.join("hop/2").unwrap(), &any)
+                .await
+                .is_ok()
+        );
         for path in ["loop", "ftp", "hop/5"] {
-            let err = fetcher.get(&base.join(path).unwrap()).await.unwrap_err();
+            let err = fetcher
+                .get(&base.join(path).unwrap(), &any)
+                .await
+                .unwrap_err();
             assert!(matches!(err, Failure::Redirect(_)), "{path}: {err:?}");
         }
     }
@@ -372,10 +632,14 @@ mod tests {
         let base = server().await;
         let fetcher = Fetcher::new(&FetchLimits {
             max_body_bytes: 64 * 1024,
+            allow_private: true,
             ..FetchLimits::default()
         })
         .unwrap();
-        let err = fetcher.get(&base.join("big").unwrap()).await.unwrap_err();
+        let err = fetcher
+            .get(&base.join("big").unwrap(), &Destinations::any())
+            .await
+            .unwrap_err();
         assert_eq!(err, Failure::TooLarge(64 * 1024));
     }
 }

@@ -1,10 +1,12 @@
 //! The stale-playlist detector: decides, per rendition and per instance, whether an origin is
-//! still publishing. `decision` is pure; `fetch` and `engine` do the I/O.
+//! still publishing. `decision` is pure; `fetch` and `engine` do the I/O; `redact` strips
+//! secrets from URLs before they leave the probe (the controllers use it too).
 
 pub mod decision;
+pub mod destination;
 pub mod engine;
 pub mod fetch;
+pub mod redact;
 
-pub use engine::{
-    EngineSettings, HealthTransition, InstanceHealth, InstanceKey, ProbeEngine, ProbeTarget,
-};
+pub use engine::{EngineSettings, InstanceHealth, InstanceKey, ProbeEngine, ProbeTarget};
+pub use redact::{redact, redact_text};

@@ -327,6 +327,7 @@ async fn start_operator(
         &addr.to_string(),
         "--log-format",
         "json",
+        "--allow-private-origins",
     ])
     .args(extra)
     .env("CVS_LOG", "info,kube=warn")
