@@ -875,6 +875,87 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
+    /// A Context whose API server address answers nothing.
+    fn test_context() -> Arc<Context> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let client =
+            Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+        let reporter = Reporter {
+            controller: OPERATOR_NAME.into(),
+            instance: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let (probes, _) =
+            ProbeEngine::new(crate::probe::EngineSettings::default(), metrics.clone()).unwrap();
+        let aws = aws_config::SdkConfig::builder().build();
+        Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(client, reporter.clone()),
+            reporter,
+            metrics: metrics.clone(),
+            instances: kube::runtime::reflector::store().0,
+            clusters: kube::runtime::reflector::store().0,
+            probes: Arc::new(probes),
+            detail_writes: Default::default(),
+            detail_refresh: Duration::from_secs(30),
+            notifier: Notifier::start(aws.clone(), metrics),
+            aws,
+            tables: Default::default(),
+            items: Default::default(),
+            swept: Default::default(),
+            health: Health::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn what_is_kept_for_an_instance_goes_with_it() {
+        let ctx = test_context();
+        let key = |name: &str| InstanceKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        for name in ["kept", "deleted"] {
+            ctx.detail_writes
+                .lock()
+                .unwrap()
+                .insert(key(name), std::time::Instant::now());
+        }
+        ctx.forget_instances_except(|k| k.name == "kept");
+        let left: Vec<_> = ctx.detail_writes.lock().unwrap().keys().cloned().collect();
+        assert_eq!(left, vec![key("kept")]);
+    }
+
+    #[tokio::test]
+    async fn a_guarded_panic_is_an_error_and_leaves_no_reconciliation_in_flight() {
+        let ctx = test_context();
+        let object = Arc::new(StreamInstance::new(
+            "poison",
+            serde_json::from_value(serde_json::json!({
+                "clusteredStream": "e", "region": "us-east-1",
+                "cloudfront": {"domain": "d.cloudfront.net"},
+                "origin": {"url": "https://o.example.com/m.m3u8"}
+            }))
+            .unwrap(),
+        ));
+        let result = guarded("instance", object, ctx.clone(), |_, _| async {
+            panic!("index out of bounds")
+        })
+        .await;
+        assert!(
+            matches!(&result, Err(Error::Panicked(m)) if m.contains("index out of bounds")),
+            "{result:?}"
+        );
+        assert_eq!(result.unwrap_err().kind(), "panic");
+        assert_eq!(
+            ctx.health
+                .liveness(std::time::Instant::now() + health::STUCK_RECONCILE * 2),
+            Ok(())
+        );
+    }
+
     #[test]
     fn event_names_stay_valid_for_the_longest_object_names() {
         let longest = format!("{}.b-c", "a".repeat(249));
