@@ -4,8 +4,11 @@
 //!   whose list or watch request fails, for example while the CRDs are deleted, makes the
 //!   operator not ready until it delivers events again).
 //! * Live: no controller has stopped, no reconciliation has run longer than
-//!   [`STUCK_RECONCILE`], the probe engine has published a verdict for every instance it judges
-//!   within the stall bound, and the watchdog that checks the probe engine still ticks.
+//!   [`STUCK_RECONCILE`], every controller with objects to reconcile has finished a
+//!   reconciliation within its progress bound (each object is requeued periodically, so a
+//!   controller that finishes none is wedged), the probe engine has published a verdict for
+//!   every instance it judges within the stall bound, and the watchdog that checks all this
+//!   still ticks.
 //!
 //! The decisions (`readiness`, `liveness`) are pure functions of the recorded facts and a time.
 
@@ -41,6 +44,17 @@ pub struct Facts {
     pub in_flight: HashMap<u64, (&'static str, Instant)>,
     /// The last probe-engine check: when it ran, and what it found stalled.
     pub watchdog: Option<(Instant, Option<String>)>,
+    /// Per controller: when it last finished a reconciliation (or started), the longest it may
+    /// go without one while it has objects, and whether it has objects (from the watchdog).
+    pub progress: BTreeMap<&'static str, Progress>,
+}
+
+/// A controller's progress, for its heartbeat.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub last: Instant,
+    pub bound: Duration,
+    pub has_objects: bool,
 }
 
 /// Liveness and readiness of the operator. Cheap to clone.
@@ -83,6 +97,36 @@ impl Health {
         self.facts()
             .failing_watches
             .insert(watch, error.to_string());
+    }
+
+    /// A controller starts; with objects to reconcile it must finish one within `bound`.
+    pub fn controller_started(&self, controller: &'static str, bound: Duration) {
+        self.facts().progress.insert(
+            controller,
+            Progress {
+                last: Instant::now(),
+                bound,
+                has_objects: false,
+            },
+        );
+    }
+
+    /// A controller finished a reconciliation (successful or not).
+    pub fn progressed(&self, controller: &'static str) {
+        if let Some(p) = self.facts().progress.get_mut(controller) {
+            p.last = Instant::now();
+        }
+    }
+
+    /// Whether a controller has objects to reconcile now.
+    pub fn has_objects(&self, controller: &'static str, has: bool) {
+        if let Some(p) = self.facts().progress.get_mut(controller) {
+            if has && !p.has_objects {
+                // The bound counts from when there is work.
+                p.last = p.last.max(Instant::now());
+            }
+            p.has_objects = has;
+        }
     }
 
     /// A controller's loop ended.
@@ -142,6 +186,16 @@ pub fn liveness(facts: &Facts, now: Instant) -> Result<(), String> {
         return Err(format!(
             "a {c} reconciliation has been running for {}s",
             now.saturating_duration_since(*since).as_secs()
+        ));
+    }
+    if let Some((c, p)) = facts
+        .progress
+        .iter()
+        .find(|(_, p)| p.has_objects && now.saturating_duration_since(p.last) > p.bound)
+    {
+        return Err(format!(
+            "the {c} controller has finished no reconciliation for {}s",
+            now.saturating_duration_since(p.last).as_secs()
         ));
     }
     match &facts.watchdog {
@@ -217,6 +271,25 @@ mod tests {
         assert!(health.liveness(later).unwrap_err().contains("cluster"));
         drop(guard);
         assert_eq!(health.liveness(later), Ok(()));
+    }
+
+    #[test]
+    fn a_controller_that_finishes_nothing_while_it_has_objects_is_not_live() {
+        let health = Health::default();
+        let bound = Duration::from_secs(90);
+        health.controller_started("instance", bound);
+        let later = Instant::now() + bound * 2;
+        // No objects: nothing to finish.
+        assert_eq!(health.liveness(later), Ok(()));
+        health.has_objects("instance", true);
+        assert!(
+            health
+                .liveness(later)
+                .unwrap_err()
+                .contains("instance controller")
+        );
+        health.progressed("instance");
+        assert_eq!(health.liveness(Instant::now()), Ok(()));
     }
 
     #[test]

@@ -551,6 +551,10 @@ pub async fn run(
                 };
                 ctx.probes.retain(exists);
                 ctx.forget_instances_except(exists);
+                let instance_count = instances.state().len();
+                ctx.health.has_objects("instance", instance_count > 0);
+                ctx.health
+                    .has_objects("cluster", !ctx.clusters.state().is_empty());
                 let now = jiff::Timestamp::now();
                 let ages = instances.state().into_iter().filter_map(|i| {
                     let key = InstanceKey {
@@ -586,6 +590,18 @@ pub async fn run(
         });
     }
 
+    // Heartbeats: every instance is requeued at least every `detail_refresh`, every
+    // ClusteredStream at least every RESYNC_PERIOD; a controller with objects that finishes no
+    // reconciliation for several of those periods is wedged.
+    health.controller_started(
+        "instance",
+        detail_refresh
+            .saturating_mul(4)
+            .max(Duration::from_secs(300)),
+    );
+    health.controller_started("cluster", RESYNC_PERIOD.saturating_mul(3));
+    let (instance_progress, cluster_progress) = (health.clone(), health.clone());
+
     // An instance is reconciled again when its ClusteredStream appears, changes or goes away.
     let instances_for_mapper = instances.clone();
     let instance_health = health.clone();
@@ -615,9 +631,13 @@ pub async fn run(
             instance::error_policy,
             ctx.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                log_controller_error("instance", &e);
+        .for_each(|result| {
+            let health = instance_progress.clone();
+            async move {
+                health.progressed("instance");
+                if let Err(e) = result {
+                    log_controller_error("instance", &e);
+                }
             }
         })
         .map(move |()| instance_health.stopped("instance"));
@@ -646,9 +666,13 @@ pub async fn run(
             cluster::error_policy,
             ctx,
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                log_controller_error("cluster", &e);
+        .for_each(|result| {
+            let health = cluster_progress.clone();
+            async move {
+                health.progressed("cluster");
+                if let Err(e) = result {
+                    log_controller_error("cluster", &e);
+                }
             }
         })
         .map(move |()| cluster_health.stopped("cluster"));
