@@ -91,12 +91,19 @@ impl Health {
         }
     }
 
-    /// A watch failed; it is retried with a short backoff.
+    /// A watch failed; it is retried with a short backoff. The first failure of a streak is
+    /// logged at WARN (with the recovery at INFO), the retries at DEBUG.
     pub fn watch_failed(&self, watch: &'static str, error: &dyn std::fmt::Display) {
-        tracing::warn!(watch, %error, "watch failed; retrying (not ready until it recovers)");
-        self.facts()
+        let was_failing = self
+            .facts()
             .failing_watches
-            .insert(watch, error.to_string());
+            .insert(watch, error.to_string())
+            .is_some();
+        if was_failing {
+            tracing::debug!(watch, %error, "watch failed again; retrying");
+        } else {
+            tracing::warn!(watch, %error, "watch failed; retrying (not ready until it recovers)");
+        }
     }
 
     /// A controller starts; with objects to reconcile it must finish one within `bound`.
