@@ -681,8 +681,8 @@ pub async fn run(
     tracing::info!("controllers stopped");
 }
 
-/// A controller's own errors (its queue, its watches) are logged at WARN; a failed
-/// reconciliation was already logged by its error policy.
+/// A controller's own errors (its queue) are logged at WARN; a failed reconciliation was already
+/// logged by its error policy, and its watches' errors by [`watch_objects`].
 fn log_controller_error<E, Q>(
     controller: &'static str,
     error: &kube::runtime::controller::Error<E, Q>,
@@ -691,7 +691,10 @@ fn log_controller_error<E, Q>(
     Q: std::error::Error + 'static,
 {
     match error {
-        kube::runtime::controller::Error::ReconcilerFailed(..) => {
+        // An object a trigger named that does not exist (an instance naming a missing
+        // ClusteredStream) is routine.
+        kube::runtime::controller::Error::ReconcilerFailed(..)
+        | kube::runtime::controller::Error::ObjectNotFound(..) => {
             tracing::debug!(controller, %error, "reconcile ended with an error")
         }
         _ => tracing::warn!(controller, %error, "controller error"),
