@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod health;
 pub mod instance;
+pub mod publish;
 
 pub use health::Health;
 
@@ -90,6 +91,8 @@ pub struct Context {
     pub notifier: Notifier,
     /// Liveness and readiness, fed by the controllers.
     pub health: Health,
+    /// The merged master playlist and steering manifest publication stage.
+    pub publisher: Arc<publish::Publisher>,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -238,6 +241,8 @@ pub struct Wiring {
     pub detail_refresh: Duration,
     /// A probed instance whose verdict is older than this means the probe engine is stuck.
     pub probe_stall: Duration,
+    /// Publishes the merged master playlist and the steering manifest.
+    pub publisher: Arc<publish::Publisher>,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -460,6 +465,7 @@ pub async fn run(
         reconcile_concurrency,
         detail_refresh,
         probe_stall,
+        publisher,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -529,6 +535,7 @@ pub async fn run(
         items: Default::default(),
         swept: Default::default(),
         health: health.clone(),
+        publisher,
     });
 
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
@@ -934,6 +941,14 @@ mod tests {
             items: Default::default(),
             swept: Default::default(),
             health: Health::default(),
+            publisher: Arc::new(
+                publish::Publisher::new(
+                    publish::PublishSettings::default(),
+                    aws_config::SdkConfig::builder().build(),
+                    Default::default(),
+                )
+                .unwrap(),
+            ),
         })
     }
 
