@@ -44,8 +44,9 @@ struct MergeArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "CVS_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Address for /metrics, /healthz and /readyz. Loopback by default, so a binary run by hand
+    /// exposes nothing; in a pod, listen on the pod's address (the Helm chart does).
+    #[arg(long, env = "CVS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "CVS_WATCH_NAMESPACE")]
@@ -167,6 +168,19 @@ async fn load_aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// A probed instance whose verdict is older than this means the probe engine is stuck: the
+/// engine republishes every verdict after each master-playlist round (every rediscover interval,
+/// plus at most one request timeout), so this allows several missed rounds and never less than
+/// five minutes: a false alarm restarts the operator, which costs more than a late one.
+fn probe_stall_bound(
+    rediscover: std::time::Duration,
+    timeout: std::time::Duration,
+) -> std::time::Duration {
+    (rediscover.saturating_add(timeout))
+        .saturating_mul(6)
+        .max(std::time::Duration::from_secs(300))
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let client = kube::Client::try_default()
@@ -182,7 +196,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let metrics = Arc::new(Metrics::default());
-    let readiness = controller::Readiness::default();
+    let health = controller::Health::default();
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -196,7 +210,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let http = tokio::spawn(server::serve(
         listener,
         metrics.clone(),
-        readiness.clone(),
+        health.clone(),
         steering.clone(),
         wait_stop(stop_rx.clone()),
     ));
@@ -247,8 +261,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         publisher: Arc::new(publisher),
         reconcile_concurrency: args.reconcile_concurrency,
         detail_refresh: args.status_refresh_interval.into(),
+        probe_stall: probe_stall_bound(args.rediscover_interval.into(), args.probe_timeout.into()),
     };
-    controller::run(wiring, readiness, wait_stop(stop_rx)).await;
+    controller::run(wiring, health, wait_stop(stop_rx)).await;
     http.await.context("HTTP server task failed")??;
     tracing::info!("cvs-operator stopped cleanly");
     Ok(ExitCode::SUCCESS)
@@ -294,5 +309,37 @@ async fn main() -> ExitCode {
             eprintln!("cvs-operator: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary run by hand exposes its endpoints on loopback only.
+    #[test]
+    fn endpoints_listen_on_loopback_by_default() {
+        let Command::Run(args) = Cli::try_parse_from(["cvs-operator", "run"])
+            .unwrap()
+            .command
+        else {
+            panic!("run");
+        };
+        if std::env::var_os("CVS_LISTEN").is_none() {
+            assert!(args.listen.ip().is_loopback(), "{}", args.listen);
+        }
+    }
+
+    #[test]
+    fn probe_stall_bound_allows_several_rounds() {
+        use std::time::Duration;
+        assert_eq!(
+            probe_stall_bound(Duration::from_secs(10), Duration::from_secs(4)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            probe_stall_bound(Duration::from_secs(60), Duration::from_secs(4)),
+            Duration::from_secs(384)
+        );
     }
 }

@@ -615,16 +615,33 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<bool>,
 
-    /// Freshness of each rendition playlist found in the master playlist.
+    /// Freshness of the rendition playlists found in the master playlist: at most 50, the stale
+    /// ones first; `renditionsTotal` and `renditionsStale` count them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["uri".into()]))]
     pub renditions: Vec<RenditionStatus>,
 
-    /// When the probe's verdict last changed between healthy and unhealthy, as RFC 3339 with
-    /// milliseconds. Condition times have one-second resolution; the failover hold-down is
-    /// measured from this instead.
+    /// When the probe's verdict last changed between healthy and unhealthy (or was first
+    /// reached), as RFC 3339 with milliseconds. Condition times have one-second resolution; the
+    /// failover hold-down is measured from this instead. A restart of the operator keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_changed_at: Option<String>,
+
+    /// Number of renditions the probe follows. `renditions` lists at most 50 of them, the stale
+    /// ones first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renditions_total: Option<u32>,
+
+    /// Number of stale renditions, all of them, listed or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renditions_stale: Option<u32>,
+}
+
+/// A count or sequence number from outside, as the API server can store it: its integers are
+/// int64, and a larger value would make the whole status write fail.
+pub fn api_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Freshness of one rendition's media playlist.
@@ -637,12 +654,15 @@ pub struct RenditionStatus {
     pub kind: String,
     /// Whether a new segment arrived within the staleness bound.
     pub fresh: bool,
-    /// Last EXT-X-MEDIA-SEQUENCE seen.
+    /// Last EXT-X-MEDIA-SEQUENCE seen (HLS allows up to 2^64-1; values beyond the API's int64
+    /// range are shown as 9223372036854775807).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_sequence: Option<u64>,
-    /// EXT-X-TARGETDURATION, in milliseconds.
+    #[schemars(range(min = 0))]
+    pub media_sequence: Option<i64>,
+    /// EXT-X-TARGETDURATION, in milliseconds (at most 9223372036854775807).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_duration_ms: Option<u64>,
+    #[schemars(range(min = 0))]
+    pub target_duration_ms: Option<i64>,
     /// When the playlist last gained a segment (millisecond precision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<Time>,

@@ -1,9 +1,10 @@
-//! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process is
-//! alive), `/readyz` (the controllers' caches have synced) and
+//! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the controllers and
+//! the probe engine are running and not stuck), `/readyz` (the caches have synced and no watch
+//! is failing; both answer 503 with the reason when they fail) and
 //! `/steering/<namespace>/<name>.json`, the content steering manifest of a ClusteredStream as
 //! last decided (for local use and tests; players load the copy published to S3 through the CDN).
 
-use crate::controller::Readiness;
+use crate::controller::Health;
 use crate::controller::publish::SteeringStore;
 use crate::metrics::Metrics;
 use axum::Router;
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    health: Health,
     steering: SteeringStore,
 }
 
@@ -32,15 +33,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.health.liveness(std::time::Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n")
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -77,7 +80,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    health: Health,
     steering: SteeringStore,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -88,7 +91,7 @@ pub async fn serve(
         .route("/steering/{namespace}/{file}", get(self::steering))
         .with_state(AppState {
             metrics,
-            readiness,
+            health,
             steering,
         });
     axum::serve(listener, app)

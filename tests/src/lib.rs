@@ -449,3 +449,74 @@ pub fn dist(values: impl IntoIterator<Item = i64>) -> Option<Dist> {
         mean: v.iter().sum::<i64>() as f64 / v.len() as f64,
     })
 }
+
+/// A minimal HTTP origin on loopback that serves fixed bodies by path (404 for anything else),
+/// for playlists the HLS simulator cannot make: absurd numbers, thousands of variants.
+pub struct StaticOrigin {
+    pub addr: SocketAddr,
+    bodies: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StaticOrigin {
+    pub async fn start() -> anyhow::Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let bodies: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>> =
+            Default::default();
+        let served = bodies.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                        if request.len() > 64 * 1024 {
+                            return;
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request);
+                    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let body = served.read().unwrap().get(&path).cloned();
+                    let response = match body {
+                        Some(b) => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            b.len()
+                        ),
+                        None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+                    };
+                    let _ = conn.write_all(response.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Ok(Self { addr, bodies, task })
+    }
+
+    /// Serves `body` at `path` (which starts with `/`).
+    pub fn serve(&self, path: &str, body: impl Into<String>) {
+        self.bodies
+            .write()
+            .unwrap()
+            .insert(path.to_owned(), body.into());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for StaticOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

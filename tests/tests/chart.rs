@@ -81,6 +81,30 @@ async fn chart_installs_and_grants_exactly_what_the_operator_needs() {
         None,
     );
     assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "no");
+    // On the status subresource: patch (server-side apply) only; no get, no update.
+    let can_i = |verb: &str, resource: &str| {
+        let out = kubectl(
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "--subresource=status",
+                "-n",
+                &ns,
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for resource in ["streaminstances.cvs.dev", "clusteredstreams.cvs.dev"] {
+        assert_eq!(can_i("patch", resource), "yes", "patch {resource}/status");
+        for verb in ["get", "update"] {
+            assert_eq!(can_i(verb, resource), "no", "{verb} {resource}/status");
+        }
+    }
 
     let example = std::fs::read_to_string(repo_root().join("manifests/example.yaml")).unwrap();
     kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&example));

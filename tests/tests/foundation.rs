@@ -454,3 +454,291 @@ async fn operator_sets_status_and_stops_cleanly() {
     assert_eq!(code, Some(0), "exit code; log:\n{text}");
     assert!(text.contains("stopped cleanly"), "{text}");
 }
+
+/// One observation: the Healthy condition's status, reason and lastTransitionTime, and
+/// `healthChangedAt`.
+type Seen = (String, String, String, Option<String>);
+
+/// Every Healthy condition and `healthChangedAt` that the API server ever showed for one
+/// StreamInstance while this runs, from a real watch.
+struct HealthHistory {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HealthHistory {
+    fn watch(instances: &Api<StreamInstance>, name: &str) -> Self {
+        use futures::StreamExt;
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let (api, into) = (instances.clone(), seen.clone());
+        let config =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let task = tokio::spawn(async move {
+            let mut events = kube::runtime::watcher(api, config).boxed();
+            while let Some(event) = events.next().await {
+                let (kube::runtime::watcher::Event::Apply(i)
+                | kube::runtime::watcher::Event::InitApply(i)) = (match event {
+                    Ok(e) => e,
+                    Err(_) => continue,
+                })
+                else {
+                    continue;
+                };
+                let Some(s) = i.status else { continue };
+                if let Some(c) = condition(&s.conditions, "Healthy") {
+                    into.lock().unwrap().push((
+                        c.status.clone(),
+                        c.reason.clone(),
+                        c.last_transition_time.0.to_string(),
+                        s.health_changed_at.clone(),
+                    ));
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HealthHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A restart changes nothing that was true before it: an instance that is stale when the
+/// operator is killed stays Healthy=False through the restart (never Unknown/AwaitingProbe),
+/// with the same lastTransitionTime and healthChangedAt, until the probe judges it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_stale_keeps_the_recorded_verdict() {
+    use hls_sim::api::{FaultKind, FaultRequest};
+    install_crds();
+    let sim = hls_sim::Simulator::start(hls_sim::SimConfig {
+        regions: vec!["us-east-1".into()],
+        streams: 1,
+        renditions: 2,
+        audio_renditions: 1,
+        target_duration: Duration::from_secs(1),
+        ..hls_sim::SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let ns = namespace("restart-stale");
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: east\nspec:\n  clusteredStream: event\n  region: us-east-1\n  cloudfront: {{domain: d-restart.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
+        sim.master_url("us-east-1", "s0001").unwrap()
+    );
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let args = [
+        "--probe-timeout",
+        "1500ms",
+        "--rediscover-interval",
+        "1s",
+        "--status-refresh-interval",
+        "2s",
+    ];
+    let operator = Operator::start_with("restart-stale", &ns, &args)
+        .await
+        .expect("operator starts");
+    let client = client().await;
+    let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+    let healthy_is = |want: &'static str| {
+        let instances = instances.clone();
+        move || {
+            let instances = instances.clone();
+            async move {
+                let s = instances.get("east").await.ok()?.status?;
+                let c = condition(&s.conditions, "Healthy")?;
+                (c.status == want).then_some(s)
+            }
+        }
+    };
+    let healthy = wait_for("Healthy=True", Duration::from_secs(30), healthy_is("True")).await;
+    assert!(healthy.health_changed_at.is_some(), "{healthy:?}");
+    sim.apply_fault(FaultRequest::new(FaultKind::Freeze))
+        .await
+        .expect("freeze");
+    let stale = wait_for(
+        "Healthy=False",
+        Duration::from_secs(30),
+        healthy_is("False"),
+    )
+    .await;
+    let changed_at = stale.health_changed_at.clone().expect("healthChangedAt");
+    assert!(
+        changed_at.ends_with('Z') && changed_at.contains('.') && changed_at.len() == 24,
+        "RFC 3339 with milliseconds: {changed_at}"
+    );
+    assert_ne!(Some(&changed_at), healthy.health_changed_at.as_ref());
+    let before = condition(&stale.conditions, "Healthy").unwrap().clone();
+
+    let history = HealthHistory::watch(&instances, "east");
+    operator.kill();
+    let operator = Operator::start_with("restart-stale", &ns, &args)
+        .await
+        .expect("operator restarts");
+    // Until the new process has judged the instance again, and a few status refreshes after.
+    wait_for(
+        "the restarted operator's first verdict",
+        Duration::from_secs(30),
+        || async {
+            let log = operator.log_text();
+            (log.matches("operator is ready").count() >= 2
+                && log
+                    .rsplit("operator is ready")
+                    .next()
+                    .is_some_and(|after| after.contains("instance health changed")))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let seen = history.seen();
+    eprintln!("Healthy across the restart: {seen:?}");
+    assert!(!seen.is_empty(), "the watch saw the instance");
+    assert!(
+        seen.iter()
+            .all(|(status, reason, _, _)| status != "Unknown" && reason != "AwaitingProbe"),
+        "Healthy went through Unknown across the restart: {seen:?}"
+    );
+    // The verdict after the restart is the same (the origin is still frozen): nothing moved.
+    let now = instances.get("east").await.unwrap().status.unwrap();
+    let after = condition(&now.conditions, "Healthy").unwrap();
+    assert_eq!(after.status, "False");
+    // A frozen origin is never fresh at first sight either (fresh needs evidence).
+    assert!(
+        seen.iter().all(|(status, ..)| status == "False"),
+        "Healthy left False across the restart: {seen:?}"
+    );
+    assert_eq!(after.last_transition_time, before.last_transition_time);
+    assert_eq!(now.health_changed_at.as_ref(), Some(&changed_at));
+    sim.heal_all().await;
+}
+
+/// A playlist whose numbers exceed the API's int64, a master with thousands of long variant
+/// URIs, and an instance with a 253-character name: each instance still gets its status (and
+/// its Events) written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_events_are_accepted_for_hostile_playlists_and_long_names() {
+    install_crds();
+    let origin = StaticOrigin::start().await.expect("origin starts");
+    // 2^63 + 100: a valid HLS media sequence (decimal-integer up to 2^64 - 1).
+    origin.serve(
+        "/big/master.m3u8",
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nv.m3u8\n",
+    );
+    origin.serve(
+        "/big/v.m3u8",
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:9223372036854775908\n#EXTINF:2.000,\na.ts\n",
+    );
+    // 3,000 variants with 1,000-character URIs (their playlists answer 404): about 3 MB of
+    // rendition detail, more than the API server accepts in one object.
+    let variants = 3_000;
+    let mut master = String::from("#EXTM3U\n");
+    for i in 0..variants {
+        master.push_str(&format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={}\nv{i:04}-{}.m3u8\n",
+            1000 + i,
+            "p".repeat(1000)
+        ));
+    }
+    origin.serve("/many/master.m3u8", master);
+    let long_name = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    assert_eq!(long_name.len(), 253);
+
+    let ns = namespace("hostile-status");
+    let mut manifest = String::from(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+    );
+    for (i, (name, path)) in [
+        ("big", "/big/master.m3u8"),
+        ("many", "/many/master.m3u8"),
+        (long_name.as_str(), "/missing/master.m3u8"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: event\n  region: us-east-1\n  cloudfront: {{domain: d{i}-hostile.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
+            origin.url(path)
+        ));
+    }
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let _operator = Operator::start_with(
+        "hostile-status",
+        &ns,
+        &[
+            "--probe-timeout",
+            "2s",
+            "--max-playlist-bytes",
+            "8388608",
+            "--max-probe-backoff",
+            "5s",
+            "--max-renditions-per-master",
+            "3000",
+        ],
+    )
+    .await
+    .expect("operator starts");
+    let client = client().await;
+    let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+    let judged = |name: String| {
+        let instances = instances.clone();
+        move || {
+            let (instances, name) = (instances.clone(), name.clone());
+            async move {
+                let s = instances.get(&name).await.ok()?.status?;
+                let c = condition(&s.conditions, "Healthy")?;
+                (c.status != "Unknown" && !s.renditions.is_empty()).then_some(s)
+            }
+        }
+    };
+
+    let big = wait_for(
+        "status of the int64-overflowing playlist",
+        STATUS_WAIT * 3,
+        judged("big".into()),
+    )
+    .await;
+    let seq = big.renditions[0].media_sequence;
+    assert!(
+        seq.is_none() || seq == Some(i64::MAX),
+        "media sequence beyond int64 is shown clamped: {seq:?}"
+    );
+
+    let many = wait_for(
+        "status of the 3,000-variant master",
+        Duration::from_secs(90),
+        judged("many".into()),
+    )
+    .await;
+    assert_eq!(many.renditions_total, Some(variants));
+    assert!(many.renditions.len() <= 50, "{}", many.renditions.len());
+    assert!(many.renditions.iter().all(|r| r.uri.len() <= 512));
+    let stale = condition(&many.conditions, "Healthy").unwrap();
+    assert_eq!(stale.status, "False");
+
+    wait_for(
+        "a Warning Event about the instance with a 253-character name",
+        STATUS_WAIT * 3,
+        || async {
+            events_for(&client, &ns, &long_name)
+                .await
+                .into_iter()
+                .find(|e| e.type_.as_deref() == Some("Warning"))
+        },
+    )
+    .await;
+    let log = _operator.log_text();
+    assert!(!log.contains("could not record Event"), "{log}");
+}

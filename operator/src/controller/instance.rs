@@ -8,7 +8,7 @@ use crate::conditions::{self, Desired, Status};
 use crate::probe::decision::Policy;
 use crate::probe::engine::RenditionHealth;
 use crate::probe::{InstanceHealth, InstanceKey, ProbeTarget};
-use crate::resources::{RenditionStatus, StreamInstance};
+use crate::resources::{RenditionStatus, StreamInstance, StreamInstanceStatus};
 use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,86 +26,181 @@ use std::time::Instant;
 pub const FIELD_MANAGER: &str = "cvs-operator/instance";
 const CONTROLLER: &str = "instance";
 
+/// Most renditions listed in a StreamInstance's status. Beyond it the list keeps the stale
+/// renditions first (then fresh ones, each group by URI) and `renditionsTotal`/`renditionsStale`
+/// count them all: a master with thousands of variants must not make a status patch larger than
+/// the API server accepts.
+pub const MAX_STATUS_RENDITIONS: usize = 50;
+/// Longest rendition URI written to status, in bytes; longer ones are cut and end in `…`.
+pub const MAX_STATUS_URI_BYTES: usize = 512;
+/// Longest rendition error or condition message written to status, in bytes.
+pub const MAX_STATUS_TEXT_BYTES: usize = 1024;
+
 /// The part of a StreamInstance's status this reconciler decides, before timestamps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstancePlan {
     pub conditions: Vec<Desired>,
+    /// Conditions recorded by an earlier verdict and kept as they are (status, reason, message
+    /// and `lastTransitionTime`) because no new verdict exists yet, for example after a restart.
+    pub kept: Vec<Condition>,
     pub renditions: Vec<RenditionStatus>,
+    pub renditions_total: Option<u32>,
+    pub renditions_stale: Option<u32>,
+    /// `healthChangedAt` to write: the recorded value unless the verdict flipped.
+    pub health_changed_at: Option<String>,
 }
 
-/// Pure stage: the instance's own conditions and rendition detail, from the latest probe result.
+/// `healthChangedAt` format: RFC 3339, UTC, milliseconds.
+pub fn format_millis(t: jiff::Timestamp) -> String {
+    format!("{:.3}", t)
+}
+
+/// The verdict recorded in status: the `Healthy` condition when it is True or False.
+fn recorded_verdict(status: &StreamInstanceStatus) -> Option<bool> {
+    match conditions::find(&status.conditions, "Healthy")?
+        .status
+        .as_str()
+    {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// `healthChangedAt` after this round: moved to `at` only when the planned verdict differs from
+/// the recorded one (or none was recorded); otherwise the recorded value, filled in from the
+/// `Healthy` condition's `lastTransitionTime` for a status written before the field existed.
+pub fn health_changed_at(
+    recorded: &StreamInstanceStatus,
+    planned: Option<bool>,
+    at: jiff::Timestamp,
+) -> Option<String> {
+    let before = recorded_verdict(recorded);
+    match planned {
+        Some(p) if before != Some(p) => Some(format_millis(at)),
+        Some(_) => recorded.health_changed_at.clone().or_else(|| {
+            conditions::find(&recorded.conditions, "Healthy")
+                .map(|c| format_millis(c.last_transition_time.0))
+        }),
+        None => recorded.health_changed_at.clone(),
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, ending in `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// What of the probe's renditions goes into status: at most [`MAX_STATUS_RENDITIONS`], stale
+/// ones first, strings bounded, every number within the API's int64 range; with the counts of
+/// all renditions and of the stale ones.
+pub fn bounded_renditions(all: &[RenditionHealth]) -> (Vec<RenditionStatus>, u32, u32) {
+    let total = u32::try_from(all.len()).unwrap_or(u32::MAX);
+    let stale = u32::try_from(all.iter().filter(|r| !r.fresh).count()).unwrap_or(u32::MAX);
+    let mut order: Vec<&RenditionHealth> = all.iter().collect();
+    order.sort_by(|a, b| a.fresh.cmp(&b.fresh).then_with(|| a.uri.cmp(&b.uri)));
+    let mut seen = std::collections::HashSet::new();
+    let shown = order
+        .into_iter()
+        .map(rendition_status)
+        // A URI cut short can collide with another one; the list is keyed by URI.
+        .filter(|r| seen.insert(r.uri.clone()))
+        .take(MAX_STATUS_RENDITIONS)
+        .collect();
+    (shown, total, stale)
+}
+
+/// Pure stage: the instance's own conditions and rendition detail, from the latest probe result
+/// and what the status recorded before. Without a verdict for this instance (after a restart,
+/// until the probe engine has judged it again) the recorded verdict stands; only an instance
+/// never judged is `AwaitingProbe`.
 pub fn plan(
     cluster_exists: bool,
     clustered_stream: &str,
     origin: Result<(), String>,
     health: Option<&InstanceHealth>,
+    recorded: &StreamInstanceStatus,
+    now: jiff::Timestamp,
 ) -> InstancePlan {
-    let (mut conditions, renditions) = match (origin, health) {
+    let mut kept = Vec::new();
+    let mut renditions = Vec::new();
+    let (mut renditions_total, mut renditions_stale) = (None, None);
+    let mut planned = None;
+    let mut verdict_at = now;
+    let verdict = health.and_then(|h| h.verdict.healthy.map(|healthy| (h, healthy)));
+    let mut conditions = match (origin, verdict) {
         (Err(e), _) => {
-            let msg = format!("spec.origin.url cannot be probed: {e}");
-            (
-                vec![
-                    Desired::new("Healthy", Status::False, "InvalidOriginUrl", msg.clone()),
-                    Desired::new("Stale", Status::True, "InvalidOriginUrl", msg),
-                ],
-                Vec::new(),
-            )
+            let msg = truncate(
+                &format!("spec.origin.url cannot be probed: {e}"),
+                MAX_STATUS_TEXT_BYTES,
+            );
+            planned = Some(false);
+            vec![
+                Desired::new("Healthy", Status::False, "InvalidOriginUrl", msg.clone()),
+                Desired::new("Stale", Status::True, "InvalidOriginUrl", msg),
+            ]
         }
-        (Ok(()), None) => (
-            vec![
-                Desired::new(
-                    "Healthy",
-                    Status::Unknown,
-                    "AwaitingProbe",
-                    "no probe result for this instance yet",
-                ),
-                Desired::new(
-                    "Stale",
-                    Status::Unknown,
-                    "AwaitingProbe",
-                    "no probe result for this instance yet",
-                ),
-            ],
-            Vec::new(),
-        ),
-        // Not judged yet (a partial picture, or no evidence of freshness yet) is no verdict.
-        (Ok(()), Some(h)) if h.verdict.healthy.is_none() => (
-            vec![
-                Desired::new(
-                    "Healthy",
-                    Status::Unknown,
-                    h.verdict.reason,
-                    h.verdict.message.clone(),
-                ),
-                Desired::new(
-                    "Stale",
-                    Status::Unknown,
-                    h.verdict.reason,
-                    h.verdict.message.clone(),
-                ),
-            ],
-            h.renditions.iter().map(rendition_status).collect(),
-        ),
-        (Ok(()), Some(h)) => {
-            let v = &h.verdict;
-            let healthy = v.healthy.unwrap_or(false);
-            (
+        // No verdict: none yet (after a restart), or the probe has not judged the instance yet
+        // (a partial picture, no evidence of freshness yet). Either way, no new verdict.
+        (Ok(()), None) => {
+            let healthy = conditions::find(&recorded.conditions, "Healthy");
+            let judged = recorded_verdict(recorded).is_some()
+                && healthy.is_some_and(|c| c.reason != "InvalidOriginUrl");
+            if judged {
+                kept.extend(healthy.cloned());
+                kept.extend(conditions::find(&recorded.conditions, "Stale").cloned());
+                renditions = recorded.renditions.clone();
+                renditions_total = recorded.renditions_total;
+                renditions_stale = recorded.renditions_stale;
+                Vec::new()
+            } else {
+                let (reason, message) = match health {
+                    Some(h) => {
+                        let (shown, total, stale) = bounded_renditions(&h.renditions);
+                        renditions = shown;
+                        renditions_total = Some(total);
+                        renditions_stale = Some(stale);
+                        (
+                            h.verdict.reason,
+                            truncate(&h.verdict.message, MAX_STATUS_TEXT_BYTES),
+                        )
+                    }
+                    None => (
+                        "AwaitingProbe",
+                        "no probe result for this instance yet".to_owned(),
+                    ),
+                };
                 vec![
-                    Desired::new(
-                        "Healthy",
-                        Status::from_bool(healthy),
-                        v.reason,
-                        v.message.clone(),
-                    ),
-                    Desired::new(
-                        "Stale",
-                        Status::from_bool(!healthy),
-                        v.reason,
-                        v.message.clone(),
-                    ),
-                ],
-                h.renditions.iter().map(rendition_status).collect(),
-            )
+                    Desired::new("Healthy", Status::Unknown, reason, message.clone()),
+                    Desired::new("Stale", Status::Unknown, reason, message),
+                ]
+            }
+        }
+        (Ok(()), Some((h, healthy))) => {
+            let v = &h.verdict;
+            let message = truncate(&v.message, MAX_STATUS_TEXT_BYTES);
+            planned = Some(healthy);
+            verdict_at = h.at;
+            let (shown, total, stale) = bounded_renditions(&h.renditions);
+            renditions = shown;
+            renditions_total = Some(total);
+            renditions_stale = Some(stale);
+            vec![
+                Desired::new(
+                    "Healthy",
+                    Status::from_bool(healthy),
+                    v.reason,
+                    message.clone(),
+                ),
+                Desired::new("Stale", Status::from_bool(!healthy), v.reason, message),
+            ]
         }
     };
     // `Bound`, not `Open`: the cluster reconciler owns `Open`, and two field managers sharing
@@ -130,19 +225,26 @@ pub fn plan(
     });
     InstancePlan {
         conditions,
+        kept,
         renditions,
+        renditions_total,
+        renditions_stale,
+        health_changed_at: health_changed_at(recorded, planned, verdict_at),
     }
 }
 
 fn rendition_status(r: &RenditionHealth) -> RenditionStatus {
     RenditionStatus {
-        uri: r.uri.clone(),
+        uri: truncate(&r.uri, MAX_STATUS_URI_BYTES),
         kind: r.kind.to_owned(),
         fresh: r.fresh,
-        media_sequence: r.media_sequence,
-        target_duration_ms: r.target_duration_ms,
+        media_sequence: r.media_sequence.map(crate::resources::api_int),
+        target_duration_ms: r.target_duration_ms.map(crate::resources::api_int),
         last_change: r.last_change.map(Time),
-        last_error: r.detail.clone(),
+        last_error: r
+            .detail
+            .as_deref()
+            .map(|d| truncate(d, MAX_STATUS_TEXT_BYTES)),
     }
 }
 
@@ -225,18 +327,23 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         }
     };
     let health = ctx.probes.health(&key);
+    let status = instance.status.clone().unwrap_or_default();
     let plan = plan(
         cluster.is_some(),
         &instance.spec.clustered_stream,
         origin,
         health.as_ref(),
+        &status,
+        jiff::Timestamp::now(),
     );
 
     let generation = instance.metadata.generation;
-    let status = instance.status.clone().unwrap_or_default();
     let conditions_current = status.observed_generation == generation
         && up_to_date(&status.conditions, &plan.conditions, generation);
-    let shape_current = shape(&status.renditions) == shape(&plan.renditions);
+    let shape_current = shape(&status.renditions) == shape(&plan.renditions)
+        && status.renditions_total == plan.renditions_total
+        && status.renditions_stale == plan.renditions_stale
+        && status.health_changed_at == plan.health_changed_at;
     let details_current = status.renditions == plan.renditions;
     let details_due = ctx
         .detail_writes
@@ -248,19 +355,39 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         return Ok(Action::requeue(ctx.detail_refresh));
     }
 
-    let next = conditions::merge(
+    let mut next = conditions::merge(
         &status.conditions,
         plan.conditions,
         generation,
         conditions::now(),
     );
+    next.extend(plan.kept);
     let transitions = conditions::transitions(&status.conditions, &next);
     let api: Api<StreamInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let status = serde_json::json!({
+    let mut status = serde_json::json!({
         "observedGeneration": generation,
         "conditions": next,
         "renditions": plan.renditions,
     });
+    // Absent, not null: a field this manager does not apply is one it no longer owns.
+    for (field, value) in [
+        (
+            "renditionsTotal",
+            plan.renditions_total.map(serde_json::Value::from),
+        ),
+        (
+            "renditionsStale",
+            plan.renditions_stale.map(serde_json::Value::from),
+        ),
+        (
+            "healthChangedAt",
+            plan.health_changed_at.map(serde_json::Value::from),
+        ),
+    ] {
+        if let Some(v) = value {
+            status[field] = v;
+        }
+    }
     apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
     ctx.detail_writes
         .lock()
@@ -308,6 +435,20 @@ mod tests {
     use super::*;
     use crate::probe::decision::InstanceVerdict;
 
+    fn rendition(uri: &str, fresh: bool) -> RenditionHealth {
+        RenditionHealth {
+            uri: uri.into(),
+            kind: "video",
+            fresh,
+            judged: true,
+            starved: false,
+            media_sequence: Some(7),
+            target_duration_ms: Some(2000),
+            last_change: None,
+            detail: (!fresh).then(|| "no new segment".into()),
+        }
+    }
+
     fn health(healthy: bool) -> InstanceHealth {
         InstanceHealth {
             verdict: InstanceVerdict {
@@ -319,34 +460,47 @@ mod tests {
                 },
                 message: "m".into(),
             },
-            renditions: vec![RenditionHealth {
-                uri: "http://o/720p.m3u8".into(),
-                kind: "video",
-                fresh: healthy,
-                judged: true,
-                starved: false,
-                media_sequence: Some(7),
-                target_duration_ms: Some(2000),
-                last_change: None,
-                detail: None,
-            }],
+            renditions: vec![rendition("http://o/720p.m3u8", healthy)],
             starved: 0,
-            at: jiff::Timestamp::now(),
+            at: ts(1_000),
         }
+    }
+
+    fn ts(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).unwrap()
+    }
+
+    fn none() -> StreamInstanceStatus {
+        StreamInstanceStatus::default()
     }
 
     fn cond<'a>(p: &'a InstancePlan, t: &str) -> &'a Desired {
         p.conditions.iter().find(|c| c.type_ == t).unwrap()
     }
 
+    /// The status a reconcile writes for `plan`, as the API server would store it.
+    fn written(plan: InstancePlan, at: jiff::Timestamp) -> StreamInstanceStatus {
+        let mut conditions = conditions::merge(&[], plan.conditions, Some(1), Time(at));
+        conditions.extend(plan.kept);
+        StreamInstanceStatus {
+            observed_generation: Some(1),
+            conditions,
+            renditions: plan.renditions,
+            health_changed_at: plan.health_changed_at,
+            renditions_total: plan.renditions_total,
+            renditions_stale: plan.renditions_stale,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn orphan_instance_is_reported_closed() {
-        let p = plan(false, "event", Ok(()), None);
+        let p = plan(false, "event", Ok(()), None, &none(), ts(1));
         let bound = cond(&p, "Bound");
         assert_eq!(bound.status, Status::False);
         assert_eq!(bound.reason, "ClusteredStreamNotFound");
         assert!(bound.message.contains("\"event\""));
-        let p = plan(true, "event", Ok(()), None);
+        let p = plan(true, "event", Ok(()), None, &none(), ts(1));
         assert_eq!(cond(&p, "Bound").status, Status::True);
         // The Open condition belongs to the cluster reconciler alone.
         assert!(p.conditions.iter().all(|c| c.type_ != "Open"));
@@ -354,14 +508,15 @@ mod tests {
 
     #[test]
     fn probe_results_become_healthy_and_stale_conditions() {
-        let p = plan(true, "event", Ok(()), None);
+        let p = plan(true, "event", Ok(()), None, &none(), ts(1));
         assert_eq!(cond(&p, "Healthy").status, Status::Unknown);
-        let p = plan(true, "event", Ok(()), Some(&health(false)));
+        assert_eq!(cond(&p, "Healthy").reason, "AwaitingProbe");
+        let p = plan(true, "event", Ok(()), Some(&health(false)), &none(), ts(1));
         assert_eq!(cond(&p, "Healthy").status, Status::False);
         assert_eq!(cond(&p, "Stale").status, Status::True);
         assert_eq!(cond(&p, "Stale").reason, "NoNewSegment");
         assert_eq!(p.renditions[0].media_sequence, Some(7));
-        let p = plan(true, "event", Ok(()), Some(&health(true)));
+        let p = plan(true, "event", Ok(()), Some(&health(true)), &none(), ts(1));
         assert_eq!(cond(&p, "Healthy").status, Status::True);
         assert_eq!(cond(&p, "Stale").status, Status::False);
         let p = plan(
@@ -369,19 +524,177 @@ mod tests {
             "event",
             Err("relative URL without a base".into()),
             None,
+            &none(),
+            ts(1),
         );
         assert_eq!(cond(&p, "Healthy").reason, "InvalidOriginUrl");
     }
 
+    /// After a restart the probe engine has no verdict yet: the recorded one stands, conditions,
+    /// transition times and rendition detail alike, instead of flipping to Unknown and back.
+    #[test]
+    fn a_recorded_verdict_stands_until_the_probe_judges_again() {
+        let stale = written(
+            plan(true, "event", Ok(()), Some(&health(false)), &none(), ts(5)),
+            ts(100),
+        );
+        let p = plan(true, "event", Ok(()), None, &stale, ts(200));
+        assert!(p.conditions.iter().all(|c| c.type_ == "Bound"), "{p:?}");
+        let after = written(p, ts(200));
+        for type_ in ["Healthy", "Stale"] {
+            assert_eq!(
+                conditions::find(&after.conditions, type_),
+                conditions::find(&stale.conditions, type_),
+                "{type_}"
+            );
+        }
+        assert_eq!(after.renditions, stale.renditions);
+        assert_eq!(after.renditions_total, Some(1));
+        assert_eq!(after.health_changed_at, stale.health_changed_at);
+        // Nothing flips, so no Event and no transition is counted.
+        assert!(
+            conditions::transitions(&stale.conditions, &after.conditions)
+                .iter()
+                .all(|t| t.type_ == "Bound")
+        );
+
+        // A recorded InvalidOriginUrl is no verdict about the origin now in the spec.
+        let invalid = written(
+            plan(true, "event", Err("bad".into()), None, &none(), ts(5)),
+            ts(100),
+        );
+        let p = plan(true, "event", Ok(()), None, &invalid, ts(200));
+        assert_eq!(cond(&p, "Healthy").reason, "AwaitingProbe");
+        // Neither is a recorded Unknown.
+        let awaiting = written(plan(true, "event", Ok(()), None, &none(), ts(5)), ts(100));
+        let p = plan(true, "event", Ok(()), None, &awaiting, ts(200));
+        assert_eq!(cond(&p, "Healthy").reason, "AwaitingProbe");
+        assert!(p.kept.is_empty());
+    }
+
+    /// A probe result that judges nothing yet (a partial picture, no evidence of freshness
+    /// yet) is no verdict: it never replaces a recorded one, and an instance never judged shows
+    /// the probe's reason with Unknown.
+    #[test]
+    fn a_verdict_not_judged_yet_is_no_verdict() {
+        let mut pending = health(true);
+        pending.verdict = InstanceVerdict {
+            healthy: None,
+            reason: "AwaitingEvidence",
+            message: "1 of 1 renditions not judged yet".into(),
+        };
+        pending.renditions[0].judged = false;
+        let stale = written(
+            plan(true, "e", Ok(()), Some(&health(false)), &none(), ts(5)),
+            ts(100),
+        );
+        let p = plan(true, "e", Ok(()), Some(&pending), &stale, ts(200));
+        assert!(p.conditions.iter().all(|c| c.type_ == "Bound"), "{p:?}");
+        let after = written(p, ts(200));
+        for type_ in ["Healthy", "Stale"] {
+            assert_eq!(
+                conditions::find(&after.conditions, type_),
+                conditions::find(&stale.conditions, type_)
+            );
+        }
+        let p = plan(true, "e", Ok(()), Some(&pending), &none(), ts(200));
+        assert_eq!(cond(&p, "Healthy").status, Status::Unknown);
+        assert_eq!(cond(&p, "Healthy").reason, "AwaitingEvidence");
+        assert_eq!(p.renditions.len(), 1);
+        assert_eq!(p.health_changed_at, None);
+    }
+
+    #[test]
+    fn health_changed_at_moves_only_when_the_verdict_flips() {
+        let mut h = health(false);
+        h.at = jiff::Timestamp::from_millisecond(1_700_000_000_123).unwrap();
+        let first = written(plan(true, "e", Ok(()), Some(&h), &none(), ts(9)), ts(9));
+        assert_eq!(
+            first.health_changed_at.as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
+        // Same verdict later (new message, new publish time): unchanged.
+        let mut later = health(false);
+        later.verdict.message = "2 of 2 renditions stale".into();
+        later.at = h.at + jiff::SignedDuration::from_secs(30);
+        let same = plan(true, "e", Ok(()), Some(&later), &first, ts(99));
+        assert_eq!(same.health_changed_at, first.health_changed_at);
+        // A flip moves it, to the verdict's time.
+        let mut healthy = health(true);
+        healthy.at = jiff::Timestamp::from_millisecond(1_700_000_100_007).unwrap();
+        let flipped = plan(true, "e", Ok(()), Some(&healthy), &first, ts(99));
+        assert_eq!(
+            flipped.health_changed_at.as_deref(),
+            Some("2023-11-14T22:15:00.007Z")
+        );
+        // No verdict: kept.
+        let p = plan(true, "e", Ok(()), None, &first, ts(99));
+        assert_eq!(p.health_changed_at, first.health_changed_at);
+        // A status written before the field existed gets it from the condition, not from now.
+        let mut old = first.clone();
+        old.health_changed_at = None;
+        let p = plan(true, "e", Ok(()), Some(&later), &old, ts(99));
+        assert_eq!(
+            p.health_changed_at.as_deref(),
+            Some("1970-01-01T00:00:09.000Z")
+        );
+    }
+
+    #[test]
+    fn status_holds_a_bounded_summary_of_many_renditions() {
+        let mut all: Vec<RenditionHealth> = (0..20_000)
+            .map(|i| rendition(&format!("http://o/v{i:05}.m3u8"), i % 1000 != 7))
+            .collect();
+        all[3].fresh = false;
+        all[3].media_sequence = Some(u64::MAX);
+        all[3].uri = format!("http://o/{}.m3u8", "x".repeat(5000));
+        all[3].detail = Some("é".repeat(5000));
+        let (shown, total, stale) = bounded_renditions(&all);
+        assert_eq!((total, stale), (20_000, 21));
+        assert_eq!(shown.len(), MAX_STATUS_RENDITIONS);
+        assert!(shown[..21].iter().all(|r| !r.fresh), "stale ones first");
+        assert!(shown[21..].iter().all(|r| r.fresh));
+        let long = shown.iter().find(|r| r.uri.contains("xxx")).unwrap();
+        assert!(long.uri.len() <= MAX_STATUS_URI_BYTES && long.uri.ends_with('…'));
+        assert!(long.last_error.as_ref().unwrap().len() <= MAX_STATUS_TEXT_BYTES);
+        assert_eq!(long.media_sequence, Some(i64::MAX));
+        let bytes = serde_json::to_vec(&shown).unwrap().len();
+        assert!(bytes < 64 * 1024, "{bytes} bytes");
+        // URIs cut to the same prefix stay unique keys.
+        let twins = vec![
+            rendition(&format!("http://o/{}a", "y".repeat(600)), true),
+            rendition(&format!("http://o/{}b", "y".repeat(600)), true),
+        ];
+        assert_eq!(bounded_renditions(&twins).0.len(), 1);
+    }
+
+    #[test]
+    fn numbers_beyond_int64_are_clamped_for_the_api() {
+        let mut r = rendition("http://o/a.m3u8", true);
+        r.media_sequence = Some(1 << 63);
+        r.target_duration_ms = Some(u64::MAX);
+        let s = serde_json::to_value(rendition_status(&r)).unwrap();
+        assert_eq!(s["mediaSequence"], serde_json::json!(i64::MAX));
+        assert_eq!(s["targetDurationMs"], serde_json::json!(i64::MAX));
+        assert_eq!(crate::resources::api_int(42), 42);
+    }
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("abc", 3), "abc");
+        let cut = truncate(&"é".repeat(10), 8);
+        assert!(cut.len() <= 8 && cut.ends_with('…'), "{cut}");
+    }
+
     #[test]
     fn up_to_date_needs_same_reason_message_and_generation() {
-        let p = plan(true, "event", Ok(()), None);
+        let p = plan(true, "event", Ok(()), None, &none(), ts(1));
         let current = conditions::merge(&[], p.conditions.clone(), Some(3), conditions::now());
         assert!(up_to_date(&current, &p.conditions, Some(3)));
         assert!(!up_to_date(&current, &p.conditions, Some(4)));
         assert!(!up_to_date(
             &current,
-            &plan(false, "event", Ok(()), None).conditions,
+            &plan(false, "event", Ok(()), None, &none(), ts(1)).conditions,
             Some(3)
         ));
     }

@@ -10,8 +10,11 @@
 //! fields never clash and `kubectl apply`/Argo CD (which own `spec`) never fight the operator.
 
 pub mod cluster;
+pub mod health;
 pub mod instance;
 pub mod publish;
+
+pub use health::Health;
 
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -20,13 +23,13 @@ use crate::resources::{ClusteredStream, StreamInstance};
 use crate::state::StateTable;
 use futures::{FutureExt, StreamExt};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Name the operator reports Events and field ownership under.
@@ -41,6 +44,8 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error("object has no namespace: {0}")]
     MissingNamespace(String),
+    #[error("the reconciliation panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -50,6 +55,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
             Error::MissingNamespace(_) => "missing_namespace",
+            Error::Panicked(_) => "panic",
         }
     }
 }
@@ -58,6 +64,8 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    /// Who the Events are reported by.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// Every StreamInstance the operator watches, kept current by the instance controller.
     pub instances: Store<StreamInstance>,
@@ -81,6 +89,8 @@ pub struct Context {
     /// leaves (and once at start).
     pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
     pub notifier: Notifier,
+    /// Liveness and readiness, fed by the controllers.
+    pub health: Health,
     /// The merged master playlist and steering manifest publication stage.
     pub publisher: Arc<publish::Publisher>,
 }
@@ -104,6 +114,14 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(item.desired.domain.clone(), item.clone());
+    }
+
+    /// Forgets what the instance reconciler kept for every instance for which `keep` is false.
+    pub fn forget_instances_except(&self, keep: impl Fn(&InstanceKey) -> bool) {
+        self.detail_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| keep(k));
     }
 
     /// Forgets `domain`'s item, so the next write reads it afresh.
@@ -221,6 +239,8 @@ pub struct Wiring {
     pub reconcile_concurrency: u16,
     /// How often an instance's rendition detail is refreshed in its status.
     pub detail_refresh: Duration,
+    /// A probed instance whose verdict is older than this means the probe engine is stuck.
+    pub probe_stall: Duration,
     /// Publishes the merged master playlist and the steering manifest.
     pub publisher: Arc<publish::Publisher>,
 }
@@ -267,19 +287,6 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-/// Readiness: true once both controllers' caches have synced.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Waits until a store has seen its first full list. The controllers wait on the same stores,
 /// and a store wakes only its most recent waiter, so this polls again every 200 ms rather than
 /// waiting once (a single wait can sleep forever).
@@ -294,10 +301,158 @@ where
     {}
 }
 
+/// Pause after a failed list or watch request: 250 ms, doubling to [`WATCH_MAX_BACKOFF`], back
+/// to 250 ms as soon as the watch delivers an event. kube's default (0.8 s doubling to 30 s,
+/// shared by every watch of a controller) kept the operator blind for minutes after its CRDs
+/// were deleted and created again.
+#[derive(Clone, Copy)]
+struct WatchBackoff(Duration);
+
+const WATCH_MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest pause between attempts of a failing watch.
+pub const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self(WATCH_MIN_BACKOFF)
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(WATCH_MAX_BACKOFF);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0 = WATCH_MIN_BACKOFF;
+    }
+}
+
+/// One watch of `api`, for a controller: objects applied (and, with `touched`, deleted), with
+/// each failure logged at WARN, shown in readiness and retried after [`WatchBackoff`]; the
+/// controller itself never sees the errors, so one failing watch does not pause its others.
+/// With `writer` the watch also keeps that cache. Lists read the latest state from etcd: a list
+/// from the API server's watch cache could return a resourceVersion from before the CRD was
+/// re-created, and every watch from it failed with 410 Gone.
+fn watch_objects<K>(
+    api: Api<K>,
+    writer: Option<kube::runtime::reflector::store::Writer<K>>,
+    name: &'static str,
+    touched: bool,
+    health: Health,
+) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let config = watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
+    let events =
+        kube::runtime::utils::StreamBackoff::new(watcher(api, config), WatchBackoff::default());
+    let events = match writer {
+        Some(writer) => kube::runtime::reflector(writer, events).boxed(),
+        None => events.boxed(),
+    };
+    events
+        .flat_map(move |event| {
+            let objects: Vec<K> = match event {
+                Ok(event) => {
+                    health.watch_ok(name);
+                    match event {
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                        watcher::Event::Delete(o) if touched => vec![o],
+                        _ => Vec::new(),
+                    }
+                }
+                Err(e) => {
+                    health.watch_failed(name, &e);
+                    Vec::new()
+                }
+            };
+            futures::stream::iter(objects.into_iter().map(Ok))
+        })
+        .boxed()
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Runs one reconciliation, turning a panic inside it into [`Error::Panicked`]: kube-runtime
+/// polls reconciliations inside the controller's stream, so a panic there would end the whole
+/// process (and, for a panic that an object's content causes, make it crash-loop).
+pub async fn catch_panic<F>(reconciliation: F) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    match std::panic::AssertUnwindSafe(reconciliation)
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(payload) => Err(Error::Panicked(panic_message(payload.as_ref()))),
+    }
+}
+
+/// A reconciliation as the controllers run it: timed, visible to the liveness check while in
+/// flight, and a panic becomes an error (counted, logged, a Warning Event on the object, and a
+/// retry after [`RETRY_AFTER_ERROR`] by the error policy) instead of the end of the process.
+async fn guarded<K, F, Fut>(
+    controller: &'static str,
+    object: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let _in_flight = ctx.health.reconcile_started(controller);
+    let result = catch_panic(reconcile(object.clone(), ctx.clone())).await;
+    if let Err(Error::Panicked(message)) = &result {
+        tracing::error!(
+            controller,
+            object = %object.meta().name.as_deref().unwrap_or_default(),
+            panic = %message,
+            "a reconciliation panicked; retrying later"
+        );
+        publish(
+            &ctx,
+            object.as_ref(),
+            kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: "ReconcilePanicked".into(),
+                note: Some(format!(
+                    "the operator hit a bug reconciling this object: {message}"
+                )),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+        )
+        .await;
+    }
+    result
+}
+
 /// Runs both controllers until `shutdown` resolves; in-flight reconciliations finish first.
 pub async fn run(
     wiring: Wiring,
-    readiness: Readiness,
+    health: Health,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let Wiring {
@@ -309,13 +464,14 @@ pub async fn run(
         aws,
         reconcile_concurrency,
         detail_refresh,
+        probe_stall,
         publisher,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     let (instance_api, cluster_api): (Api<StreamInstance>, Api<ClusteredStream>) = match &namespace
     {
         Some(ns) => (
@@ -338,16 +494,35 @@ pub async fn run(
     // Bounded: at start-up every object is reconciled at once, and unbounded that meant
     // thousands of status writes in flight (API server timeouts, a memory peak).
     let config = || kube::runtime::controller::Config::default().concurrency(reconcile_concurrency);
-    let instance_controller =
-        Controller::new(instance_api.clone(), watcher::Config::default()).with_config(config());
-    let cluster_controller =
-        Controller::new(cluster_api.clone(), watcher::Config::default()).with_config(config());
-    let instances = instance_controller.store();
-    let clusters = cluster_controller.store();
+    let (instances, instance_writer) = kube::runtime::reflector::store::<StreamInstance>();
+    let (clusters, cluster_writer) = kube::runtime::reflector::store::<ClusteredStream>();
+    let instance_controller = Controller::for_stream(
+        watch_objects(
+            instance_api.clone(),
+            Some(instance_writer),
+            "streaminstances",
+            false,
+            health.clone(),
+        ),
+        instances.clone(),
+    )
+    .with_config(config());
+    let cluster_controller = Controller::for_stream(
+        watch_objects(
+            cluster_api.clone(),
+            Some(cluster_writer),
+            "clusteredstreams",
+            false,
+            health.clone(),
+        ),
+        clusters.clone(),
+    )
+    .with_config(config());
 
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
+        reporter,
         metrics: metrics.clone(),
         instances: instances.clone(),
         clusters: clusters.clone(),
@@ -359,24 +534,46 @@ pub async fn run(
         tables: Default::default(),
         items: Default::default(),
         swept: Default::default(),
+        health: health.clone(),
         publisher,
     });
 
-    // Stop probing instances that are gone. Deletions need no finalizer: probes are in memory.
+    // Stop probing instances that are gone, and forget what was kept for them. Deletions need
+    // no finalizer: probes are in memory. The same round checks that the probe engine still
+    // publishes verdicts, for the liveness check.
     {
-        let (instances, probes) = (instances.clone(), probes.clone());
+        let (instances, ctx) = (instances.clone(), ctx.clone());
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
+            let mut every = tokio::time::interval(health::WATCHDOG_EVERY);
             loop {
                 every.tick().await;
                 if instances.wait_until_ready().now_or_never().is_none() {
+                    ctx.health.watchdog_tick(std::time::Instant::now(), None);
                     continue;
                 }
-                probes.retain(|k| {
+                let exists = |k: &InstanceKey| {
                     instances
                         .get(&ObjectRef::new(&k.name).within(&k.namespace))
                         .is_some()
+                };
+                ctx.probes.retain(exists);
+                ctx.forget_instances_except(exists);
+                let instance_count = instances.state().len();
+                ctx.health.has_objects("instance", instance_count > 0);
+                ctx.health
+                    .has_objects("cluster", !ctx.clusters.state().is_empty());
+                let now = jiff::Timestamp::now();
+                let ages = instances.state().into_iter().filter_map(|i| {
+                    let key = InstanceKey {
+                        namespace: i.metadata.namespace.clone()?,
+                        name: i.metadata.name.clone()?,
+                    };
+                    let at = ctx.probes.health(&key)?.at;
+                    let age = now.duration_since(at).unsigned_abs();
+                    Some((key.to_string(), age))
                 });
+                let stalled = health::stalled_probes(ages, probe_stall);
+                ctx.health.watchdog_tick(std::time::Instant::now(), stalled);
             }
         });
     }
@@ -391,22 +588,39 @@ pub async fn run(
     });
 
     {
-        let (instances, clusters, readiness) =
-            (instances.clone(), clusters.clone(), readiness.clone());
+        let (instances, clusters, health) = (instances.clone(), clusters.clone(), health.clone());
         tokio::spawn(async move {
             wait_synced(&instances).await;
             wait_synced(&clusters).await;
-            readiness.set();
+            health.set_synced();
             tracing::info!("caches synced; operator is ready");
         });
     }
 
+    // Heartbeats: every instance is requeued at least every `detail_refresh`, every
+    // ClusteredStream at least every RESYNC_PERIOD; a controller with objects that finishes no
+    // reconciliation for several of those periods is wedged.
+    health.controller_started(
+        "instance",
+        detail_refresh
+            .saturating_mul(4)
+            .max(Duration::from_secs(300)),
+    );
+    health.controller_started("cluster", RESYNC_PERIOD.saturating_mul(3));
+    let (instance_progress, cluster_progress) = (health.clone(), health.clone());
+
     // An instance is reconciled again when its ClusteredStream appears, changes or goes away.
     let instances_for_mapper = instances.clone();
+    let instance_health = health.clone();
     let instance_loop = instance_controller
-        .watches(
-            cluster_api.clone(),
-            watcher::Config::default(),
+        .watches_stream(
+            watch_objects(
+                cluster_api.clone(),
+                None,
+                "clusteredstreams (for instances)",
+                true,
+                health.clone(),
+            ),
             move |cluster: ClusteredStream| {
                 let name = cluster.metadata.name.clone().unwrap_or_default();
                 let ns = cluster.metadata.namespace.clone();
@@ -419,18 +633,33 @@ pub async fn run(
         )
         .reconcile_on(probe_triggers)
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(instance::reconcile, instance::error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "instance reconcile ended with an error");
+        .run(
+            |o, c| guarded("instance", o, c, instance::reconcile),
+            instance::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| {
+            let health = instance_progress.clone();
+            async move {
+                health.progressed("instance");
+                if let Err(e) = result {
+                    log_controller_error("instance", &e);
+                }
             }
-        });
+        })
+        .map(move |()| instance_health.stopped("instance"));
 
     // A ClusteredStream is reconciled again whenever one of its instances changes.
+    let cluster_health = health.clone();
     let cluster_loop = cluster_controller
-        .watches(
-            instance_api,
-            watcher::Config::default(),
+        .watches_stream(
+            watch_objects(
+                instance_api,
+                None,
+                "streaminstances (for clusters)",
+                true,
+                health.clone(),
+            ),
             |instance: StreamInstance| {
                 Some(
                     kube::runtime::reflector::ObjectRef::new(&instance.spec.clustered_stream)
@@ -439,15 +668,44 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(cluster::reconcile, cluster::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "cluster reconcile ended with an error");
+        .run(
+            |o, c| guarded("cluster", o, c, cluster::reconcile),
+            cluster::error_policy,
+            ctx,
+        )
+        .for_each(|result| {
+            let health = cluster_progress.clone();
+            async move {
+                health.progressed("cluster");
+                if let Err(e) = result {
+                    log_controller_error("cluster", &e);
+                }
             }
-        });
+        })
+        .map(move |()| cluster_health.stopped("cluster"));
 
     tokio::join!(instance_loop, cluster_loop);
     tracing::info!("controllers stopped");
+}
+
+/// A controller's own errors (its queue) are logged at WARN; a failed reconciliation was already
+/// logged by its error policy, and its watches' errors by [`watch_objects`].
+fn log_controller_error<E, Q>(
+    controller: &'static str,
+    error: &kube::runtime::controller::Error<E, Q>,
+) where
+    E: std::error::Error + 'static,
+    Q: std::error::Error + 'static,
+{
+    match error {
+        // An object a trigger named that does not exist (an instance naming a missing
+        // ClusteredStream) is routine.
+        kube::runtime::controller::Error::ReconcilerFailed(..)
+        | kube::runtime::controller::Error::ObjectNotFound(..) => {
+            tracing::debug!(controller, %error, "reconcile ended with an error")
+        }
+        _ => tracing::warn!(controller, %error, "controller error"),
+    }
 }
 
 /// Writes `status` to an object's status subresource by server-side apply under `manager`.
@@ -494,16 +752,99 @@ pub(crate) fn count_transition(ctx: &Context, kind: &'static str, condition: &st
         .inc();
 }
 
-/// Records an Event; a failure to record is logged, never fatal to the reconciliation.
+/// Longest Event note the API server accepts is 1 kB; notes are cut to this many bytes.
+pub const MAX_EVENT_NOTE_BYTES: usize = 1000;
+/// kube's Recorder names an Event `<object name>.<16 hex digits>`, which is only a valid name
+/// (at most 253 characters) for objects named with at most this many.
+const RECORDER_MAX_OBJECT_NAME: usize = 253 - 17;
+
+/// The name of an Event about the object `name`: kube's scheme, with the object's name cut short
+/// enough for the result to be a valid object name (and its last label still ending in a letter
+/// or digit).
+pub fn event_name(name: &str, nanos: i128) -> String {
+    let mut prefix = &name[..name.len().min(RECORDER_MAX_OBJECT_NAME)];
+    prefix = prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if prefix.is_empty() {
+        prefix = OPERATOR_NAME;
+    }
+    format!("{prefix}.{:x}", nanos.max(0))
+}
+
+/// Records an Event; a failure to record is logged, never fatal to the reconciliation. The note
+/// is cut to what the API server accepts, and an object whose name is too long for kube's
+/// Recorder gets its Event under a shortened name (it still names the object in `regarding`).
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     object: &K,
-    event: kube::runtime::events::Event,
+    mut event: kube::runtime::events::Event,
 ) {
+    if let Some(note) = event.note.as_mut() {
+        *note = instance::truncate(note, MAX_EVENT_NOTE_BYTES);
+    }
     let reference = object.object_ref(&());
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+    let long_name = reference
+        .name
+        .as_ref()
+        .is_some_and(|n| n.len() > RECORDER_MAX_OBJECT_NAME);
+    let result = if long_name {
+        record_directly(ctx, &event, &reference).await
+    } else {
+        ctx.recorder.publish(&event, &reference).await
+    };
+    if let Err(e) = result {
         tracing::warn!(error = %e, reason = %event.reason, "could not record Event");
     }
+}
+
+/// What kube's Recorder sends, under a name [`event_name`] shortens; without its series
+/// aggregation (an Event for a 237-to-253-character name is rare enough).
+async fn record_directly(
+    ctx: &Context,
+    event: &kube::runtime::events::Event,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    let now = jiff::Timestamp::now();
+    let ns = reference
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let k8s = K8sEvent {
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(reference.clone()),
+        note: event.note.clone(),
+        metadata: ObjectMeta {
+            namespace: Some(ns.clone()),
+            name: Some(event_name(
+                reference.name.as_deref().unwrap_or_default(),
+                now.as_nanosecond(),
+            )),
+            ..Default::default()
+        },
+        reporting_controller: Some(ctx.reporter.controller.clone()),
+        reporting_instance: Some(
+            ctx.reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| ctx.reporter.controller.clone()),
+        ),
+        type_: Some(
+            match event.type_ {
+                kube::runtime::events::EventType::Normal => "Normal",
+                kube::runtime::events::EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        related: event.secondary.clone(),
+        ..Default::default()
+    };
+    Api::<K8sEvent>::namespaced(ctx.client.clone(), &ns)
+        .create(&kube::api::PostParams::default(), &k8s)
+        .await
+        .map(|_| ())
 }
 
 /// Delay before retrying a failed reconciliation.
@@ -517,6 +858,161 @@ mod tests {
     use axum::Router;
     use axum::http::StatusCode;
     use axum::routing::get;
+
+    /// A reconciliation that panics is an error the controller retries, as kube-runtime runs
+    /// it; without the guard the panic unwinds through the controller's stream (and, in the
+    /// operator, ends the process).
+    #[tokio::test]
+    async fn a_panicking_reconciliation_is_retried_and_the_controller_goes_on() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let object = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("poison".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (reader, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let trigger = futures::stream::iter([Ok(object)]).chain(futures::stream::pending());
+        let calls = Arc::new(AtomicU32::new(0));
+        let results: Vec<_> = Controller::for_stream(trigger, reader)
+            .run(
+                |_object, calls: Arc<AtomicU32>| async move {
+                    catch_panic(async move {
+                        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let versions: Vec<u64> = vec![u64::MAX];
+                            let _ = versions[0] + 1; // overflows: panics in a debug build
+                            panic!("version overflow");
+                        }
+                        Ok(Action::await_change())
+                    })
+                    .await
+                },
+                |_, _: &Error, _| Action::requeue(Duration::from_millis(20)),
+                calls.clone(),
+            )
+            .take(2)
+            .collect()
+            .await;
+        match &results[0] {
+            Err(kube::runtime::controller::Error::ReconcilerFailed(Error::Panicked(m), _)) => {
+                assert!(m.contains("overflow"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(results[1].is_ok(), "{:?}", results[1]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A Context whose API server address answers nothing.
+    fn test_context() -> Arc<Context> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let client =
+            Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+        let reporter = Reporter {
+            controller: OPERATOR_NAME.into(),
+            instance: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let (probes, _) =
+            ProbeEngine::new(crate::probe::EngineSettings::default(), metrics.clone()).unwrap();
+        let aws = aws_config::SdkConfig::builder().build();
+        Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(client, reporter.clone()),
+            reporter,
+            metrics: metrics.clone(),
+            instances: kube::runtime::reflector::store().0,
+            clusters: kube::runtime::reflector::store().0,
+            probes: Arc::new(probes),
+            detail_writes: Default::default(),
+            detail_refresh: Duration::from_secs(30),
+            notifier: Notifier::start(aws.clone(), metrics),
+            aws,
+            tables: Default::default(),
+            items: Default::default(),
+            swept: Default::default(),
+            health: Health::default(),
+            publisher: Arc::new(
+                publish::Publisher::new(
+                    publish::PublishSettings::default(),
+                    aws_config::SdkConfig::builder().build(),
+                    Default::default(),
+                )
+                .unwrap(),
+            ),
+        })
+    }
+
+    #[tokio::test]
+    async fn what_is_kept_for_an_instance_goes_with_it() {
+        let ctx = test_context();
+        let key = |name: &str| InstanceKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        for name in ["kept", "deleted"] {
+            ctx.detail_writes
+                .lock()
+                .unwrap()
+                .insert(key(name), std::time::Instant::now());
+        }
+        ctx.forget_instances_except(|k| k.name == "kept");
+        let left: Vec<_> = ctx.detail_writes.lock().unwrap().keys().cloned().collect();
+        assert_eq!(left, vec![key("kept")]);
+    }
+
+    #[tokio::test]
+    async fn a_guarded_panic_is_an_error_and_leaves_no_reconciliation_in_flight() {
+        let ctx = test_context();
+        let object = Arc::new(StreamInstance::new(
+            "poison",
+            serde_json::from_value(serde_json::json!({
+                "clusteredStream": "e", "region": "us-east-1",
+                "cloudfront": {"domain": "d.cloudfront.net"},
+                "origin": {"url": "https://o.example.com/m.m3u8"}
+            }))
+            .unwrap(),
+        ));
+        let result = guarded("instance", object, ctx.clone(), |_, _| async {
+            panic!("index out of bounds")
+        })
+        .await;
+        assert!(
+            matches!(&result, Err(Error::Panicked(m)) if m.contains("index out of bounds")),
+            "{result:?}"
+        );
+        assert_eq!(result.unwrap_err().kind(), "panic");
+        assert_eq!(
+            ctx.health
+                .liveness(std::time::Instant::now() + health::STUCK_RECONCILE * 2),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn event_names_stay_valid_for_the_longest_object_names() {
+        let longest = format!("{}.b-c", "a".repeat(249));
+        let name = event_name(&longest, 0x1234_5678_9abc_def0);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.ends_with(".123456789abcdef0"), "{name}");
+        // A cut that ends in '-' or '.' would not be a valid name.
+        let cut = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+        assert!(
+            !event_name(&cut, 1).contains("-."),
+            "{}",
+            event_name(&cut, 1)
+        );
+        assert_eq!(event_name("short", 255), "short.ff");
+    }
 
     /// An API server that knows nothing of cvs.dev answers 404 for the list; the operator must
     /// name the missing CRD rather than retry forever. (The real-cluster path is covered by e2e.)

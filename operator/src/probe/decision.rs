@@ -390,8 +390,14 @@ impl Tracker {
                     .filter(|&age| age <= bound);
                 match self.stale {
                     Some(StaleReason::NeverFetched | StaleReason::AwaitingEvidence) | None => {
-                        if let Some(age) = dated {
-                            self.last_change_ms = Some(now_ms.saturating_sub(age));
+                        if dated.is_some() {
+                            // The date is evidence of freshness, not the start of the bound: the
+                            // bound runs from when the probe saw the playlist, as it does for
+                            // every later segment. Dating it back to the segment's publication
+                            // left only half a target duration (less the first poll's delay,
+                            // before the segment clock is found) for the next segment to be
+                            // seen, and a live origin could be reported stale.
+                            self.last_change_ms = Some(now_ms);
                             self.stale = None;
                         } else {
                             self.last_change_ms = None;
@@ -1092,11 +1098,27 @@ mod tests {
             newest_end_unix_ms: Some(end),
             ..snap(10, 6)
         };
-        // Newest segment ended 1 s ago: fresh, and the bound runs from its end.
+        // Newest segment ended 1 s ago: fresh, and the bound runs from first sight, as it does
+        // from every later sighting (not from the segment's date: that would leave a live origin
+        // only half a target duration, less the first poll's delay, to be seen advancing).
         let mut t = Tracker::new();
         t.observe_at(dated(wall - 1_000), 10_000, Some(wall), &p);
         assert!(t.is_fresh());
-        assert_eq!(t.deadline_ms(&p), Some(9_000 + 3_000));
+        assert_eq!(t.deadline_ms(&p), Some(10_000 + 3_000));
+        // The next segment is published 1 s later and first seen half a target duration after
+        // that (the segment clock is not known yet): still fresh, never a flip.
+        let v = t.tick(12_900, &p);
+        assert!(t.is_fresh(), "{v:?}");
+        t.observe_at(
+            Snapshot {
+                newest_end_unix_ms: Some(wall + 1_000),
+                ..snap(11, 6)
+            },
+            12_900,
+            Some(wall + 2_900),
+            &p,
+        );
+        assert!(t.is_fresh());
         // Ended 3.5 s ago (more than the 3 s bound): no evidence.
         let mut t = Tracker::new();
         t.observe_at(dated(wall - 3_500), 10_000, Some(wall), &p);
