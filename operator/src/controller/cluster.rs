@@ -249,6 +249,8 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             }
         }
     }
+    let published = super::publish::stage(ctx, cluster, &cluster_key, &plan, &members).await;
+    desired_conditions.extend(published.conditions.iter().cloned());
     let mut retry_soon = !synced.ok;
     if let Some(edge) = super::edge::deploy(ctx, cluster, &members).await {
         retry_soon |= edge.retry;
@@ -267,6 +269,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         && status.total_instances as usize == plan.summaries.len()
         && status.open_instances == plan.open
         && status.healthy_instances == plan.healthy
+        && status.playlist == published.status
         && up_to_date(&status.conditions, &desired_conditions, generation);
     if !unchanged {
         let next = conditions::merge(
@@ -283,6 +286,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             "totalInstances": plan.summaries.len(),
             "openInstances": plan.open,
             "healthyInstances": plan.healthy,
+            "playlist": published.status,
         });
         let api: Api<ClusteredStream> = Api::namespaced(ctx.client.clone(), &ns);
         apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
@@ -317,6 +321,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         .recheck_at_ms
         .map(|at| std::time::Duration::from_millis((at - now_ms).max(0) as u64 + 50))
         .unwrap_or(RESYNC_PERIOD);
+    let recheck = published.requeue.map_or(recheck, |r| r.min(recheck));
     Ok(Action::requeue(recheck.min(RESYNC_PERIOD)))
 }
 
