@@ -361,6 +361,24 @@ pub struct CopilotSpec {
     #[serde(default = "default_table_cache_seconds")]
     #[schemars(range(max = 300))]
     pub table_cache_seconds: u32,
+
+    /// The CloudFront event the function runs on. `origin-response` (default) runs on cache
+    /// misses only, so a closed region's cached objects are served until their TTL;
+    /// `viewer-request` runs on every request, so a close takes effect within
+    /// `tableCacheSeconds`, at the cost of one invocation per request. See edge-lambda/README.md.
+    #[serde(default)]
+    pub trigger: CopilotTrigger,
+}
+
+/// The CloudFront event type the copilot is associated with.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopilotTrigger {
+    /// On cache misses, after the origin answered (the original system's mode).
+    #[default]
+    OriginResponse,
+    /// On every request, before the CloudFront cache.
+    ViewerRequest,
 }
 
 fn default_function_name() -> String {

@@ -214,6 +214,9 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             i.spec.clustered_stream == name && i.metadata.namespace.as_deref() == Some(ns.as_str())
         })
         .collect();
+    if let Some(action) = super::edge::finalize(ctx, cluster, &members).await? {
+        return Ok(action);
+    }
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let plan = plan(cluster, &members, now_ms);
 
@@ -249,6 +252,10 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     let published = super::publish::stage(ctx, cluster, &cluster_key, &plan, &members).await;
     desired_conditions.extend(published.conditions.iter().cloned());
     let mut retry_soon = !synced.ok;
+    if let Some(edge) = super::edge::deploy(ctx, cluster, &members).await {
+        retry_soon |= edge.retry;
+        desired_conditions.push(edge.condition);
+    }
     if cluster.spec.notifications.is_some() {
         let d = ctx.notifier.delivery(&cluster_key);
         retry_soon |= d.pending > 0;

@@ -10,6 +10,7 @@
 //! fields never clash and `kubectl apply`/Argo CD (which own `spec`) never fight the operator.
 
 pub mod cluster;
+pub mod edge;
 pub mod health;
 pub mod instance;
 pub mod publish;
