@@ -423,9 +423,14 @@ pub fn to_retire<'a>(
         .collect()
 }
 
+/// How [`Synced::outside_change`] starts when the item had gone.
+pub const MISSING: &str = "the item was missing (deleted, or the table emptied or re-created)";
+
 /// How long a cached item is trusted before it is read again (strongly consistent): the bound
 /// on how long an item deleted, emptied with its table, or changed by hand stays wrong.
 pub const ITEM_REREAD: std::time::Duration = std::time::Duration::from_secs(30);
+
+const REREAD_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A cache key: table name, table region, domain.
 pub type ItemKey = (String, String, String);
@@ -451,13 +456,18 @@ impl ItemCache {
     /// item this process last knew, if any.
     pub fn get(&self, table: &StateTable, domain: &str) -> (Option<Item>, Option<Item>) {
         match self.lock().get(&key(table, domain)) {
-            Some((item, at)) if at.elapsed() < ITEM_REREAD => (Some(item.clone()), None),
+            // A little slack, so the reconcile that comes ITEM_REREAD after the last read
+            // does read.
+            Some((item, at)) if at.elapsed() + REREAD_SLACK < ITEM_REREAD => {
+                (Some(item.clone()), None)
+            }
             Some((item, _)) => (None, Some(item.clone())),
             None => (None, None),
         }
     }
 
-    /// Remembers `item` as the table now holds it.
+    /// Remembers `item` as the table now holds it (just read or written: the entry's age
+    /// starts again).
     pub fn remember(&self, table: &StateTable, item: &Item) {
         self.lock().insert(
             key(table, &item.desired.domain),
@@ -926,13 +936,15 @@ impl StateTable {
             }
             Base::Malformed(m) => {
                 names.insert("#v".to_owned(), VERSION.to_owned());
-                names.insert("#k".to_owned(), KEY.to_owned());
                 match &m.raw_version {
                     Some(raw) => {
                         values.insert(":expected".to_owned(), raw.clone());
                         "#v = :expected"
                     }
-                    None => "attribute_exists(#k) AND attribute_not_exists(#v)",
+                    None => {
+                        names.insert("#k".to_owned(), KEY.to_owned());
+                        "attribute_exists(#k) AND attribute_not_exists(#v)"
+                    }
                 }
             }
         };
@@ -1065,9 +1077,7 @@ impl StateTable {
         };
         let outside = match (&current, known) {
             (_, None) => None,
-            (Current::Absent, Some(_)) => {
-                Some("the item was missing (deleted, or the table emptied or re-created)".into())
-            }
+            (Current::Absent, Some(_)) => Some(MISSING.into()),
             (Current::Malformed(_), Some(_)) => None,
             (Current::Item(now), Some(k)) => {
                 let diff = k.desired.differences(&now.desired);

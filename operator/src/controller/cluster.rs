@@ -434,6 +434,7 @@ async fn sync_state(
         return report(e);
     }
     let fail = |e: StateError| {
+        tracing::warn!(cluster = cluster_key, table = %spec.name, error = %e, "state table sync failed");
         ctx.metrics.state_errors.inc();
         let sync = report(&e);
         ctx.table_outcome(&spec.name, &spec.region, TableOutcome::Failed(e));
@@ -483,23 +484,36 @@ async fn sync_state(
             reason: decision.reason.as_str().to_owned(),
         };
         let (cached, known) = ctx.items.get(&table, &desired.domain);
+        let from_table = cached.is_none();
         match table.sync(&desired, cached, known.as_ref(), announce).await {
             Ok(synced) => {
                 if announce && let Some(read) = &synced.read {
                     replay_unannounced(ctx, cluster, &table, renditions_of(instance), read);
                 }
-                ctx.items.remember(&table, &synced.item);
+                // A cached copy used again keeps its age, so it is read again in time.
+                if from_table || synced.written {
+                    ctx.items.remember(&table, &synced.item);
+                }
                 if synced.written {
                     written += 1;
                     ctx.metrics.state_writes.inc();
+                    // One reason per kind of repair: Events of one reason on one object are
+                    // folded into a series that keeps the first note.
                     let what = match (&synced.repaired, &synced.outside_change) {
-                        (Some(m), _) => Some(format!("was malformed ({})", m.describe())),
-                        (None, Some(change)) => {
-                            Some(format!("had been changed outside the operator ({change})"))
+                        (Some(m), _) => Some((
+                            "StateItemMalformed",
+                            format!("was malformed ({})", m.describe()),
+                        )),
+                        (None, Some(change)) if change.starts_with(crate::state::MISSING) => {
+                            Some(("StateItemMissing", format!("had gone ({change})")))
                         }
+                        (None, Some(change)) => Some((
+                            "StateItemChanged",
+                            format!("had been changed outside the operator ({change})"),
+                        )),
                         (None, None) => None,
                     };
-                    if let Some(what) = what {
+                    if let Some((reason, what)) = what {
                         let note = format!(
                             "state-table item {} of {} {what}; rewritten as decided (version {})",
                             desired.domain, desired.name, synced.item.version
@@ -511,7 +525,7 @@ async fn sync_state(
                             cluster,
                             Event {
                                 type_: EventType::Warning,
-                                reason: "StateItemRepaired".into(),
+                                reason: reason.into(),
                                 note: Some(note),
                                 action: "Repair".into(),
                                 secondary: None,
