@@ -542,7 +542,8 @@ pub struct RenditionStatus {
     /// EXT-X-TARGETDURATION, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_duration_ms: Option<u64>,
-    /// When the playlist last gained a segment (millisecond precision).
+    /// When the playlist last gained a segment (whole seconds: Kubernetes times carry no
+    /// fraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<Time>,
     /// The last probe error, if the last probe failed.

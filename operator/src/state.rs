@@ -34,8 +34,8 @@ const VERSION: &str = "version";
 
 /// The `reason` of an item whose StreamInstance was deleted (`clusteredStream` and the domain
 /// are immutable, so deletion is the only way out of a ClusteredStream). Such an item is kept,
-/// closed, rather than deleted: its version goes on increasing if the domain comes back, so SNS
-/// sequence numbers never repeat, and readers see the region closed rather than an unknown
+/// closed, rather than deleted: its version and `event_seq` go on increasing if the domain comes
+/// back, so SNS sequence numbers never repeat, and readers see the region closed rather than an unknown
 /// domain.
 pub const REMOVED_REASON: &str = "InstanceRemoved";
 
