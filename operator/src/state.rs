@@ -31,6 +31,7 @@ const PREVIOUS_OPEN: &str = "previous_distro_open";
 const PREVIOUS_FRESH: &str = "previous_playlist_fresh";
 const EVENT_SEQ: &str = "event_seq";
 const VERSION: &str = "version";
+const OWNER: &str = "owner";
 
 /// The `reason` of an item whose StreamInstance was deleted (`clusteredStream` and the domain
 /// are immutable, so deletion is the only way out of a ClusteredStream). Such an item is kept,
@@ -75,9 +76,36 @@ pub struct Item {
     /// The sequence number of the last event this item owed; `None` on items written before
     /// the operator kept it, whose last event carried `version` as its sequence.
     pub event_seq: Option<u64>,
+    /// `namespace/ClusteredStream/StreamInstance` that owns the item: the `owner` attribute, or
+    /// for items written before it existed, made from `cluster` and `name`. `None` on an item
+    /// of the original system.
+    pub owner: Option<String>,
+}
+
+/// The annotation on a StreamInstance that lets it take over an item another owner (or the
+/// original system) wrote: `cvs.dev/take-over-state-item: "true"`.
+pub const TAKE_OVER_ANNOTATION: &str = "cvs.dev/take-over-state-item";
+
+/// `namespace/ClusteredStream/StreamInstance` from `cluster` (`namespace/name`) and `name`
+/// (`namespace/name`), when both are set.
+fn owner_of(cluster: &str, name: &str) -> Option<String> {
+    let instance = name.rsplit('/').next().unwrap_or(name);
+    (!cluster.is_empty() && !instance.is_empty()).then(|| format!("{cluster}/{instance}"))
 }
 
 impl Desired {
+    /// The owner this write records.
+    pub fn owner(&self) -> String {
+        owner_of(&self.cluster, &self.name).unwrap_or_default()
+    }
+
+    /// Whether this may be written over an item owned by `owner` (`take_over`: the instance
+    /// carries [`TAKE_OVER_ANNOTATION`]). Refused: another owner's item, or an item of the
+    /// original system (no owner), unless taken over on purpose.
+    pub fn may_write_over(&self, owner: Option<&str>, take_over: bool) -> bool {
+        take_over || owner == Some(self.owner().as_str())
+    }
+
     /// What to write over `prior` (the stored item, or the last one known when it went
     /// missing): without a verdict, the health the item records is kept, so a restart (or a
     /// probe not done yet) never rewrites a region as fresh or stale.
@@ -126,6 +154,7 @@ impl Desired {
             && c.cluster == self.cluster
             && c.name == self.name
             && c.reason == self.reason
+            && current.owner.as_deref() == Some(self.owner().as_str())
     }
 
     /// The attributes that differ between `self` and `other`, by their stored names.
@@ -180,6 +209,7 @@ impl Desired {
             ("cluster".to_owned(), s(&self.cluster)),
             ("name".to_owned(), s(&self.name)),
             ("reason".to_owned(), s(&self.reason)),
+            (OWNER.to_owned(), s(&self.owner())),
             ("updated_at".to_owned(), s(updated_at)),
             (VERSION.to_owned(), AttributeValue::N(version.to_string())),
         ]);
@@ -219,6 +249,8 @@ pub struct Malformed {
     next_version: u64,
     /// What the repair writes as `event_seq`: one past a readable one, else 1.
     next_event_seq: u64,
+    /// The owner, as far as it can be read.
+    pub owner: Option<String>,
 }
 
 impl Malformed {
@@ -233,7 +265,7 @@ impl Malformed {
 }
 
 /// An item as read: well-formed, or not.
-pub type Stored = Result<Item, Malformed>;
+pub type Stored = Result<Item, Box<Malformed>>;
 
 /// Reads a number attribute strictly: `Ok(None)` when absent.
 fn number(
@@ -377,15 +409,20 @@ impl Item {
         let name = string(attrs, "name", &mut p);
         let reason = string(attrs, "reason", &mut p);
         let updated_at = string(attrs, "updated_at", &mut p);
+        let owner = match string(attrs, OWNER, &mut p) {
+            o if o.is_empty() => owner_of(&cluster, &name),
+            o => Some(o),
+        };
         let (Some(distro_open), true) = (distro_open, p.is_empty()) else {
             let next = |n: Option<u64>| n.map_or(1, |n| n.saturating_add(1));
-            return Err(Malformed {
+            return Err(Box::new(Malformed {
                 domain,
                 problems: p,
                 raw_version: attrs.get(VERSION).cloned(),
                 next_version: next(version),
                 next_event_seq: next(event_seq.or(version)),
-            });
+                owner,
+            }));
         };
         Ok(Item {
             desired: Desired {
@@ -406,6 +443,7 @@ impl Item {
                 healthy: previous_fresh,
             }),
             event_seq,
+            owner,
         })
     }
 }
@@ -564,6 +602,10 @@ pub enum StateError {
     NotActive(String),
     #[error("another writer changed the item for {0} first")]
     Conflict(String),
+    #[error(
+        "the item for {domain} belongs to {owner}; not written (annotate the StreamInstance {TAKE_OVER_ANNOTATION}: \"true\" to take it over on purpose)"
+    )]
+    NotOwner { domain: String, owner: String },
     #[error("the item for {domain} is malformed: {problems}")]
     Malformed { domain: String, problems: String },
     #[error("DynamoDB request failed: {0}")]
@@ -579,13 +621,17 @@ impl StateError {
             StateError::NotActive(_) => "TableNotActive",
             StateError::Conflict(_) => "WriteConflict",
             StateError::Malformed { .. } => "ItemMalformed",
+            StateError::NotOwner { .. } => "NotOwner",
             StateError::Aws(_) => "DynamoDBUnavailable",
         }
     }
 
     /// Whether the error is about one item only (the table itself is usable).
     pub fn is_per_item(&self) -> bool {
-        matches!(self, StateError::Conflict(_) | StateError::Malformed { .. })
+        matches!(
+            self,
+            StateError::Conflict(_) | StateError::Malformed { .. } | StateError::NotOwner { .. }
+        )
     }
 }
 
@@ -604,10 +650,11 @@ pub enum Base<'a> {
 
 /// What is known of the stored item before a write: read from the table, or cached.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per write, on the stack
 enum Current {
     Absent,
     Item(Item),
-    Malformed(Malformed),
+    Malformed(Box<Malformed>),
 }
 
 impl Current {
@@ -978,6 +1025,7 @@ impl StateTable {
                 }),
                 previous: prior.map(Item::state),
                 event_seq: Some(event_seq),
+                owner: Some(desired.owner()),
             }),
             Err(e)
                 if e.as_service_error()
@@ -1066,6 +1114,7 @@ impl StateTable {
         cached: Option<Item>,
         known: Option<&Item>,
         announce: bool,
+        take_over: bool,
     ) -> Result<Synced, StateError> {
         let (mut current, read) = match cached {
             Some(c) => (Current::Item(c), None),
@@ -1094,9 +1143,22 @@ impl StateTable {
             let (base, prior) = match &current {
                 Current::Absent => (Base::Absent { lost: known }, known),
                 Current::Item(c) => (Base::Item(c), Some(c)),
-                Current::Malformed(m) => (Base::Malformed(m), None),
+                Current::Malformed(m) => (Base::Malformed(m.as_ref()), None),
             };
             let want = desired.over(prior);
+            let owner = match &current {
+                Current::Absent => None,
+                Current::Item(c) => Some(c.owner.as_deref()),
+                Current::Malformed(m) => m.owner.as_deref().map(Some),
+            };
+            if let Some(owner) = owner
+                && !want.may_write_over(owner, take_over)
+            {
+                return Err(StateError::NotOwner {
+                    domain: desired.domain.clone(),
+                    owner: owner.unwrap_or("the original system (no owner)").to_owned(),
+                });
+            }
             if let Current::Item(c) = &current
                 && want.matches(c)
             {
@@ -1112,7 +1174,7 @@ impl StateTable {
             match self.put(&want, base, announce).await {
                 Ok(item) => {
                     let repaired = match &current {
-                        Current::Malformed(m) => Some(m.clone()),
+                        Current::Malformed(m) => Some(m.as_ref().clone()),
                         _ => None,
                     };
                     return Ok(Synced {
@@ -1205,6 +1267,7 @@ mod tests {
             announced_version: Some(3),
             previous: None,
             event_seq: None,
+            owner: Some(desired().owner()),
         };
         let items = vec![
             item("kept.cloudfront.net", "DesiredOpen", true),
@@ -1248,6 +1311,7 @@ mod tests {
             announced_version: Some(4),
             previous: Some(open.clone()),
             event_seq: None,
+            owner: None,
         };
         assert_eq!(
             item.unannounced_change(),
@@ -1342,7 +1406,7 @@ mod tests {
     }
 
     fn problem_of(attrs: &HashMap<String, AttributeValue>) -> Malformed {
-        Item::from_attributes(attrs).expect_err("malformed")
+        *Item::from_attributes(attrs).expect_err("malformed")
     }
 
     #[test]
@@ -1415,5 +1479,27 @@ mod tests {
             ["distro_open: false (expected true)".to_owned()]
         );
         assert!(a.differences(&a).is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_writes_an_item_unless_it_is_taken_over() {
+        let d = desired();
+        assert_eq!(d.owner(), "live/event/event-us-east-1");
+        let item = Item::from_attributes(&d.to_attributes("t", 2).0).unwrap();
+        assert_eq!(item.owner.as_deref(), Some("live/event/event-us-east-1"));
+        assert!(d.may_write_over(item.owner.as_deref(), false));
+        let mut intruder = d.clone();
+        intruder.cluster = "t12/evil".into();
+        intruder.name = "t12/evil-east".into();
+        assert!(!intruder.may_write_over(item.owner.as_deref(), false));
+        assert!(intruder.may_write_over(item.owner.as_deref(), true));
+        // Items written before the owner attribute: owned by their cluster and name.
+        let mut attrs = d.to_attributes("t", 2).0;
+        attrs.remove(OWNER);
+        let older = Item::from_attributes(&attrs).unwrap();
+        assert_eq!(older.owner, item.owner);
+        // An item of the original system is taken over only on purpose.
+        assert!(!d.may_write_over(None, false));
+        assert!(d.may_write_over(None, true));
     }
 }

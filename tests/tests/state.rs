@@ -666,11 +666,33 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
         .send()
         .await
         .unwrap();
+    let legacy_instance = |annotations: &str| {
+        format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: event-legacy\n{annotations}spec:\n  clusteredStream: event\n  region: us-west-2\n  cloudfront: {{domain: {legacy}}}\n  origin: {{url: \"{}\"}}\n",
+            f.sim.master_url(EAST, "s0001").unwrap()
+        )
+    };
+    // Not without saying so: the item has no owner.
     kubectl_ok(
         &["apply", "-n", &f.ns, "-f", "-"],
-        Some(&format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: event-legacy\nspec:\n  clusteredStream: event\n  region: us-west-2\n  cloudfront: {{domain: {legacy}}}\n  origin: {{url: \"{}\"}}\n",
-            f.sim.master_url(EAST, "s0001").unwrap()
+        Some(&legacy_instance("")),
+    );
+    let message = wait_for("the legacy item refused", WAIT, || async {
+        let (status, reason, message) = f.cluster_condition("StateSynced").await?;
+        (status == "False" && reason == "NotOwner").then_some(message)
+    })
+    .await;
+    assert!(message.contains("original system"), "{message}");
+    assert!(
+        !f.item_of_domain(legacy)
+            .await
+            .unwrap()
+            .contains_key("version")
+    );
+    kubectl_ok(
+        &["apply", "-n", &f.ns, "-f", "-"],
+        Some(&legacy_instance(
+            "  annotations: {cvs.dev/take-over-state-item: \"true\"}\n",
         )),
     );
     let taken_over = wait_for("the legacy item taken over", WAIT, || async {
@@ -1098,4 +1120,58 @@ async fn a_topic_that_does_not_exist_holds_up_no_other_topic() {
     .await;
     let events = f.events().await;
     gapless(&events, EAST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_namespace_cannot_overwrite_an_item() {
+    let f = Fixture::start("state-owner", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    let before = f.item(EAST).await.unwrap();
+    // Another tenant names the same table and east's domain, with an operator of its own.
+    let ns2 = namespace("state-intruder");
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: evil\nspec:\n  stateTable: {{name: {}, region: us-east-1}}\n---\n{}",
+        f.table,
+        extra_instance(&f, "evil-east", "evil", &domain(EAST), EAST).replace(
+            "spec:\n  clusteredStream",
+            "spec:\n  distroOpen: false\n  clusteredStream"
+        )
+    );
+    kubectl_ok(&["apply", "-n", &ns2, "-f", "-"], Some(&manifest));
+    let _intruder = Operator::start("state-intruder", &ns2).await.unwrap();
+    let api: Api<ClusteredStream> = Api::namespaced(f.client.clone(), &ns2);
+    let message = wait_for("the intruder refused", WAIT, || async {
+        let s = api.get("evil").await.ok()?.status?;
+        let c = s
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "StateSynced")?;
+        (c.status == "False" && c.reason == "NotOwner").then_some(c.message)
+    })
+    .await;
+    assert!(
+        message.contains(&format!("{}/event/{}", f.ns, name(EAST))),
+        "{message}"
+    );
+    wait_for("a Warning Event on the intruder", WAIT, || async {
+        events_for(&f.client, &ns2, "evil-east")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("StateItemNotOwned"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = f.item(EAST).await.unwrap();
+    assert_eq!(n(&during, "version"), n(&before, "version"), "untouched");
+    assert_eq!(s(&during, "cluster"), format!("{}/event", f.ns));
+    assert!(b(&during, "distro_open"));
+    // The owner goes on writing it.
+    f.patch_open(EAST, false);
+    let closed = f
+        .wait_item("east closed by its owner", EAST, |i| !b(i, "distro_open"))
+        .await;
+    assert_eq!(
+        s(&closed, "owner"),
+        format!("{}/event/{}", f.ns, name(EAST))
+    );
 }

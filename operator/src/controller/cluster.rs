@@ -469,7 +469,9 @@ async fn sync_state(
         };
         let ns = instance.namespace().unwrap_or_default();
         let domain = instance.spec.cloudfront.domain.clone();
-        if let Some(others) = duplicates.get(&claim_key(&spec.name, &spec.region, &domain)) {
+        if let Some(others) =
+            duplicates.get(&(ns.clone(), claim_key(&spec.name, &spec.region, &domain)))
+        {
             refused.push(format!("{domain} (claimed by {})", others.join(", ")));
             continue;
         }
@@ -485,7 +487,14 @@ async fn sync_state(
         };
         let (cached, known) = ctx.items.get(&table, &desired.domain);
         let from_table = cached.is_none();
-        match table.sync(&desired, cached, known.as_ref(), announce).await {
+        let take_over = instance
+            .annotations()
+            .get(crate::state::TAKE_OVER_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        match table
+            .sync(&desired, cached, known.as_ref(), announce, take_over)
+            .await
+        {
             Ok(synced) => {
                 if announce && let Some(read) = &synced.read {
                     replay_unannounced(ctx, cluster, &table, renditions_of(instance), read);
@@ -547,6 +556,20 @@ async fn sync_state(
             }
             Err(e) if e.is_per_item() => {
                 ctx.items.expire(&table, &desired.domain);
+                if matches!(e, StateError::NotOwner { .. }) {
+                    publish(
+                        ctx,
+                        instance.as_ref(),
+                        Event {
+                            type_: EventType::Warning,
+                            reason: "StateItemNotOwned".into(),
+                            note: Some(e.to_string()),
+                            action: "WriteStateItem".into(),
+                            secondary: None,
+                        },
+                    )
+                    .await;
+                }
                 ctx.metrics.state_errors.inc();
                 tracing::warn!(cluster = cluster_key, domain = %desired.domain, error = %e,
                     "could not write a state-table item; writing the others");
@@ -565,7 +588,10 @@ async fn sync_state(
     if written > 0 {
         tracing::debug!(cluster = cluster_key, written, "state table updated");
     }
-    let in_sync = plan.instances.len() - item_errors.len() - refused.len();
+    let in_sync = plan
+        .instances
+        .len()
+        .saturating_sub(item_errors.len() + refused.len());
     let condition = if !refused.is_empty() {
         Desired::new(
             "StateSynced",
@@ -619,17 +645,22 @@ fn claim_key(table: &str, region: &str, domain: &str) -> ClaimKey {
     (table.to_owned(), region.to_owned(), domain.to_owned())
 }
 
-/// Items claimed by more than one StreamInstance, with the claimants (`namespace/name`).
-pub type Duplicates = std::collections::BTreeMap<ClaimKey, Vec<String>>;
+/// Items claimed by more than one StreamInstance of one namespace, by (namespace, item), with
+/// the claimants (`namespace/name`). Across namespaces, the item's owner decides (see
+/// [`crate::state::Desired::may_write_over`]): an instance of another namespace cannot make the
+/// owner's item stop being written.
+pub type Duplicates = std::collections::BTreeMap<(String, ClaimKey), Vec<String>>;
 
-/// Pure: which (table, domain) pairs more than one StreamInstance claims, from every
-/// instance's claim (`None` when its ClusteredStream is unknown: it writes nothing).
+/// Pure: which (table, domain) pairs more than one StreamInstance of the same namespace claims,
+/// from every instance's claim (`namespace/name`; `None` when its ClusteredStream is unknown:
+/// it writes nothing).
 pub fn duplicate_claims(claims: &[(Option<ClaimKey>, String)]) -> Duplicates {
-    let mut by_key: std::collections::BTreeMap<ClaimKey, Vec<String>> = Default::default();
+    let mut by_key: Duplicates = Default::default();
     for (key, instance) in claims {
         if let Some(key) = key {
+            let ns = instance.split('/').next().unwrap_or_default().to_owned();
             by_key
-                .entry(key.clone())
+                .entry((ns, key.clone()))
                 .or_default()
                 .push(instance.clone());
         }
@@ -668,12 +699,9 @@ fn claims(ctx: &Context) -> Vec<(Option<ClaimKey>, String)> {
 
 /// The `DomainUnique` condition of an instance.
 fn domain_condition(instance: &StreamInstance, key: &ClaimKey, duplicates: &Duplicates) -> Desired {
-    let me = format!(
-        "{}/{}",
-        instance.namespace().unwrap_or_default(),
-        instance.name_any()
-    );
-    match duplicates.get(key) {
+    let ns = instance.namespace().unwrap_or_default();
+    let me = format!("{ns}/{}", instance.name_any());
+    match duplicates.get(&(ns, key.clone())) {
         Some(all) => Desired::new(
             "DomainUnique",
             Status::False,
@@ -1228,13 +1256,17 @@ mod tests {
         let k = |t: &str, d: &str| Some(claim_key(t, "us-east-1", d));
         let d = duplicate_claims(&[
             (k("t", "a.net"), "ns1/x".into()),
-            (k("t", "a.net"), "ns2/y".into()),
+            (k("t", "a.net"), "ns1/y".into()),
             (k("t", "b.net"), "ns1/z".into()),
-            (k("other", "b.net"), "ns3/z".into()),
+            (k("other", "b.net"), "ns1/w".into()),
+            (k("t", "a.net"), "ns2/other-tenant".into()),
             (None, "ns4/orphan".into()),
         ]);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[&claim_key("t", "us-east-1", "a.net")], ["ns1/x", "ns2/y"]);
+        assert_eq!(d.len(), 1, "another namespace is left to ownership");
+        assert_eq!(
+            d[&("ns1".to_owned(), claim_key("t", "us-east-1", "a.net"))],
+            ["ns1/x", "ns1/y"]
+        );
     }
 
     #[test]
