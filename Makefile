@@ -7,9 +7,11 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
+.PHONY: edge-bundle edge-drift edge-test bench-edge
 
-## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite.
-test: fmt-check clippy unit crd-drift chart-lint e2e
+## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
+## copilot bundle drift check and its Node tests.
+test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test
 
 ## helm lint of the chart (helm is built from its Go module and cached).
 chart-lint:
@@ -46,6 +48,25 @@ e2e:
 	env_lines=$$(tests/env/up.sh); eval "$$env_lines"; \
 	export CVS_HELM=$$(tests/env/build-helm.sh); \
 	$(CARGO) test -p cvs-e2e --locked -- --test-threads=4
+
+## The copilot (edge-lambda/, see edge-lambda/README.md).
+## make edge-bundle: rebuild edge-lambda/bundle/ and edge-lambda/bundle.sha256 (commit both).
+edge-bundle:
+	edge-lambda/build.sh
+
+## Fails when the committed bundle or its checksums differ from a fresh build of the sources.
+edge-drift:
+	edge-lambda/build.sh --check
+
+## Node runs the committed bundle on CloudFront events against DynamoDB Local, in an environment
+## of its own (.cvs-env-edge), or in the one AWS_ENDPOINT_URL_DYNAMODB points to.
+edge-test:
+	edge-lambda/test/run.sh
+
+## make bench-edge: the copilot's benchmark (warm and cold invocation time, bundle size, DynamoDB
+## reads per 10,000 requests, against the original design). Results go into BENCHMARKS.md by hand.
+bench-edge:
+	edge-lambda/test/run.sh --no-warnings bench/bench.js
 
 env-up:
 	@tests/env/up.sh
