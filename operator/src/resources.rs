@@ -504,8 +504,9 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Healthy`, `Stale`, `Open` and `Bound` (whether the named ClusteredStream exists), each
-    /// with a reason and a message.
+    /// `Healthy`, `Stale`, `Open`, `Bound` (whether the named ClusteredStream exists) and
+    /// `DomainUnique` (whether another StreamInstance of the namespace claims the same domain in
+    /// the same state table), each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -456,6 +456,14 @@ async fn a_removed_instance_is_closed_in_the_table_and_announced() {
         .await;
     assert_eq!(s(&reopened, "reason"), "DesiredOpen");
     assert!(n(&reopened, "version") > n(&retired, "version"));
+    // Its event delivered and recorded, so the restart below owes (and repeats) nothing:
+    // delivery is at least once, and a kill between the two would send it again.
+    f.wait_item("west's reopen event recorded", WEST, |i| {
+        i.get("announced_version")
+            .and_then(|v| v.as_n().ok())
+            .is_some_and(|v| v == &n(i, "version").to_string())
+    })
+    .await;
 
     // Deleted while the operator is down: retired by the sweep at start-up.
     f.operator.take().unwrap().kill();
