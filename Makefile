@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo lint fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
+.PHONY: test demo lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
 .PHONY: edge-bundle edge-drift edge-test bench-edge
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
@@ -16,6 +16,12 @@ test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test
 ## helm lint of the chart (helm is built from its Go module and cached).
 chart-lint:
 	helm=$$(tests/env/build-helm.sh); $$helm lint --strict charts/cvs-operator
+
+## The merge over every master playlist fixture, each output parsed by m3u8-rs and by hls.js's own
+## parser in Node (tests/js, hls.js pinned; `npm ci` runs when node_modules is missing). Part of
+## `unit`; this target runs it alone.
+merge-check:
+	$(CARGO) test -p operator --locked --test merge_fixtures
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -121,7 +127,9 @@ bench: bench-build
 
 ## make bench-patch: the delay from a `distroOpen` patch to the state-table item changing (issue
 ## goal: p99 < 1 s). Starts the environment with DynamoDB Local in the bench state dir, runs the
-## release operator with a 2-instance cluster and again with 48 more instances, always stops it.
+## release operator with a 2-instance cluster and again with 48 more instances, then with the
+## steering manifest published to moto's S3 (also timing the S3 object and the HTTP endpoint);
+## always stops it.
 BENCH_PATCHES ?= 200
 bench-patch:
 	$(CARGO) build --release --locked -p operator -p cvs-e2e --bin cvs-operator --bin cvs-bench-patch
@@ -133,4 +141,6 @@ bench-patch:
 	for extra in 0 48; do \
 	  echo "== $$(( extra + 2 )) instances in the cluster"; \
 	  "$$target/cvs-bench-patch" --patches $(BENCH_PATCHES) --extra-instances $$extra; echo; \
-	done
+	done; \
+	echo "== 2 instances, steering manifest published to S3 (moto) and served over HTTP"; \
+	"$$target/cvs-bench-patch" --patches $(BENCH_PATCHES) --steering

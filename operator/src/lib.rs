@@ -3,9 +3,11 @@
 //! Pure decisions live in plain modules ([`openness`], [`conditions`], the `plan` stages of the
 //! reconcilers) and are unit-tested directly; I/O stays in the reconcilers and the server.
 
+pub mod aws;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod decide;
 pub mod metrics;
 pub mod notify;
 pub mod openness;

@@ -20,6 +20,26 @@ enum Command {
     Run(RunArgs),
     /// Print both CustomResourceDefinitions as one multi-document YAML stream.
     Crd,
+    /// Merge instances' master playlists as the operator does and print the merged master (or
+    /// the steering manifest) to stdout; differences and notes go to stderr.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// One instance, as REGION=CDN_DOMAIN=MASTER_FILE_OR_URL; repeat for each region. A file's
+    /// relative URIs resolve against https://CDN_DOMAIN/ (give the URL to keep the origin path).
+    #[arg(long = "instance", required = true)]
+    instances: Vec<cvs_operator::controller::publish::CliInstance>,
+    /// Add EXT-X-CONTENT-STEERING with this SERVER-URI (and PATHWAY-IDs).
+    #[arg(long)]
+    steering_uri: Option<String>,
+    /// TTL of the steering manifest, in seconds.
+    #[arg(long, default_value_t = 10)]
+    steering_ttl: u32,
+    /// Print the steering manifest (every instance open) instead of the master.
+    #[arg(long)]
+    steering_manifest: bool,
 }
 
 #[derive(clap::Args)]
@@ -58,6 +78,11 @@ struct RunArgs {
     /// 1,000 instances at 30 s is 33 writes/s to the API server.
     #[arg(long, env = "CVS_STATUS_REFRESH_INTERVAL", default_value = "30s")]
     status_refresh_interval: humantime::Duration,
+    /// Scheme of the URIs in the merged master playlist: `https` (CloudFront); `http` only for a
+    /// local test CDN.
+    #[arg(long, env = "CVS_CDN_SCHEME", default_value = "https",
+          value_parser = ["https", "http"])]
+    cdn_scheme: String,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -152,10 +177,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let steering = cvs_operator::controller::publish::SteeringStore::default();
     let http = tokio::spawn(server::serve(
         listener,
         metrics.clone(),
         readiness.clone(),
+        steering.clone(),
         wait_stop(stop_rx.clone()),
     ));
     tokio::spawn(async move {
@@ -173,21 +200,55 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
     };
+    let publish_fetch = cvs_operator::probe::fetch::FetchLimits {
+        concurrency: 64,
+        ..settings.limits.clone()
+    };
     let (probes, probe_changes) = cvs_operator::probe::ProbeEngine::new(settings, metrics.clone())
         .context("cannot build the probe HTTP client")?;
+    let aws = load_aws_config().await;
+    let publish_settings = controller::publish::PublishSettings {
+        fetch: publish_fetch,
+        limits: cvs_operator::decide::master::Limits {
+            max_bytes: usize::try_from(args.max_playlist_bytes).unwrap_or(usize::MAX),
+            ..Default::default()
+        },
+        refresh: args.rediscover_interval.into(),
+        cdn_scheme: args.cdn_scheme.clone(),
+    };
+    let publisher = controller::publish::Publisher::new(publish_settings, aws.clone(), steering)
+        .context("cannot build the publication HTTP client")?;
     let wiring = controller::Wiring {
         client,
         namespace: args.namespace.clone(),
         metrics,
         probes: Arc::new(probes),
         probe_changes,
-        aws: load_aws_config().await,
+        aws,
+        publisher: Arc::new(publisher),
         reconcile_concurrency: args.reconcile_concurrency,
         detail_refresh: args.status_refresh_interval.into(),
     };
     controller::run(wiring, readiness, wait_stop(stop_rx)).await;
     http.await.context("HTTP server task failed")??;
     tracing::info!("cvs-operator stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let (bytes, notes) = controller::publish::merge_command(
+        &args.instances,
+        args.steering_uri,
+        args.steering_ttl,
+        args.steering_manifest,
+        &Default::default(),
+    )
+    .await?;
+    for note in notes {
+        eprintln!("cvs-operator merge: {note}");
+    }
+    use std::io::Write as _;
+    std::io::stdout().write_all(&bytes)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -202,6 +263,7 @@ async fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         Command::Run(args) => run(args).await,
+        Command::Merge(args) => merge(args).await,
     };
     match result {
         Ok(code) => code,

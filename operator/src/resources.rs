@@ -233,10 +233,46 @@ pub struct PlaylistSpec {
     #[serde(default = "default_cache_control")]
     #[schemars(length(min = 1, max = 256))]
     pub cache_control: String,
+
+    /// What happens to the variants of a closed instance: `Keep` them in the master (the default:
+    /// players already on them move by content steering and the copilot's 404s, and the master
+    /// does not change when a region closes) or `Omit` them, so new loads of the master never
+    /// see a closed region. An instance is never omitted when every instance is closed.
+    #[serde(default)]
+    pub closed_variants: ClosedVariants,
+
+    /// Key of the steering manifest object, in every target's bucket. Default: the playlist key
+    /// with its extension replaced by `.steering.json` (`live/event/master.m3u8` gives
+    /// `live/event/master.steering.json`). `spec.steering.serverUri` should point at it through
+    /// the CDN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = kube::core::Rule::new("!self.startsWith('/')").message("steeringKey must not start with '/'"))]
+    pub steering_key: Option<String>,
+
+    /// How long an instance's last good master playlist is still merged after its master stopped
+    /// being fetchable or valid, in seconds. Past that age the instance is left out of the merge.
+    #[serde(default = "default_max_contribution_age")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub max_contribution_age_seconds: u32,
 }
 
 fn default_cache_control() -> String {
     "max-age=2".to_owned()
+}
+
+fn default_max_contribution_age() -> u32 {
+    600
+}
+
+/// What the merged master does with the variants of a closed instance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClosedVariants {
+    /// Keep them (the default): players move by content steering and the copilot's 404s.
+    #[default]
+    Keep,
+    /// Leave them out of the master, for new loads; players already on them move by steering.
+    Omit,
 }
 
 /// One S3 object the merged master playlist is written to.
@@ -364,6 +400,71 @@ pub struct ClusteredStreamStatus {
     /// Number of instances whose playlists are fresh.
     #[serde(default)]
     pub healthy_instances: u32,
+
+    /// The merged master playlist and steering manifest as last published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playlist: Option<PlaylistStatus>,
+}
+
+/// The merged master playlist and steering manifest as last published.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaylistStatus {
+    /// SHA-256 (hex) of the merged master playlist last built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// When the merged master playlist last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<Time>,
+    /// SHA-256 (hex) of the steering manifest last built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering_hash: Option<String>,
+    /// When the steering manifest last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering_changed_at: Option<Time>,
+    /// Each publication target's last result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+    /// Each instance's contribution to the merge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contributions: Vec<ContributionStatus>,
+}
+
+/// One publication target's last result.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// Region of the bucket.
+    pub region: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Whether both objects hold the current bytes.
+    pub in_sync: bool,
+    /// SHA-256 (hex) of the master playlist the bucket holds, as far as the operator knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// When an object was last written to this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<Time>,
+    /// The last write error, while the target is failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One instance's contribution to the merged master.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContributionStatus {
+    /// StreamInstance name.
+    pub name: String,
+    /// Whether its variants are in the merged master.
+    pub merged: bool,
+    /// When its master playlist was last fetched and found valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good: Option<Time>,
+    /// Why it is left out, or why an older copy of its master is used.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// One instance as its ClusteredStream sees it.

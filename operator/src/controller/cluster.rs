@@ -269,6 +269,8 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             }
         }
     }
+    let published = super::publish::stage(ctx, cluster, &cluster_key, &plan, &members).await;
+    desired_conditions.extend(published.conditions.iter().cloned());
     let mut retry_soon = !synced.ok;
     if cluster.spec.notifications.is_some() {
         let d = ctx.notifier.delivery(&cluster_key);
@@ -283,6 +285,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         && status.total_instances as usize == plan.summaries.len()
         && status.open_instances == plan.open
         && status.healthy_instances == plan.healthy
+        && status.playlist == published.status
         && up_to_date(&status.conditions, &desired_conditions, generation);
     if !unchanged {
         let next = conditions::merge(
@@ -299,6 +302,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             "totalInstances": plan.summaries.len(),
             "openInstances": plan.open,
             "healthyInstances": plan.healthy,
+            "playlist": published.status,
         });
         let api: Api<ClusteredStream> = Api::namespaced(ctx.client.clone(), &ns);
         apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
@@ -334,6 +338,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         .recheck_at_ms
         .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0) + 50))
         .unwrap_or(RESYNC_PERIOD);
+    let recheck = published.requeue.map_or(recheck, |r| r.min(recheck));
     Ok(Action::requeue(
         recheck.min(RESYNC_PERIOD).min(crate::state::ITEM_REREAD),
     ))

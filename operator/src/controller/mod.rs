@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod instance;
+pub mod publish;
 
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -80,6 +81,8 @@ pub struct Context {
     /// leaves (and once at start).
     pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
     pub notifier: Notifier,
+    /// The merged master playlist and steering manifest publication stage.
+    pub publisher: Arc<publish::Publisher>,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -193,6 +196,8 @@ pub struct Wiring {
     pub reconcile_concurrency: u16,
     /// How often an instance's rendition detail is refreshed in its status.
     pub detail_refresh: Duration,
+    /// Publishes the merged master playlist and the steering manifest.
+    pub publisher: Arc<publish::Publisher>,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -279,6 +284,7 @@ pub async fn run(
         aws,
         reconcile_concurrency,
         detail_refresh,
+        publisher,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -328,6 +334,7 @@ pub async fn run(
         tables: Default::default(),
         items: Default::default(),
         swept: Default::default(),
+        publisher,
     });
 
     // Stop probing instances that are gone. Deletions need no finalizer: probes are in memory.

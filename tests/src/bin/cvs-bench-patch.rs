@@ -9,6 +9,11 @@
 //! (polled every 5 ms). Patches are spaced by a random 0-250 ms so they never fall into step with
 //! anything periodic in the operator. Prints p50/p90/p99/max, and the same for the API server's
 //! answer to the patch alone (the part of the delay that is not the operator's).
+//!
+//! With `--steering`, the ClusteredStream also publishes a steering manifest to a bucket in
+//! moto's S3, and each patch is also timed to the moment the manifest object in S3, and the one
+//! the operator serves at `/steering/<namespace>/event.json`, list (or stop listing) the patched
+//! region (both polled every 5 ms, concurrently with the table).
 
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -26,6 +31,9 @@ struct Args {
     /// a larger cluster (each probed and written to the table like the timed one).
     #[arg(long, default_value_t = 0)]
     extra_instances: usize,
+    /// Also time the steering manifest, in S3 and at the operator's HTTP endpoint.
+    #[arg(long)]
+    steering: bool,
 }
 
 #[tokio::main]
@@ -38,6 +46,19 @@ async fn main() -> anyhow::Result<()> {
     let mut manifest = format!(
         "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n"
     );
+    let bucket = format!("{ns}-playlist");
+    let aws = aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    if args.steering {
+        s3.create_bucket().bucket(&bucket).send().await?;
+        manifest.push_str(&format!(
+            "  playlist:\n    targets: [{{region: us-east-1, bucket: {bucket}, key: {STEERING_MASTER}}}]\n  steering: {{enabled: true, serverUri: \"https://d-us-east-1.cloudfront.net/{STEERING_KEY}\"}}\n"
+        ));
+    }
     for region in ["us-east-1", "eu-west-1"] {
         manifest.push_str(&format!(
             "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {region}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d-{region}.cloudfront.net}}\n  origin: {{url: \"http://127.0.0.1:9/master.m3u8\"}}\n"
@@ -49,8 +70,31 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
-    let _operator = Operator::start("bench-patch", &ns).await?;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&aws_config().await);
+    let operator = Operator::start("bench-patch", &ns).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let steering_url = format!("http://{}/steering/{ns}/event.json", operator.addr);
+    // Whether the steering manifest lists eu-west-1, in S3 and at the HTTP endpoint.
+    let s3_lists = || async {
+        let out = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(STEERING_KEY)
+            .send()
+            .await
+            .ok()?;
+        let body = out.body.collect().await.ok()?.into_bytes();
+        Some(lists_west(&body))
+    };
+    let http_lists = || async {
+        let r = http.get(&steering_url).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        Some(lists_west(&r.bytes().await.ok()?))
+    };
     let item_open = || async {
         let out = dynamodb
             .get_item()
@@ -70,10 +114,22 @@ async fn main() -> anyhow::Result<()> {
         (item_open().await == Some(true)).then_some(())
     })
     .await;
+    if args.steering {
+        wait_for(
+            "the first steering manifest",
+            Duration::from_secs(60),
+            || async {
+                (s3_lists().await == Some(true) && http_lists().await == Some(true)).then_some(())
+            },
+        )
+        .await;
+    }
 
     let api: Api<cvs_operator::resources::StreamInstance> = Api::namespaced(client().await, &ns);
     let mut to_table = Vec::with_capacity(args.patches);
     let mut api_answer = Vec::with_capacity(args.patches);
+    let mut to_s3 = Vec::with_capacity(args.patches);
+    let mut to_http = Vec::with_capacity(args.patches);
     for i in 0..args.patches {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(0..250))).await;
         let open = i % 2 == 1;
@@ -82,21 +138,56 @@ async fn main() -> anyhow::Result<()> {
         api.patch("eu-west-1", &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         api_answer.push(ms(sent.elapsed()));
-        loop {
-            if item_open().await == Some(open) {
-                break;
+        let table_seen = async {
+            loop {
+                if item_open().await == Some(open) {
+                    return Ok(ms(sent.elapsed()));
+                }
+                if sent.elapsed() > Duration::from_secs(30) {
+                    anyhow::bail!("patch {i} did not reach the table within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            if sent.elapsed() > Duration::from_secs(30) {
-                anyhow::bail!("patch {i} did not reach the table within 30 s");
+        };
+        let seen = |what: &'static str, lists: bool| async move {
+            if !args.steering {
+                return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        to_table.push(ms(sent.elapsed()));
+            loop {
+                let now = match what {
+                    "s3" => s3_lists().await,
+                    _ => http_lists().await,
+                };
+                if now == Some(lists) {
+                    return Ok(Some(ms(sent.elapsed())));
+                }
+                if sent.elapsed() > Duration::from_secs(30) {
+                    anyhow::bail!(
+                        "patch {i} did not reach the steering manifest ({what}) within 30 s"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let (table_ms, s3_ms, http_ms) =
+            tokio::try_join!(table_seen, seen("s3", open), seen("http", open))?;
+        to_table.push(table_ms);
+        to_s3.extend(s3_ms);
+        to_http.extend(http_ms);
     }
     println!("| measured | patches | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
     let to_table = dist(to_table).context("no patches timed")?;
     row("patch sent -> item changed", &to_table);
+    if let Some(d) = dist(to_s3) {
+        row("patch sent -> steering manifest in S3 changed", &d);
+    }
+    if let Some(d) = dist(to_http) {
+        row(
+            "patch sent -> steering manifest at the HTTP endpoint changed",
+            &d,
+        );
+    }
     row(
         "patch sent -> API server answered",
         &dist(api_answer).context("no patches timed")?,
@@ -111,6 +202,21 @@ async fn main() -> anyhow::Result<()> {
         to_table.p99
     );
     Ok(())
+}
+
+const STEERING_MASTER: &str = "live/event/master.m3u8";
+const STEERING_KEY: &str = "live/event/master.steering.json";
+
+/// Whether a steering manifest's PATHWAY-PRIORITY lists eu-west-1 (the patched region).
+fn lists_west(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["PATHWAY-PRIORITY"]
+                .as_array()
+                .map(|a| a.iter().any(|p| p == "eu-west-1"))
+        })
+        .unwrap_or(false)
 }
 
 /// Whole milliseconds, rounded.
