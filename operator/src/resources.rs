@@ -623,8 +623,9 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Healthy`, `Stale`, `Open` and `Bound` (whether the named ClusteredStream exists), each
-    /// with a reason and a message.
+    /// `Healthy`, `Stale`, `Open`, `Bound` (whether the named ClusteredStream exists) and
+    /// `DomainUnique` (whether another StreamInstance of the namespace claims the same domain in
+    /// the same state table), each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -681,7 +682,8 @@ pub struct RenditionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub target_duration_ms: Option<i64>,
-    /// When the playlist last gained a segment (millisecond precision).
+    /// When the playlist last gained a segment (whole seconds: Kubernetes times carry no
+    /// fraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<Time>,
     /// The last probe error, if the last probe failed.
