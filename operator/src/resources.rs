@@ -361,6 +361,24 @@ pub struct CopilotSpec {
     #[serde(default = "default_table_cache_seconds")]
     #[schemars(range(max = 300))]
     pub table_cache_seconds: u32,
+
+    /// The CloudFront event the function runs on. `origin-response` (default) runs on cache
+    /// misses only, so a closed region's cached objects are served until their TTL;
+    /// `viewer-request` runs on every request, so a close takes effect within
+    /// `tableCacheSeconds`, at the cost of one invocation per request. See edge-lambda/README.md.
+    #[serde(default)]
+    pub trigger: CopilotTrigger,
+}
+
+/// The CloudFront event type the copilot is associated with.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopilotTrigger {
+    /// On cache misses, after the origin answered (the original system's mode).
+    #[default]
+    OriginResponse,
+    /// On every request, before the CloudFront cache.
+    ViewerRequest,
 }
 
 fn default_function_name() -> String {
@@ -605,8 +623,9 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Healthy`, `Stale`, `Open` and `Bound` (whether the named ClusteredStream exists), each
-    /// with a reason and a message.
+    /// `Healthy`, `Stale`, `Open`, `Bound` (whether the named ClusteredStream exists) and
+    /// `DomainUnique` (whether another StreamInstance of the namespace claims the same domain in
+    /// the same state table), each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -663,7 +682,8 @@ pub struct RenditionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub target_duration_ms: Option<i64>,
-    /// When the playlist last gained a segment (millisecond precision).
+    /// When the playlist last gained a segment (whole seconds: Kubernetes times carry no
+    /// fraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<Time>,
     /// The last probe error, if the last probe failed.

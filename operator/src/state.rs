@@ -5,8 +5,14 @@
 //! Every write is conditional on the item's `version`, which only increases: a write based on a
 //! stale read fails and is retried from a fresh read, so a late write never undoes a newer one in
 //! this region. (Across regions a global table is last-writer-wins; the operator writes in one
-//! region only, `spec.stateTable.region`.) The version doubles as the per-instance sequence
-//! number of the SNS events, so it survives operator restarts.
+//! region only, `spec.stateTable.region`.) `event_seq`, advanced in the same write whenever the
+//! write changes health or open state, is the per-instance sequence number of the SNS events, so
+//! it survives operator restarts and has no gaps unless an event is lost.
+//!
+//! Items are read strictly: every attribute the operator writes must have its type and range
+//! (see [`Item::from_attributes`]). An item that does not is [`Malformed`]; it is never read with
+//! defaults, it is rewritten whole by a write conditional on the malformed `version` still being
+//! there.
 
 use crate::notify::{InstanceEvent, InstanceState};
 use aws_sdk_dynamodb::Client;
@@ -23,11 +29,14 @@ pub const KEY: &str = "domain";
 const ANNOUNCED: &str = "announced_version";
 const PREVIOUS_OPEN: &str = "previous_distro_open";
 const PREVIOUS_FRESH: &str = "previous_playlist_fresh";
+const EVENT_SEQ: &str = "event_seq";
+const VERSION: &str = "version";
+const OWNER: &str = "owner";
 
 /// The `reason` of an item whose StreamInstance was deleted (`clusteredStream` and the domain
 /// are immutable, so deletion is the only way out of a ClusteredStream). Such an item is kept,
-/// closed, rather than deleted: its version goes on increasing if the domain comes back, so SNS
-/// sequence numbers never repeat, and readers see the region closed rather than an unknown
+/// closed, rather than deleted: its version and `event_seq` go on increasing if the domain comes
+/// back, so SNS sequence numbers never repeat, and readers see the region closed rather than an unknown
 /// domain.
 pub const REMOVED_REASON: &str = "InstanceRemoved";
 
@@ -39,7 +48,10 @@ pub struct Desired {
     pub distro_open: bool,
     /// `spec.distroOpen`.
     pub desired_open: bool,
-    /// Playlists fresh (`None` until the first probe result; stored as fresh then).
+    /// Playlists fresh; `None` while the instance has no verdict (after a restart, or a new
+    /// instance not judged yet). A write without a verdict keeps the health the item records
+    /// (see [`Desired::over`]); a new item written before any verdict stores no
+    /// `playlist_fresh` / `stale` at all: not judged yet is neither fresh nor stale.
     pub healthy: Option<bool>,
     pub region: String,
     /// `namespace/name` of the ClusteredStream.
@@ -61,11 +73,48 @@ pub struct Item {
     /// The open state and freshness before the write that made `version` (absent on creation):
     /// enough to announce that change again after a restart.
     pub previous: Option<InstanceState>,
+    /// The sequence number of the last event this item owed; `None` on items written before
+    /// the operator kept it, whose last event carried `version` as its sequence.
+    pub event_seq: Option<u64>,
+    /// `namespace/ClusteredStream/StreamInstance` that owns the item: the `owner` attribute, or
+    /// for items written before it existed, made from `cluster` and `name`. `None` on an item
+    /// of the original system.
+    pub owner: Option<String>,
+}
+
+/// The annotation on a StreamInstance that lets it take over an item another owner (or the
+/// original system) wrote: `cvs.dev/take-over-state-item: "true"`.
+pub const TAKE_OVER_ANNOTATION: &str = "cvs.dev/take-over-state-item";
+
+/// `namespace/ClusteredStream/StreamInstance` from `cluster` (`namespace/name`) and `name`
+/// (`namespace/name`), when both are set.
+fn owner_of(cluster: &str, name: &str) -> Option<String> {
+    let instance = name.rsplit('/').next().unwrap_or(name);
+    (!cluster.is_empty() && !instance.is_empty()).then(|| format!("{cluster}/{instance}"))
 }
 
 impl Desired {
-    fn fresh(&self) -> bool {
-        self.healthy != Some(false)
+    /// The owner this write records.
+    pub fn owner(&self) -> String {
+        owner_of(&self.cluster, &self.name).unwrap_or_default()
+    }
+
+    /// Whether this may be written over an item owned by `owner` (`take_over`: the instance
+    /// carries [`TAKE_OVER_ANNOTATION`]). Refused: another owner's item, or an item of the
+    /// original system (no owner), unless taken over on purpose.
+    pub fn may_write_over(&self, owner: Option<&str>, take_over: bool) -> bool {
+        take_over || owner == Some(self.owner().as_str())
+    }
+
+    /// What to write over `prior` (the stored item, or the last one known when it went
+    /// missing): without a verdict, the health the item records is kept, so a restart (or a
+    /// probe not done yet) never rewrites a region as fresh or stale.
+    pub fn over(&self, prior: Option<&Item>) -> Desired {
+        let mut d = self.clone();
+        if d.healthy.is_none() {
+            d.healthy = prior.and_then(|p| p.desired.healthy);
+        }
+        d
     }
 
     /// The open state and freshness this asks for, as events report it.
@@ -76,11 +125,23 @@ impl Desired {
         }
     }
 
-    /// Whether writing this over `current` owes no SNS event (`announce`: the ClusteredStream
-    /// has a topic), so the write can mark itself announced.
+    /// Whether writing this over `current` changes health or open state (and so owes an SNS
+    /// event, when the ClusteredStream has a topic, and advances `event_seq`).
+    pub fn changes_state(&self, current: Option<&Item>) -> bool {
+        InstanceEvent::type_for(current.map(Item::state).as_ref(), &self.state()).is_some()
+    }
+
+    /// Whether writing this over `current` may mark the item announced up to the new version
+    /// (`announce`: the ClusteredStream has a topic): the write owes no event, and no earlier
+    /// change is still owed one.
     pub fn settles(&self, current: Option<&Item>, announce: bool) -> bool {
-        !announce
-            || InstanceEvent::type_for(current.map(Item::state).as_ref(), &self.state()).is_none()
+        if !announce {
+            return true;
+        }
+        let Some(c) = current else {
+            return false;
+        };
+        !self.changes_state(current) && c.announced_version.is_none_or(|a| a >= c.version)
     }
 
     /// Whether `current` already says what this wants (the timestamp and version aside).
@@ -88,16 +149,53 @@ impl Desired {
         let c = &current.desired;
         c.distro_open == self.distro_open
             && c.desired_open == self.desired_open
-            && c.fresh() == self.fresh()
+            && c.healthy == self.healthy
             && c.region == self.region
             && c.cluster == self.cluster
             && c.name == self.name
             && c.reason == self.reason
+            && current.owner.as_deref() == Some(self.owner().as_str())
     }
 
-    fn to_attributes(&self, updated_at: &str, version: u64) -> HashMap<String, AttributeValue> {
+    /// The attributes that differ between `self` and `other`, by their stored names.
+    pub fn differences(&self, other: &Desired) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: {b} (expected {a})"));
+            }
+        };
+        diff(
+            "distro_open",
+            self.distro_open.to_string(),
+            other.distro_open.to_string(),
+        );
+        diff(
+            "desired_open",
+            self.desired_open.to_string(),
+            other.desired_open.to_string(),
+        );
+        let health = |h: Option<bool>| h.map_or("absent".to_owned(), |h| h.to_string());
+        diff(
+            "playlist_fresh",
+            health(self.healthy),
+            health(other.healthy),
+        );
+        diff("region", self.region.clone(), other.region.clone());
+        diff("cluster", self.cluster.clone(), other.cluster.clone());
+        diff("name", self.name.clone(), other.name.clone());
+        diff("reason", self.reason.clone(), other.reason.clone());
+        out
+    }
+
+    /// The attributes to SET, and those to REMOVE (health without a verdict).
+    fn to_attributes(
+        &self,
+        updated_at: &str,
+        version: u64,
+    ) -> (HashMap<String, AttributeValue>, Vec<&'static str>) {
         let s = |v: &str| AttributeValue::S(v.to_owned());
-        HashMap::from([
+        let mut set = HashMap::from([
             (KEY.to_owned(), s(&self.domain)),
             (
                 "distro_open".to_owned(),
@@ -107,18 +205,130 @@ impl Desired {
                 "desired_open".to_owned(),
                 AttributeValue::Bool(self.desired_open),
             ),
-            (
-                "playlist_fresh".to_owned(),
-                AttributeValue::Bool(self.fresh()),
-            ),
-            ("stale".to_owned(), AttributeValue::Bool(!self.fresh())),
             ("region".to_owned(), s(&self.region)),
             ("cluster".to_owned(), s(&self.cluster)),
             ("name".to_owned(), s(&self.name)),
             ("reason".to_owned(), s(&self.reason)),
+            (OWNER.to_owned(), s(&self.owner())),
             ("updated_at".to_owned(), s(updated_at)),
-            ("version".to_owned(), AttributeValue::N(version.to_string())),
-        ])
+            (VERSION.to_owned(), AttributeValue::N(version.to_string())),
+        ]);
+        let mut remove = Vec::new();
+        match self.healthy {
+            Some(fresh) => {
+                set.insert("playlist_fresh".to_owned(), AttributeValue::Bool(fresh));
+                set.insert("stale".to_owned(), AttributeValue::Bool(!fresh));
+            }
+            None => remove.extend(["playlist_fresh", "stale"]),
+        }
+        (set, remove)
+    }
+}
+
+/// One attribute of a stored item that is not what the operator writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub attribute: &'static str,
+    pub why: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.attribute, self.why)
+    }
+}
+
+/// A stored item that cannot be read strictly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Malformed {
+    pub domain: String,
+    pub problems: Vec<Problem>,
+    /// The stored `version` attribute exactly as it is, for the repair's condition.
+    raw_version: Option<AttributeValue>,
+    /// What the repair writes as version: one past a readable version, else 1.
+    next_version: u64,
+    /// What the repair writes as `event_seq`: one past a readable one, else 1.
+    next_event_seq: u64,
+    /// The owner, as far as it can be read.
+    pub owner: Option<String>,
+}
+
+impl Malformed {
+    /// `attr why; attr why`, for conditions and Events.
+    pub fn describe(&self) -> String {
+        self.problems
+            .iter()
+            .map(Problem::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// An item as read: well-formed, or not.
+pub type Stored = Result<Item, Box<Malformed>>;
+
+/// Reads a number attribute strictly: `Ok(None)` when absent.
+fn number(
+    attrs: &HashMap<String, AttributeValue>,
+    attribute: &'static str,
+    problems: &mut Vec<Problem>,
+) -> Option<u64> {
+    let v = attrs.get(attribute)?;
+    let why = match v.as_n() {
+        Err(_) => "is not a number".to_owned(),
+        Ok(n) => match n.parse::<u64>() {
+            Ok(u64::MAX) => "is at its maximum (18446744073709551615)".to_owned(),
+            Ok(n) => return Some(n),
+            Err(_) => format!("is {n}, not an integer from 0 to 18446744073709551614"),
+        },
+    };
+    problems.push(Problem { attribute, why });
+    None
+}
+
+fn boolean(
+    attrs: &HashMap<String, AttributeValue>,
+    attribute: &'static str,
+    problems: &mut Vec<Problem>,
+) -> Option<bool> {
+    let v = attrs.get(attribute)?;
+    match v.as_bool() {
+        Ok(b) => Some(*b),
+        Err(_) => {
+            problems.push(Problem {
+                attribute,
+                why: format!("is {}, not a boolean", kind_of(v)),
+            });
+            None
+        }
+    }
+}
+
+fn string(
+    attrs: &HashMap<String, AttributeValue>,
+    attribute: &'static str,
+    problems: &mut Vec<Problem>,
+) -> String {
+    match attrs.get(attribute) {
+        None => String::new(),
+        Some(AttributeValue::S(s)) => s.clone(),
+        Some(v) => {
+            problems.push(Problem {
+                attribute,
+                why: format!("is {}, not a string", kind_of(v)),
+            });
+            String::new()
+        }
+    }
+}
+
+fn kind_of(v: &AttributeValue) -> String {
+    match v {
+        AttributeValue::S(s) => format!("the string {s:?}"),
+        AttributeValue::N(n) => format!("the number {n}"),
+        AttributeValue::Bool(b) => format!("the boolean {b}"),
+        AttributeValue::Null(_) => "null".to_owned(),
+        _ => "a list, map, set or binary".to_owned(),
     }
 }
 
@@ -137,6 +347,11 @@ impl Item {
         self.desired.state()
     }
 
+    /// The sequence number of the last event this item owed.
+    pub fn sequence(&self) -> u64 {
+        self.event_seq.unwrap_or(self.version)
+    }
+
     /// The change that made `version`, if it was owed an SNS event that was never confirmed
     /// delivered (the operator stopped first): `(old, new)`, `old` being `None` for a new item.
     pub fn unannounced_change(&self) -> Option<(Option<InstanceState>, InstanceState)> {
@@ -147,42 +362,88 @@ impl Item {
         InstanceEvent::type_for(change.0.as_ref(), &change.1).map(|_| change)
     }
 
-    /// Reads an item; attributes an older writer left out take neutral defaults.
-    pub fn from_attributes(attrs: &HashMap<String, AttributeValue>) -> Option<Item> {
-        let s = |k: &str| {
-            attrs
-                .get(k)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default()
+    /// Reads an item strictly. Attributes the original system did not write may be absent
+    /// (`version` then reads as 0, `desired_open` as `distro_open`, health as not judged yet
+    /// when neither `playlist_fresh` nor `stale` is there); an attribute that is present must
+    /// have the type the operator writes, `version`, `event_seq` and `announced_version` must
+    /// be integers from 0 to 2^64 - 2, `distro_open` must be there, and `playlist_fresh` and
+    /// `stale` must not contradict each other. Anything else is [`Malformed`], naming the
+    /// attributes.
+    pub fn from_attributes(attrs: &HashMap<String, AttributeValue>) -> Stored {
+        let mut p = Vec::new();
+        let domain = match attrs.get(KEY) {
+            Some(AttributeValue::S(s)) => s.clone(),
+            _ => {
+                p.push(Problem {
+                    attribute: KEY,
+                    why: "is not a string".into(),
+                });
+                String::new()
+            }
         };
-        let b = |k: &str| attrs.get(k).and_then(|v| v.as_bool().ok()).copied();
-        let n = |k: &str| {
-            attrs
-                .get(k)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse::<u64>().ok())
+        let version = number(attrs, VERSION, &mut p);
+        let event_seq = number(attrs, EVENT_SEQ, &mut p);
+        let announced_version = number(attrs, ANNOUNCED, &mut p);
+        let distro_open = boolean(attrs, "distro_open", &mut p);
+        if distro_open.is_none() && !attrs.contains_key("distro_open") {
+            p.push(Problem {
+                attribute: "distro_open",
+                why: "is missing".into(),
+            });
+        }
+        let desired_open = boolean(attrs, "desired_open", &mut p);
+        let fresh = boolean(attrs, "playlist_fresh", &mut p);
+        let stale = boolean(attrs, "stale", &mut p);
+        if let (Some(f), Some(s)) = (fresh, stale)
+            && f == s
+        {
+            p.push(Problem {
+                attribute: "stale",
+                why: format!("is {s} while playlist_fresh is {f}"),
+            });
+        }
+        let previous_open = boolean(attrs, PREVIOUS_OPEN, &mut p);
+        let previous_fresh = boolean(attrs, PREVIOUS_FRESH, &mut p);
+        let region = string(attrs, "region", &mut p);
+        let cluster = string(attrs, "cluster", &mut p);
+        let name = string(attrs, "name", &mut p);
+        let reason = string(attrs, "reason", &mut p);
+        let updated_at = string(attrs, "updated_at", &mut p);
+        let owner = match string(attrs, OWNER, &mut p) {
+            o if o.is_empty() => owner_of(&cluster, &name),
+            o => Some(o),
         };
-        let domain = attrs.get(KEY)?.as_s().ok()?.clone();
-        let fresh = b("playlist_fresh").or(b("stale").map(|st| !st));
-        Some(Item {
+        let (Some(distro_open), true) = (distro_open, p.is_empty()) else {
+            let next = |n: Option<u64>| n.map_or(1, |n| n.saturating_add(1));
+            return Err(Box::new(Malformed {
+                domain,
+                problems: p,
+                raw_version: attrs.get(VERSION).cloned(),
+                next_version: next(version),
+                next_event_seq: next(event_seq.or(version)),
+                owner,
+            }));
+        };
+        Ok(Item {
             desired: Desired {
                 domain,
-                distro_open: b("distro_open").unwrap_or(true),
-                desired_open: b("desired_open").or(b("distro_open")).unwrap_or(true),
-                healthy: fresh,
-                region: s("region"),
-                cluster: s("cluster"),
-                name: s("name"),
-                reason: s("reason"),
+                distro_open,
+                desired_open: desired_open.unwrap_or(distro_open),
+                healthy: fresh.or(stale.map(|s| !s)),
+                region,
+                cluster,
+                name,
+                reason,
             },
-            updated_at: s("updated_at"),
-            version: n("version").unwrap_or(0),
-            announced_version: n(ANNOUNCED),
-            previous: b(PREVIOUS_OPEN).map(|open| InstanceState {
+            updated_at,
+            version: version.unwrap_or(0),
+            announced_version,
+            previous: previous_open.map(|open| InstanceState {
                 open,
-                healthy: b(PREVIOUS_FRESH),
+                healthy: previous_fresh,
             }),
+            event_seq,
+            owner,
         })
     }
 }
@@ -198,6 +459,96 @@ pub fn to_retire<'a>(
         .filter(|i| !member_domains.contains(&i.desired.domain))
         .filter(|i| !i.retired().matches(i))
         .collect()
+}
+
+/// How [`Synced::outside_change`] starts when the item had gone.
+pub const MISSING: &str = "the item was missing (deleted, or the table emptied or re-created)";
+
+/// How long a cached item is trusted before it is read again (strongly consistent): the bound
+/// on how long an item deleted, emptied with its table, or changed by hand stays wrong.
+pub const ITEM_REREAD: std::time::Duration = std::time::Duration::from_secs(30);
+
+const REREAD_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A cache key: table name, table region, domain.
+pub type ItemKey = (String, String, String);
+
+/// The last item written or read, per (table, domain): saves a read before each write. An
+/// entry older than [`ITEM_REREAD`] is not used for writing, only to tell what changed.
+#[derive(Default)]
+pub struct ItemCache {
+    items: std::sync::Mutex<HashMap<ItemKey, (Item, std::time::Instant)>>,
+    pruned_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+fn key(table: &StateTable, domain: &str) -> ItemKey {
+    (table.name.clone(), table.region.clone(), domain.to_owned())
+}
+
+impl ItemCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ItemKey, (Item, std::time::Instant)>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `(fresh, expired)`: the cached item if it may be written over without a read, else the
+    /// item this process last knew, if any.
+    pub fn get(&self, table: &StateTable, domain: &str) -> (Option<Item>, Option<Item>) {
+        match self.lock().get(&key(table, domain)) {
+            // A little slack, so the reconcile that comes ITEM_REREAD after the last read
+            // does read.
+            Some((item, at)) if at.elapsed() + REREAD_SLACK < ITEM_REREAD => {
+                (Some(item.clone()), None)
+            }
+            Some((item, _)) => (None, Some(item.clone())),
+            None => (None, None),
+        }
+    }
+
+    /// Remembers `item` as the table now holds it (just read or written: the entry's age
+    /// starts again).
+    pub fn remember(&self, table: &StateTable, item: &Item) {
+        self.lock().insert(
+            key(table, &item.desired.domain),
+            (item.clone(), std::time::Instant::now()),
+        );
+    }
+
+    /// Makes the next write read the item afresh (still knowing what it was).
+    pub fn expire(&self, table: &StateTable, domain: &str) {
+        if let Some((_, at)) = self.lock().get_mut(&key(table, domain))
+            && let Some(old) = std::time::Instant::now().checked_sub(ITEM_REREAD)
+        {
+            *at = old;
+        }
+    }
+
+    /// Forgets `domain`'s item.
+    pub fn forget(&self, table: &StateTable, domain: &str) {
+        self.lock().remove(&key(table, domain));
+    }
+
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&self, keep: impl Fn(&ItemKey) -> bool) {
+        self.lock().retain(|k, _| keep(k));
+    }
+
+    /// Whether `every` has passed since this last said yes (then it counts from now).
+    pub fn prune_due(&self, every: std::time::Duration) -> bool {
+        let mut at = self.pruned_at.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *at = Some(std::time::Instant::now());
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// At most this many pages (1 MB each) are read when listing a ClusteredStream's items: far more
@@ -220,15 +571,22 @@ pub enum ReplicaState {
 }
 
 /// The outcome of [`StateTable::sync`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Synced {
     /// The item as stored now.
     pub item: Item,
-    /// The item this write replaced (`None` when nothing was written or it is new).
+    /// The state this write changed from, for its event: the item it replaced, or the item
+    /// last known when it had gone missing (`None` when nothing was written, or it is new or
+    /// repaired).
     pub previous: Option<Item>,
     pub written: bool,
-    /// The item as first read from the table, when no cached copy was given.
+    /// The item as first read from the table, when no fresh cached copy was given.
     pub read: Option<Item>,
+    /// The item was malformed and has been rewritten whole.
+    pub repaired: Option<Malformed>,
+    /// What someone else changed since this process last knew the item (it was missing, or its
+    /// attributes differ), when the write put it right.
+    pub outside_change: Option<String>,
 }
 
 /// Why a table operation failed.
@@ -244,6 +602,12 @@ pub enum StateError {
     NotActive(String),
     #[error("another writer changed the item for {0} first")]
     Conflict(String),
+    #[error(
+        "the item for {domain} belongs to {owner}; not written (annotate the StreamInstance {TAKE_OVER_ANNOTATION}: \"true\" to take it over on purpose)"
+    )]
+    NotOwner { domain: String, owner: String },
+    #[error("the item for {domain} is malformed: {problems}")]
+    Malformed { domain: String, problems: String },
     #[error("DynamoDB request failed: {0}")]
     Aws(String),
 }
@@ -256,7 +620,49 @@ impl StateError {
             StateError::WrongKey { .. } => "TableWrongKey",
             StateError::NotActive(_) => "TableNotActive",
             StateError::Conflict(_) => "WriteConflict",
+            StateError::Malformed { .. } => "ItemMalformed",
+            StateError::NotOwner { .. } => "NotOwner",
             StateError::Aws(_) => "DynamoDBUnavailable",
+        }
+    }
+
+    /// Whether the error is about one item only (the table itself is usable).
+    pub fn is_per_item(&self) -> bool {
+        matches!(
+            self,
+            StateError::Conflict(_) | StateError::Malformed { .. } | StateError::NotOwner { .. }
+        )
+    }
+}
+
+/// What a write is based on.
+#[derive(Clone, Copy, Debug)]
+pub enum Base<'a> {
+    /// No item is stored. `lost`: the item this process last knew, when it went missing (the
+    /// table was emptied or re-created, or the item deleted by hand): version and `event_seq`
+    /// go on from it, and the event reports the change from it.
+    Absent {
+        lost: Option<&'a Item>,
+    },
+    Item(&'a Item),
+    Malformed(&'a Malformed),
+}
+
+/// What is known of the stored item before a write: read from the table, or cached.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per write, on the stack
+enum Current {
+    Absent,
+    Item(Item),
+    Malformed(Box<Malformed>),
+}
+
+impl Current {
+    fn from_read(read: Option<Stored>) -> Current {
+        match read {
+            None => Current::Absent,
+            Some(Ok(i)) => Current::Item(i),
+            Some(Err(m)) => Current::Malformed(m),
         }
     }
 }
@@ -434,7 +840,7 @@ impl StateTable {
     }
 
     /// Reads an item (strongly consistent).
-    pub async fn get(&self, domain: &str) -> Result<Option<Item>, StateError> {
+    pub async fn get(&self, domain: &str) -> Result<Option<Stored>, StateError> {
         let out = self
             .client
             .get_item()
@@ -443,36 +849,89 @@ impl StateTable {
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws)?;
-        Ok(out.item.as_ref().and_then(Item::from_attributes))
+            .map_err(|e| self.read_error(e))?;
+        Ok(out.item.as_ref().map(Item::from_attributes))
     }
 
-    /// Writes `desired` as version `current.version + 1`, only if the stored item is still at
-    /// `current`'s version (or absent when `current` is `None`). An UpdateItem rather than a
-    /// PutItem, so `announced_version`, which the SNS worker advances on its own, is never set
-    /// back: a change that owes no SNS event (see [`Desired::settles`]; `announce`: the
-    /// ClusteredStream has a topic) moves it to the new version, otherwise it is left as it is
-    /// (0 on a new item).
+    /// A failed read; a table that has gone is `TableMissing`, so it is checked (and, with
+    /// `create`, created) again.
+    fn read_error<E, R>(&self, e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StateError
+    where
+        E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug,
+    {
+        if e.as_service_error()
+            .and_then(|s| s.code())
+            .is_some_and(|c| c == "ResourceNotFoundException")
+        {
+            return StateError::TableMissing {
+                table: self.name.clone(),
+                region: self.region.clone(),
+            };
+        }
+        aws(e)
+    }
+
+    /// Writes `desired` over `base` as the next version, only if the stored item is still
+    /// `base` (same `version`; absent; or the same malformed `version`). An UpdateItem rather
+    /// than a PutItem, so `announced_version`, which the SNS worker advances on its own, is
+    /// never set back: a write that may settle its announcement (see [`Desired::settles`];
+    /// `announce`: the ClusteredStream has a topic) moves it to the new version, otherwise it
+    /// is left as it is (0 on a new or repaired item). `event_seq` advances when the write
+    /// changes health or open state. A malformed item is rewritten whole.
     pub async fn put(
         &self,
         desired: &Desired,
-        current: Option<&Item>,
+        base: Base<'_>,
         announce: bool,
     ) -> Result<Item, StateError> {
-        let settled = desired.settles(current, announce);
-        let version = current.map_or(1, |c| c.version + 1);
+        let (prior, malformed) = match base {
+            Base::Absent { lost } => (lost, None),
+            Base::Item(c) => (Some(c), None),
+            Base::Malformed(m) => (None, Some(m)),
+        };
+        let overflow = || StateError::Malformed {
+            domain: desired.domain.clone(),
+            problems: "version is at its maximum".into(),
+        };
+        let changes = desired.changes_state(prior);
+        let (version, event_seq) = match (malformed, prior) {
+            (Some(m), _) => (m.next_version, m.next_event_seq),
+            (None, Some(p)) => (
+                p.version.checked_add(1).ok_or_else(overflow)?,
+                if changes {
+                    p.sequence().checked_add(1).ok_or_else(overflow)?
+                } else {
+                    p.sequence()
+                },
+            ),
+            (None, None) => (1, 1),
+        };
+        let settled = match base {
+            Base::Malformed(_) => !announce,
+            _ => desired.settles(prior, announce),
+        };
         let updated_at = jiff::Timestamp::now().to_string();
-        let mut attrs = desired.to_attributes(&updated_at, version);
+        let (mut attrs, mut remove) = desired.to_attributes(&updated_at, version);
         attrs.remove(KEY);
-        if let Some(c) = current {
-            attrs.insert(
-                PREVIOUS_OPEN.to_owned(),
-                AttributeValue::Bool(c.desired.distro_open),
-            );
-            attrs.insert(
-                PREVIOUS_FRESH.to_owned(),
-                AttributeValue::Bool(c.desired.fresh()),
-            );
+        attrs.insert(
+            EVENT_SEQ.to_owned(),
+            AttributeValue::N(event_seq.to_string()),
+        );
+        match prior {
+            Some(p) => {
+                attrs.insert(
+                    PREVIOUS_OPEN.to_owned(),
+                    AttributeValue::Bool(p.desired.distro_open),
+                );
+                match p.desired.healthy {
+                    Some(h) => {
+                        attrs.insert(PREVIOUS_FRESH.to_owned(), AttributeValue::Bool(h));
+                    }
+                    None => remove.push(PREVIOUS_FRESH),
+                }
+            }
+            None => remove.extend([PREVIOUS_OPEN, PREVIOUS_FRESH]),
         }
         let mut names = HashMap::new();
         let mut values = HashMap::new();
@@ -482,6 +941,14 @@ impl StateTable {
             names.insert(format!("#a{i}"), name);
             values.insert(format!(":a{i}"), value);
         }
+        let removes: Vec<String> = remove
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                names.insert(format!("#r{i}"), (*name).to_owned());
+                format!("#r{i}")
+            })
+            .collect();
         names.insert("#ann".to_owned(), ANNOUNCED.to_owned());
         if settled {
             sets.push("#ann = :version".to_owned());
@@ -489,17 +956,20 @@ impl StateTable {
                 ":version".to_owned(),
                 AttributeValue::N(version.to_string()),
             );
+        } else if malformed.is_some() {
+            sets.push("#ann = :zero".to_owned());
+            values.insert(":zero".to_owned(), AttributeValue::N("0".into()));
         } else {
             sets.push("#ann = if_not_exists(#ann, :zero)".to_owned());
             values.insert(":zero".to_owned(), AttributeValue::N("0".into()));
         }
-        let condition = match current {
-            None => {
+        let condition = match base {
+            Base::Absent { .. } => {
                 names.insert("#k".to_owned(), KEY.to_owned());
                 "attribute_not_exists(#k)"
             }
-            Some(c) => {
-                names.insert("#v".to_owned(), "version".to_owned());
+            Base::Item(c) => {
+                names.insert("#v".to_owned(), VERSION.to_owned());
                 values.insert(
                     ":expected".to_owned(),
                     AttributeValue::N(c.version.to_string()),
@@ -511,13 +981,30 @@ impl StateTable {
                     "#v = :expected"
                 }
             }
+            Base::Malformed(m) => {
+                names.insert("#v".to_owned(), VERSION.to_owned());
+                match &m.raw_version {
+                    Some(raw) => {
+                        values.insert(":expected".to_owned(), raw.clone());
+                        "#v = :expected"
+                    }
+                    None => {
+                        names.insert("#k".to_owned(), KEY.to_owned());
+                        "attribute_exists(#k) AND attribute_not_exists(#v)"
+                    }
+                }
+            }
         };
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
         let result = self
             .client
             .update_item()
             .table_name(&self.name)
             .key(KEY, AttributeValue::S(desired.domain.clone()))
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(expression)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -528,12 +1015,17 @@ impl StateTable {
                 desired: desired.clone(),
                 updated_at,
                 version,
-                announced_version: if settled {
-                    Some(version)
+                announced_version: Some(if settled {
+                    version
                 } else {
-                    Some(current.and_then(|c| c.announced_version).unwrap_or(0))
-                },
-                previous: current.map(Item::state),
+                    match base {
+                        Base::Item(c) => c.announced_version.unwrap_or(0),
+                        _ => 0,
+                    }
+                }),
+                previous: prior.map(Item::state),
+                event_seq: Some(event_seq),
+                owner: Some(desired.owner()),
             }),
             Err(e)
                 if e.as_service_error()
@@ -541,7 +1033,7 @@ impl StateTable {
             {
                 Err(StateError::Conflict(desired.domain.clone()))
             }
-            Err(e) => Err(aws(e)),
+            Err(e) => Err(self.read_error(e)),
         }
     }
 
@@ -590,8 +1082,15 @@ impl StateTable {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(aws)?;
-            items.extend(out.items().iter().filter_map(Item::from_attributes));
+                .map_err(|e| self.read_error(e))?;
+            for attrs in out.items() {
+                match Item::from_attributes(attrs) {
+                    Ok(item) => items.push(item),
+                    // Repaired when its instance writes it; not retired meanwhile.
+                    Err(m) => tracing::warn!(table = %self.name, domain = %m.domain,
+                        problems = %m.describe(), "skipping a malformed state-table item"),
+                }
+            }
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(items);
@@ -603,42 +1102,93 @@ impl StateTable {
         )))
     }
 
-    /// Brings the item to `desired`: reads (unless `cached` is given), writes when it differs,
-    /// and on a conflict re-reads and tries again (at most three times).
+    /// Brings the item to `desired` (with [`Desired::over`] the stored item): reads (unless a
+    /// fresh `cached` copy is given), writes when it differs or is malformed, and on a conflict
+    /// re-reads and tries again (at most three times). `known` is the item this process last
+    /// knew, when its cached copy has expired: if the table no longer holds it as it was (it is
+    /// missing, or someone changed it), the write says so in [`Synced::outside_change`], and a
+    /// missing item's version and `event_seq` go on from it.
     pub async fn sync(
         &self,
         desired: &Desired,
         cached: Option<Item>,
+        known: Option<&Item>,
         announce: bool,
+        take_over: bool,
     ) -> Result<Synced, StateError> {
         let (mut current, read) = match cached {
-            Some(c) => (Some(c), None),
+            Some(c) => (Current::Item(c), None),
             None => {
                 let read = self.get(&desired.domain).await?;
-                (read.clone(), read)
+                let as_item = read.clone().and_then(Result::ok);
+                (Current::from_read(read), as_item)
+            }
+        };
+        let outside = match (&current, known) {
+            (_, None) => None,
+            (Current::Absent, Some(_)) => Some(MISSING.into()),
+            (Current::Malformed(_), Some(_)) => None,
+            (Current::Item(now), Some(k)) => {
+                let diff = k.desired.differences(&now.desired);
+                if now.version != k.version && diff.is_empty() {
+                    Some(format!("version: {} (expected {})", now.version, k.version))
+                } else if diff.is_empty() {
+                    None
+                } else {
+                    Some(diff.join(", "))
+                }
             }
         };
         for _ in 0..3 {
-            if let Some(c) = &current
-                && desired.matches(c)
+            let (base, prior) = match &current {
+                Current::Absent => (Base::Absent { lost: known }, known),
+                Current::Item(c) => (Base::Item(c), Some(c)),
+                Current::Malformed(m) => (Base::Malformed(m.as_ref()), None),
+            };
+            let want = desired.over(prior);
+            let owner = match &current {
+                Current::Absent => None,
+                Current::Item(c) => Some(c.owner.as_deref()),
+                Current::Malformed(m) => m.owner.as_deref().map(Some),
+            };
+            if let Some(owner) = owner
+                && !want.may_write_over(owner, take_over)
+            {
+                return Err(StateError::NotOwner {
+                    domain: desired.domain.clone(),
+                    owner: owner.unwrap_or("the original system (no owner)").to_owned(),
+                });
+            }
+            if let Current::Item(c) = &current
+                && want.matches(c)
             {
                 return Ok(Synced {
                     item: c.clone(),
                     previous: None,
                     written: false,
                     read,
+                    repaired: None,
+                    outside_change: None,
                 });
             }
-            match self.put(desired, current.as_ref(), announce).await {
+            match self.put(&want, base, announce).await {
                 Ok(item) => {
+                    let repaired = match &current {
+                        Current::Malformed(m) => Some(m.as_ref().clone()),
+                        _ => None,
+                    };
                     return Ok(Synced {
                         item,
-                        previous: current,
+                        previous: prior.cloned(),
                         written: true,
                         read,
+                        repaired,
+                        outside_change: outside,
                     });
                 }
-                Err(StateError::Conflict(_)) => current = self.get(&desired.domain).await?,
+                Err(StateError::Conflict(_)) => {
+                    current = Current::from_read(self.get(&desired.domain).await?);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -666,7 +1216,8 @@ mod tests {
     #[test]
     fn attributes_round_trip_and_keep_the_original_names() {
         let d = desired();
-        let attrs = d.to_attributes("2026-01-01T00:00:00Z", 7);
+        let (attrs, remove) = d.to_attributes("2026-01-01T00:00:00Z", 7);
+        assert!(remove.is_empty());
         for k in [
             "domain",
             "distro_open",
@@ -715,6 +1266,8 @@ mod tests {
             version: 3,
             announced_version: Some(3),
             previous: None,
+            event_seq: None,
+            owner: Some(desired().owner()),
         };
         let items = vec![
             item("kept.cloudfront.net", "DesiredOpen", true),
@@ -757,6 +1310,8 @@ mod tests {
             version: 5,
             announced_version: Some(4),
             previous: Some(open.clone()),
+            event_seq: None,
+            owner: None,
         };
         assert_eq!(
             item.unannounced_change(),
@@ -779,7 +1334,7 @@ mod tests {
     #[test]
     fn a_write_settles_its_announcement_only_when_it_owes_no_event() {
         let d = desired();
-        let same = Item::from_attributes(&d.to_attributes("t", 2)).unwrap();
+        let same = Item::from_attributes(&d.to_attributes("t", 2).0).unwrap();
         assert!(d.settles(Some(&same), true), "no change of state");
         assert!(!d.settles(None, true), "a new item is announced");
         let mut closed = d.clone();
@@ -792,14 +1347,159 @@ mod tests {
     }
 
     #[test]
-    fn unknown_health_is_stored_as_fresh_and_matches_fresh() {
+    fn a_write_that_owes_nothing_does_not_settle_a_change_still_owed() {
+        let d = desired();
+        let mut owed = Item::from_attributes(&d.to_attributes("t", 5).0).unwrap();
+        owed.announced_version = Some(4);
+        assert!(!d.changes_state(Some(&owed)));
+        assert!(
+            !d.settles(Some(&owed), true),
+            "version 5's event is still owed"
+        );
+        owed.announced_version = Some(5);
+        assert!(d.settles(Some(&owed), true));
+    }
+
+    fn stale_item() -> Item {
+        let mut d = desired();
+        d.healthy = Some(false);
+        d.distro_open = false;
+        d.reason = "FailedOver".into();
+        Item::from_attributes(&d.to_attributes("t", 9).0).unwrap()
+    }
+
+    #[test]
+    fn no_verdict_keeps_the_recorded_health() {
+        // After a restart the instance has no verdict yet: the stale item stays stale, and
+        // nothing needs writing.
+        let stored = stale_item();
+        let mut d = stored.desired.clone();
+        d.healthy = None;
+        let want = d.over(Some(&stored));
+        assert_eq!(want.healthy, Some(false));
+        assert!(want.matches(&stored));
+        assert!(!want.changes_state(Some(&stored)));
+        // Unknown is not fresh: without `over`, it matches neither fresh nor stale.
+        assert!(!d.matches(&stored));
+        let mut fresh = stored.clone();
+        fresh.desired.healthy = Some(true);
+        assert!(!d.matches(&fresh));
+    }
+
+    #[test]
+    fn a_new_item_without_a_verdict_stores_no_health() {
         let mut d = desired();
         d.healthy = None;
-        let item = Item::from_attributes(&desired().to_attributes("t", 1)).unwrap();
-        assert!(d.matches(&item));
-        assert_eq!(
-            d.to_attributes("t", 1)["playlist_fresh"],
-            AttributeValue::Bool(true)
+        let want = d.over(None);
+        let (attrs, remove) = want.to_attributes("t", 1);
+        assert!(!attrs.contains_key("playlist_fresh") && !attrs.contains_key("stale"));
+        assert_eq!(remove, ["playlist_fresh", "stale"]);
+        let item = Item::from_attributes(&attrs).unwrap();
+        assert_eq!(item.desired.healthy, None);
+        assert!(want.matches(&item));
+    }
+
+    fn with(attr: &str, v: AttributeValue) -> HashMap<String, AttributeValue> {
+        let mut attrs = desired().to_attributes("t", 3).0;
+        attrs.insert(attr.to_owned(), v);
+        attrs
+    }
+
+    fn problem_of(attrs: &HashMap<String, AttributeValue>) -> Malformed {
+        *Item::from_attributes(attrs).expect_err("malformed")
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_malformed_never_zero_or_a_panic() {
+        for bad in [
+            AttributeValue::N(u64::MAX.to_string()),
+            AttributeValue::N("18446744073709551616".into()),
+            AttributeValue::N("99999999999999999999999999999999999999".into()),
+            AttributeValue::N("-1".into()),
+            AttributeValue::N("1.5".into()),
+            AttributeValue::S("7".into()),
+        ] {
+            let m = problem_of(&with("version", bad.clone()));
+            assert_eq!(m.problems[0].attribute, "version", "{bad:?}");
+            assert!(m.describe().starts_with("version "), "{}", m.describe());
+            assert_eq!(m.raw_version, Some(bad), "the repair is conditional on it");
+            assert_eq!(m.next_version, 1);
+        }
+        let m = problem_of(&with("event_seq", AttributeValue::N("-3".into())));
+        assert_eq!(m.problems[0].attribute, "event_seq");
+        assert_eq!((m.next_version, m.next_event_seq), (4, 4));
+        let m = problem_of(&with(ANNOUNCED, AttributeValue::S("x".into())));
+        assert_eq!(m.problems[0].attribute, ANNOUNCED);
+        // The largest accepted version can still be incremented.
+        let ok = Item::from_attributes(&with(
+            "version",
+            AttributeValue::N((u64::MAX - 1).to_string()),
+        ))
+        .unwrap();
+        assert_eq!(ok.version, u64::MAX - 1);
+    }
+
+    #[test]
+    fn booleans_stored_as_strings_are_malformed_not_true() {
+        let m = problem_of(&with("distro_open", AttributeValue::S("false".into())));
+        assert_eq!(m.problems[0].attribute, "distro_open");
+        assert!(
+            m.describe().contains("the string \"false\""),
+            "{}",
+            m.describe()
         );
+        let mut attrs = desired().to_attributes("t", 3).0;
+        attrs.remove("distro_open");
+        assert_eq!(problem_of(&attrs).problems[0].attribute, "distro_open");
+        let m = problem_of(&with("stale", AttributeValue::Bool(true)));
+        assert_eq!(
+            m.problems[0].attribute, "stale",
+            "contradicts playlist_fresh"
+        );
+        let m = problem_of(&with("region", AttributeValue::N("1".into())));
+        assert_eq!(m.problems[0].attribute, "region");
+    }
+
+    #[test]
+    fn the_event_sequence_falls_back_to_the_version_of_older_items() {
+        let mut item = stale_item();
+        assert_eq!(item.event_seq, None);
+        assert_eq!(item.sequence(), 9);
+        item.event_seq = Some(4);
+        assert_eq!(item.sequence(), 4);
+    }
+
+    #[test]
+    fn differences_name_the_attributes() {
+        let a = desired();
+        let mut b = desired();
+        b.distro_open = false;
+        assert_eq!(
+            a.differences(&b),
+            ["distro_open: false (expected true)".to_owned()]
+        );
+        assert!(a.differences(&a).is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_writes_an_item_unless_it_is_taken_over() {
+        let d = desired();
+        assert_eq!(d.owner(), "live/event/event-us-east-1");
+        let item = Item::from_attributes(&d.to_attributes("t", 2).0).unwrap();
+        assert_eq!(item.owner.as_deref(), Some("live/event/event-us-east-1"));
+        assert!(d.may_write_over(item.owner.as_deref(), false));
+        let mut intruder = d.clone();
+        intruder.cluster = "t12/evil".into();
+        intruder.name = "t12/evil-east".into();
+        assert!(!intruder.may_write_over(item.owner.as_deref(), false));
+        assert!(intruder.may_write_over(item.owner.as_deref(), true));
+        // Items written before the owner attribute: owned by their cluster and name.
+        let mut attrs = d.to_attributes("t", 2).0;
+        attrs.remove(OWNER);
+        let older = Item::from_attributes(&attrs).unwrap();
+        assert_eq!(older.owner, item.owner);
+        // An item of the original system is taken over only on purpose.
+        assert!(!d.may_write_over(None, false));
+        assert!(d.may_write_over(None, true));
     }
 }

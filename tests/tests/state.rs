@@ -245,8 +245,10 @@ impl Fixture {
     }
 }
 
+/// A boolean attribute; false when absent (an item not judged yet has no `playlist_fresh` or
+/// `stale`).
 fn b(item: &HashMap<String, AttributeValue>, k: &str) -> bool {
-    *item[k].as_bool().unwrap()
+    item.get(k).is_some_and(|v| *v.as_bool().unwrap())
 }
 
 fn n(item: &HashMap<String, AttributeValue>, k: &str) -> u64 {
@@ -307,7 +309,7 @@ async fn patches_reach_the_table_and_sns_and_min_open_holds() {
         })
         .await;
     assert_eq!(event["schemaVersion"], 1);
-    assert_eq!(event["sequence"].as_u64(), Some(n(&closed, "version")));
+    assert_eq!(event["sequence"].as_u64(), Some(n(&closed, "event_seq")));
     assert_eq!(event["old"]["open"], true);
     assert_eq!(event["new"]["open"], false);
     assert_eq!(event["domain"], domain(EAST));
@@ -435,7 +437,7 @@ async fn a_removed_instance_is_closed_in_the_table_and_announced() {
         })
         .await;
     assert_eq!(event["reason"], "InstanceRemoved");
-    assert_eq!(event["sequence"].as_u64(), Some(n(&retired, "version")));
+    assert_eq!(event["sequence"].as_u64(), Some(n(&retired, "event_seq")));
     wait_for("InstanceRemoved Event", WAIT, || async {
         events_for(&f.client, &f.ns, "event")
             .await
@@ -454,6 +456,14 @@ async fn a_removed_instance_is_closed_in_the_table_and_announced() {
         .await;
     assert_eq!(s(&reopened, "reason"), "DesiredOpen");
     assert!(n(&reopened, "version") > n(&retired, "version"));
+    // Its event delivered and recorded, so the restart below owes (and repeats) nothing:
+    // delivery is at least once, and a kill between the two would send it again.
+    f.wait_item("west's reopen event recorded", WEST, |i| {
+        i.get("announced_version")
+            .and_then(|v| v.as_n().ok())
+            .is_some_and(|v| v == &n(i, "version").to_string())
+    })
+    .await;
 
     // Deleted while the operator is down: retired by the sweep at start-up.
     f.operator.take().unwrap().kill();
@@ -571,9 +581,9 @@ async fn dynamodb_and_sns_outages_lose_nothing() {
     })
     .await;
     f.sns_proxy.up();
-    let version = n(&f.item(EAST).await.unwrap(), "version");
+    let seq = n(&f.item(EAST).await.unwrap(), "event_seq");
     f.wait_event("the reopen event, late", |e| {
-        e["region"] == EAST && e["sequence"].as_u64() == Some(version)
+        e["region"] == EAST && e["sequence"].as_u64() == Some(seq)
     })
     .await;
     wait_for("EventsDelivered=True", WAIT, || async {
@@ -612,6 +622,7 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
         .wait_item("east closed", EAST, |i| !b(i, "distro_open"))
         .await;
     let version = n(&closed, "version");
+    let seq = n(&closed, "event_seq");
     assert!(announced(&closed) < Some(version), "{closed:?}");
     wait_for("EventsDelivered=False", WAIT, || async {
         (f.cluster_condition("EventsDelivered").await?.0 == "False").then_some(())
@@ -623,7 +634,7 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
 
     let event = f
         .wait_event("the close event, after the restart", |e| {
-            e["region"] == EAST && e["sequence"].as_u64() == Some(version)
+            e["region"] == EAST && e["sequence"].as_u64() == Some(seq)
         })
         .await;
     assert_eq!(event["type"], "OpenChanged");
@@ -645,7 +656,7 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
             .filter(|e| e["region"] == region && e["sequence"].as_u64() == Some(seq))
             .count()
     };
-    assert_eq!(sent(EAST, version), 1, "{events:?}");
+    assert_eq!(sent(EAST, seq), 1, "{events:?}");
     assert_eq!(
         events.iter().filter(|e| e["region"] == WEST).count(),
         west_events
@@ -663,11 +674,33 @@ async fn an_event_lost_with_a_killed_operator_is_sent_after_restart() {
         .send()
         .await
         .unwrap();
+    let legacy_instance = |annotations: &str| {
+        format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: event-legacy\n{annotations}spec:\n  clusteredStream: event\n  region: us-west-2\n  cloudfront: {{domain: {legacy}}}\n  origin: {{url: \"{}\"}}\n",
+            f.sim.master_url(EAST, "s0001").unwrap()
+        )
+    };
+    // Not without saying so: the item has no owner.
     kubectl_ok(
         &["apply", "-n", &f.ns, "-f", "-"],
-        Some(&format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: event-legacy\nspec:\n  clusteredStream: event\n  region: us-west-2\n  cloudfront: {{domain: {legacy}}}\n  origin: {{url: \"{}\"}}\n",
-            f.sim.master_url(EAST, "s0001").unwrap()
+        Some(&legacy_instance("")),
+    );
+    let message = wait_for("the legacy item refused", WAIT, || async {
+        let (status, reason, message) = f.cluster_condition("StateSynced").await?;
+        (status == "False" && reason == "NotOwner").then_some(message)
+    })
+    .await;
+    assert!(message.contains("original system"), "{message}");
+    assert!(
+        !f.item_of_domain(legacy)
+            .await
+            .unwrap()
+            .contains_key("version")
+    );
+    kubectl_ok(
+        &["apply", "-n", &f.ns, "-f", "-"],
+        Some(&legacy_instance(
+            "  annotations: {cvs.dev/take-over-state-item: \"true\"}\n",
         )),
     );
     let taken_over = wait_for("the legacy item taken over", WAIT, || async {
@@ -778,4 +811,375 @@ async fn replicas_are_requested_and_refusals_are_reported() {
             "{label}: the home region is used regardless"
         );
     }
+}
+
+/// Events of one instance (by region) have consecutive sequence numbers from 1: nothing was
+/// lost.
+fn gapless(events: &[Value], region: &str) {
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| e["domain"] == domain(region))
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "{region}: {events:?}");
+}
+
+/// (version, stale, distro_open) of east's, west's and `extra`'s items.
+async fn item_states(f: &Fixture, extra: &str) -> Vec<(u64, bool, bool)> {
+    let mut v = Vec::new();
+    for d in [domain(EAST), domain(WEST), extra.to_owned()] {
+        let item = f.item_of_domain(&d).await.unwrap();
+        v.push((
+            n(&item, "version"),
+            b(&item, "stale"),
+            b(&item, "distro_open"),
+        ));
+    }
+    v
+}
+
+/// A StreamInstance `name` of ClusteredStream `cluster` on `domain`, probing `region`'s origin.
+fn extra_instance(f: &Fixture, name: &str, cluster: &str, domain: &str, region: &str) -> String {
+    format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: {cluster}\n  region: {region}\n  cloudfront: {{domain: {domain}}}\n  origin: {{url: \"{}\"}}\n",
+        f.sim.master_url(region, "s0001").unwrap()
+    )
+}
+
+async fn instance_condition(f: &Fixture, name: &str, type_: &str) -> Option<(String, String)> {
+    let api: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    let s = api.get(name).await.ok()?.status?;
+    let c = s.conditions.into_iter().find(|c| c.type_ == type_)?;
+    Some((c.status, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_stale_and_a_closed_region_rewrites_and_announces_nothing() {
+    let mut f = Fixture::start(
+        "state-restart-stale",
+        "{mode: Automatic, holdDownSeconds: 3}",
+    )
+    .await;
+    // A third region on west's origin keeps minOpen satisfied while east and west are closed.
+    let backup = "d-backup.cloudfront.net";
+    kubectl_ok(
+        &["apply", "-n", &f.ns, "-f", "-"],
+        Some(&extra_instance(&f, "event-backup", "event", backup, WEST)),
+    );
+    healthy_items(&f).await;
+    wait_for("backup item open and fresh", WAIT, || async {
+        let i = f.item_of_domain(backup).await?;
+        (b(&i, "distro_open") && b(&i, "playlist_fresh")).then_some(())
+    })
+    .await;
+
+    // East's media playlists fail (stale at first sight, whatever the probe makes of a
+    // playlist it has not seen before), and automatic failover closes it; west is closed by
+    // patch.
+    f.sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Http404)
+                .region(EAST)
+                .resource(ResourceFilter::Media),
+        )
+        .await
+        .unwrap();
+    f.wait_item("east failed over", EAST, |i| {
+        s(i, "reason") == "FailedOver" && b(i, "stale")
+    })
+    .await;
+    f.patch_open(WEST, false);
+    f.wait_item("west closed", WEST, |i| s(i, "reason") == "DesiredClosed")
+        .await;
+    f.wait_event("east's health event", |e| {
+        e["region"] == EAST && e["new"]["healthy"] == false
+    })
+    .await;
+    f.wait_event("west's close event", |e| {
+        e["region"] == WEST && e["type"] == "OpenChanged"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = item_states(&f, backup).await;
+    assert_eq!(
+        before.iter().map(|v| (v.1, v.2)).collect::<Vec<_>>(),
+        [(true, false), (false, false), (false, true)]
+    );
+    let events_before = f.events().await.len();
+
+    f.operator.take().unwrap().kill();
+    f.start_operator().await;
+    // Until and after the first verdicts: nothing is rewritten, nothing announced.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(12) {
+        assert_eq!(
+            item_states(&f, backup).await,
+            before,
+            "after {:?}",
+            watch.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let events = f.events().await;
+    assert_eq!(
+        events.len(),
+        events_before,
+        "no event across the restart: {events:?}"
+    );
+    let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    let east = instances.get(&name(EAST)).await.unwrap().status.unwrap();
+    assert_eq!(east.open, Some(false));
+    for region in [EAST, WEST] {
+        gapless(&events, region);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_repairs_items_changed_by_hand_malformed_or_lost() {
+    let f = Fixture::start("state-repair", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    // Bounded by the item re-read interval (30 s) plus a reconcile.
+    const REPAIR: Duration = Duration::from_secs(75);
+    let set = |region: &str, attr: &str, v: AttributeValue| {
+        let (f, attr, region) = (&f, attr.to_owned(), region.to_owned());
+        async move {
+            f.dynamodb
+                .update_item()
+                .table_name(&f.table)
+                .key("domain", AttributeValue::S(domain(&region)))
+                .update_expression("SET #a = :v")
+                .expression_attribute_names("#a", attr)
+                .expression_attribute_values(":v", v)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let repaired_event = |reason: &'static str, words: &'static str| {
+        let f = &f;
+        async move {
+            wait_for(&format!("{reason} Event ({words})"), REPAIR, || async {
+                events_for(&f.client, &f.ns, "event")
+                    .await
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.message.as_deref().is_some_and(|n| n.contains(words))
+                    })
+            })
+            .await
+        }
+    };
+
+    // Closed by hand: opened again, and the Event says what was wrong.
+    let east = n(&f.item(EAST).await.unwrap(), "version");
+    set(EAST, "distro_open", AttributeValue::Bool(false)).await;
+    let fixed = wait_for("east reopened", REPAIR, || async {
+        let i = f.item(EAST).await?;
+        (i["distro_open"] == AttributeValue::Bool(true)).then_some(i)
+    })
+    .await;
+    assert!(n(&fixed, "version") > east);
+    repaired_event("StateItemChanged", "distro_open: false (expected true)").await;
+
+    // A string where a boolean belongs is not read as true: it is rewritten.
+    set(WEST, "distro_open", AttributeValue::S("false".into())).await;
+    wait_for("west's string repaired", REPAIR, || async {
+        let i = f.item(WEST).await?;
+        (i["distro_open"] == AttributeValue::Bool(true)).then_some(())
+    })
+    .await;
+    repaired_event("StateItemMalformed", "distro_open is the string").await;
+
+    // A version that cannot be incremented neither crashes the operator nor wedges the item.
+    set(EAST, "version", AttributeValue::N(u64::MAX.to_string())).await;
+    set(EAST, "distro_open", AttributeValue::Bool(false)).await;
+    wait_for("east's version repaired", REPAIR, || async {
+        let i = f.item(EAST).await?;
+        (i["version"].as_n().ok()? != &u64::MAX.to_string()
+            && i["distro_open"] == AttributeValue::Bool(true))
+        .then_some(())
+    })
+    .await;
+    let (status, _) = f.operator.as_ref().unwrap().get("/healthz").await.unwrap();
+    assert_eq!(status, 200);
+
+    // The table is lost (deleted, as when DynamoDB Local restarts empty): it is created again
+    // and every item written, versions and sequences going on from where they were.
+    let west = f.item(WEST).await.unwrap();
+    f.dynamodb
+        .delete_table()
+        .table_name(&f.table)
+        .send()
+        .await
+        .unwrap();
+    for region in [EAST, WEST] {
+        wait_for(&format!("{region} rewritten"), REPAIR, || async {
+            let i = f.item(region).await?;
+            b(&i, "distro_open").then_some(())
+        })
+        .await;
+    }
+    let west_again = f.item(WEST).await.unwrap();
+    assert!(n(&west_again, "version") > n(&west, "version"));
+    assert!(n(&west_again, "event_seq") >= n(&west, "event_seq"));
+    repaired_event("StateItemMissing", "the item was missing").await;
+    wait_for("StateSynced=True", WAIT, || async {
+        (f.cluster_condition("StateSynced").await?.0 == "True").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_claiming_one_domain_are_both_refused() {
+    let f = Fixture::start("state-dup", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    let before = f.item(EAST).await.unwrap();
+    // Another ClusteredStream, same table, and an instance claiming east's domain, closed.
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: other\nspec:\n  stateTable: {{name: {}, region: us-east-1}}\n",
+        f.table
+    );
+    kubectl_ok(&["apply", "-n", &f.ns, "-f", "-"], Some(&manifest));
+    let dup = extra_instance(&f, "intruder", "other", &domain(EAST), EAST)
+        .replace("spec:\n", "spec:\n  distroOpen: false\n");
+    kubectl_ok(&["apply", "-n", &f.ns, "-f", "-"], Some(&dup));
+    for who in ["intruder", name(EAST).as_str()] {
+        let (_, message) = wait_for(
+            &format!("{who} refused"),
+            Duration::from_secs(60),
+            || async {
+                let c = instance_condition(&f, who, "DomainUnique").await?;
+                (c.0 == "False").then_some(c)
+            },
+        )
+        .await;
+        assert!(message.contains(&domain(EAST)), "{message}");
+    }
+    wait_for("StateSynced=False DuplicateDomain", WAIT, || async {
+        let (status, reason, _) = f.cluster_condition("StateSynced").await?;
+        (status == "False" && reason == "DuplicateDomain").then_some(())
+    })
+    .await;
+    // Neither writes the item: it stays as it was.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = f.item(EAST).await.unwrap();
+    assert_eq!(n(&during, "version"), n(&before, "version"));
+    assert!(b(&during, "distro_open"));
+    assert_eq!(s(&during, "cluster"), format!("{}/event", f.ns));
+
+    // The duplicate goes: the rightful instance is written again.
+    kubectl_ok(&["delete", "streaminstance", "intruder", "-n", &f.ns], None);
+    wait_for("east unique again", Duration::from_secs(60), || async {
+        (instance_condition(&f, &name(EAST), "DomainUnique").await?.0 == "True").then_some(())
+    })
+    .await;
+    f.patch_open(EAST, false);
+    f.wait_item("east written again", EAST, |i| !b(i, "distro_open"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_does_not_exist_holds_up_no_other_topic() {
+    let f = Fixture::start("state-topics", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    // Another ClusteredStream whose topic ARN is mistyped: it never exists in moto.
+    let typo = format!("arn:aws:sns:us-east-1:123456789012:{}-typo", f.ns);
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: typo\nspec:\n  stateTable: {{name: {}-typo, region: us-east-1, create: true}}\n  notifications: {{snsTopicArn: \"{typo}\"}}\n",
+        f.ns
+    );
+    kubectl_ok(&["apply", "-n", &f.ns, "-f", "-"], Some(&manifest));
+    kubectl_ok(
+        &["apply", "-n", &f.ns, "-f", "-"],
+        Some(&extra_instance(
+            &f,
+            "typo-east",
+            "typo",
+            "d-typo.cloudfront.net",
+            EAST,
+        )),
+    );
+    let api: Api<ClusteredStream> = Api::namespaced(f.client.clone(), &f.ns);
+    let message = wait_for("typo's topic parked", WAIT, || async {
+        let s = api.get("typo").await.ok()?.status?;
+        let c = s
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "EventsDelivered")?;
+        (c.status == "False" && c.reason == "TopicUnusable").then_some(c.message)
+    })
+    .await;
+    assert!(message.contains("waiting"), "{message}");
+
+    // The other ClusteredStream's events still go out at once.
+    f.patch_open(EAST, false);
+    let closed = f
+        .wait_item("east closed", EAST, |i| !b(i, "distro_open"))
+        .await;
+    f.wait_event("east's close event", |e| {
+        e["region"] == EAST && e["sequence"].as_u64() == Some(n(&closed, "event_seq"))
+    })
+    .await;
+    wait_for("EventsDelivered=True on the good topic", WAIT, || async {
+        (f.cluster_condition("EventsDelivered").await?.0 == "True").then_some(())
+    })
+    .await;
+    let events = f.events().await;
+    gapless(&events, EAST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_namespace_cannot_overwrite_an_item() {
+    let f = Fixture::start("state-owner", "{mode: Manual}").await;
+    healthy_items(&f).await;
+    let before = f.item(EAST).await.unwrap();
+    // Another tenant names the same table and east's domain, with an operator of its own.
+    let ns2 = namespace("state-intruder");
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: evil\nspec:\n  stateTable: {{name: {}, region: us-east-1}}\n---\n{}",
+        f.table,
+        extra_instance(&f, "evil-east", "evil", &domain(EAST), EAST).replace(
+            "spec:\n  clusteredStream",
+            "spec:\n  distroOpen: false\n  clusteredStream"
+        )
+    );
+    kubectl_ok(&["apply", "-n", &ns2, "-f", "-"], Some(&manifest));
+    let _intruder = Operator::start("state-intruder", &ns2).await.unwrap();
+    let api: Api<ClusteredStream> = Api::namespaced(f.client.clone(), &ns2);
+    let message = wait_for("the intruder refused", WAIT, || async {
+        let s = api.get("evil").await.ok()?.status?;
+        let c = s
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "StateSynced")?;
+        (c.status == "False" && c.reason == "NotOwner").then_some(c.message)
+    })
+    .await;
+    assert!(
+        message.contains(&format!("{}/event/{}", f.ns, name(EAST))),
+        "{message}"
+    );
+    wait_for("a Warning Event on the intruder", WAIT, || async {
+        events_for(&f.client, &ns2, "evil-east")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("StateItemNotOwned"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = f.item(EAST).await.unwrap();
+    assert_eq!(n(&during, "version"), n(&before, "version"), "untouched");
+    assert_eq!(s(&during, "cluster"), format!("{}/event", f.ns));
+    assert!(b(&during, "distro_open"));
+    // The owner goes on writing it.
+    f.patch_open(EAST, false);
+    let closed = f
+        .wait_item("east closed by its owner", EAST, |i| !b(i, "distro_open"))
+        .await;
+    assert_eq!(
+        s(&closed, "owner"),
+        format!("{}/event/{}", f.ns, name(EAST))
+    );
 }

@@ -51,10 +51,23 @@ pub fn health_of(instance: &StreamInstance) -> Option<bool> {
     }
 }
 
-/// When the instance's `Healthy` condition last turned True, if it is True now.
+/// When the instance last turned healthy (unix ms), if its `Healthy` condition is True now:
+/// `status.healthChangedAt` (millisecond precision) when present, else the condition's
+/// `lastTransitionTime` (whole seconds, rounded down). The later of the two is taken, so a
+/// hold-down never ends early on a time that is older than the condition's.
 pub fn healthy_since_ms(instance: &StreamInstance) -> Option<i64> {
-    let c = conditions::find(&instance.status.as_ref()?.conditions, "Healthy")?;
-    (c.status == "True").then(|| c.last_transition_time.0.as_millisecond())
+    let status = instance.status.as_ref()?;
+    let c = conditions::find(&status.conditions, "Healthy")?;
+    if c.status != "True" {
+        return None;
+    }
+    let transition = c.last_transition_time.0.as_millisecond();
+    let changed = status
+        .health_changed_at
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond());
+    Some(changed.map_or(transition, |ms| ms.max(transition)))
 }
 
 /// Pure stage: the effective open state of every instance and the ClusteredStream's conditions.
@@ -214,21 +227,34 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             i.spec.clustered_stream == name && i.metadata.namespace.as_deref() == Some(ns.as_str())
         })
         .collect();
+    if let Some(action) = super::edge::finalize(ctx, cluster, &members).await? {
+        return Ok(action);
+    }
+    // Observe.
     let now_ms = jiff::Timestamp::now().as_millisecond();
+    let claims = claims(ctx);
+    prune(ctx, &claims);
+    // Decide.
     let plan = plan(cluster, &members, now_ms);
+    let duplicates = duplicate_claims(&claims);
+    let table = &cluster.spec.state_table;
 
-    // Instances first: the ClusteredStream's summary then describes states already written.
+    // Apply. Instances first: the ClusteredStream's summary then describes states already
+    // written.
     let instance_api: Api<StreamInstance> = Api::namespaced(ctx.client.clone(), &ns);
     for (decision, condition) in &plan.instances {
         let Some(instance) = members.iter().find(|i| i.name_any() == decision.name) else {
             continue;
         };
-        write_instance_open(ctx, &instance_api, instance, decision, condition).await?;
+        let key = claim_key(&table.name, &table.region, &instance.spec.cloudfront.domain);
+        let unique = domain_condition(instance, &key, &duplicates);
+        let conditions = [condition.clone(), unique];
+        write_instance_open(ctx, &instance_api, instance, decision, &conditions).await?;
     }
 
     // Then the state table, and an SNS event for each change it records.
     let cluster_key = format!("{ns}/{name}");
-    let synced = sync_state(ctx, cluster, &cluster_key, &plan, &members).await;
+    let synced = sync_state(ctx, cluster, &cluster_key, &plan, &members, &duplicates).await;
     let mut desired_conditions = plan.conditions.clone();
     desired_conditions.push(synced.condition.clone());
     // TableReplicated is decided only when the table is checked; between checks it stays as
@@ -249,6 +275,10 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     let published = super::publish::stage(ctx, cluster, &cluster_key, &plan, &members).await;
     desired_conditions.extend(published.conditions.iter().cloned());
     let mut retry_soon = !synced.ok;
+    if let Some(edge) = super::edge::deploy(ctx, cluster, &members).await {
+        retry_soon |= edge.retry;
+        desired_conditions.push(edge.condition);
+    }
     if cluster.spec.notifications.is_some() {
         let d = ctx.notifier.delivery(&cluster_key);
         retry_soon |= d.pending > 0;
@@ -310,12 +340,15 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     if retry_soon {
         return Ok(Action::requeue(super::RETRY_AFTER_ERROR));
     }
+    // Soon enough for the items to be read again (ITEM_REREAD) and a hold-down to end.
     let recheck = plan
         .recheck_at_ms
-        .map(|at| std::time::Duration::from_millis((at - now_ms).max(0) as u64 + 50))
+        .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0) + 50))
         .unwrap_or(RESYNC_PERIOD);
     let recheck = published.requeue.map_or(recheck, |r| r.min(recheck));
-    Ok(Action::requeue(recheck.min(RESYNC_PERIOD)))
+    Ok(Action::requeue(
+        recheck.min(RESYNC_PERIOD).min(crate::state::ITEM_REREAD),
+    ))
 }
 
 /// The stored `TableReplicated` condition, kept as it is between table checks (its reason is
@@ -336,6 +369,18 @@ fn carried_over(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -
 
 /// The `EventsDelivered` condition from the publisher's delivery state.
 fn delivery_condition(d: &crate::notify::Delivery) -> Desired {
+    if let Some(e) = &d.parked {
+        return Desired::new(
+            "EventsDelivered",
+            Status::False,
+            "TopicUnusable",
+            format!(
+                "SNS refuses the topic: {e}; {} event(s) waiting, tried again every {}s (other topics are not held up)",
+                d.pending,
+                crate::notify::PARKED_RETRY.as_secs()
+            ),
+        );
+    }
     match (&d.last_error, d.pending) {
         (Some(e), pending) => Desired::new(
             "EventsDelivered",
@@ -343,7 +388,7 @@ fn delivery_condition(d: &crate::notify::Delivery) -> Desired {
             "PublishFailing",
             format!("{pending} event(s) waiting; retrying with backoff; last error: {e}"),
         ),
-        (None, 0) if d.dropped == 0 => Desired::new(
+        (None, 0) if !d.dropped_recently => Desired::new(
             "EventsDelivered",
             Status::True,
             "Delivered",
@@ -353,7 +398,10 @@ fn delivery_condition(d: &crate::notify::Delivery) -> Desired {
             "EventsDelivered",
             Status::False,
             "EventsDropped",
-            format!("{} event(s) dropped because the queue was full", d.dropped),
+            format!(
+                "{} event(s) dropped (queue full or refused by SNS); their changes are announced again when the items are next read",
+                d.dropped
+            ),
         ),
         (None, pending) => Desired::new(
             "EventsDelivered",
@@ -374,13 +422,18 @@ struct StateSync {
 
 /// Writes each instance's effective state to the state table (opens before closes, so the
 /// table never shows fewer open instances than it must), publishing an SNS event for each
-/// recorded change. Failures become the `StateSynced` condition; they never stop the status.
+/// recorded change. An item whose domain another StreamInstance also claims in this table is
+/// not written at all (see [`duplicate_claims`]). Failures become the `StateSynced` condition;
+/// they never stop the status, and one item's failure (a conflict, a malformed item) does not
+/// keep the others from being written. A missing, changed or malformed item is rewritten, with
+/// a Warning Event saying what was wrong.
 async fn sync_state(
     ctx: &Context,
     cluster: &ClusteredStream,
     cluster_key: &str,
     plan: &ClusterPlan,
     members: &[Arc<StreamInstance>],
+    duplicates: &Duplicates,
 ) -> StateSync {
     let spec = &cluster.spec.state_table;
     let handle = ctx.table(&spec.name, &spec.region);
@@ -393,6 +446,7 @@ async fn sync_state(
         return report(e);
     }
     let fail = |e: StateError| {
+        tracing::warn!(cluster = cluster_key, table = %spec.name, error = %e, "state table sync failed");
         ctx.metrics.state_errors.inc();
         let sync = report(&e);
         ctx.table_outcome(&spec.name, &spec.region, TableOutcome::Failed(e));
@@ -418,13 +472,23 @@ async fn sync_state(
     let mut order: Vec<&(OpenDecision, Desired)> = plan.instances.iter().collect();
     order.sort_by_key(|(d, _)| !d.open);
     let mut written = 0;
+    let mut item_errors: Vec<StateError> = Vec::new();
+    let mut repairs: Vec<String> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
     for (decision, _) in order {
         let Some(instance) = members.iter().find(|i| i.name_any() == decision.name) else {
             continue;
         };
         let ns = instance.namespace().unwrap_or_default();
+        let domain = instance.spec.cloudfront.domain.clone();
+        if let Some(others) =
+            duplicates.get(&(ns.clone(), claim_key(&spec.name, &spec.region, &domain)))
+        {
+            refused.push(format!("{domain} (claimed by {})", others.join(", ")));
+            continue;
+        }
         let desired = crate::state::Desired {
-            domain: instance.spec.cloudfront.domain.clone(),
+            domain,
             distro_open: decision.open,
             desired_open: instance.spec.distro_open,
             healthy: health_of(instance),
@@ -433,16 +497,63 @@ async fn sync_state(
             name: format!("{ns}/{}", decision.name),
             reason: decision.reason.as_str().to_owned(),
         };
-        let cached = ctx.cached_item(&desired.domain);
-        match table.sync(&desired, cached, announce).await {
+        let (cached, known) = ctx.items.get(&table, &desired.domain);
+        let from_table = cached.is_none();
+        let take_over = instance
+            .annotations()
+            .get(crate::state::TAKE_OVER_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        match table
+            .sync(&desired, cached, known.as_ref(), announce, take_over)
+            .await
+        {
             Ok(synced) => {
                 if announce && let Some(read) = &synced.read {
                     replay_unannounced(ctx, cluster, &table, renditions_of(instance), read);
                 }
-                ctx.remember_item(&synced.item);
+                // A cached copy used again keeps its age, so it is read again in time.
+                if from_table || synced.written {
+                    ctx.items.remember(&table, &synced.item);
+                }
                 if synced.written {
                     written += 1;
                     ctx.metrics.state_writes.inc();
+                    // One reason per kind of repair: Events of one reason on one object are
+                    // folded into a series that keeps the first note.
+                    let what = match (&synced.repaired, &synced.outside_change) {
+                        (Some(m), _) => Some((
+                            "StateItemMalformed",
+                            format!("was malformed ({})", m.describe()),
+                        )),
+                        (None, Some(change)) if change.starts_with(crate::state::MISSING) => {
+                            Some(("StateItemMissing", format!("had gone ({change})")))
+                        }
+                        (None, Some(change)) => Some((
+                            "StateItemChanged",
+                            format!("had been changed outside the operator ({change})"),
+                        )),
+                        (None, None) => None,
+                    };
+                    if let Some((reason, what)) = what {
+                        let note = format!(
+                            "state-table item {} of {} {what}; rewritten as decided (version {})",
+                            desired.domain, desired.name, synced.item.version
+                        );
+                        tracing::warn!(cluster = cluster_key, "{note}");
+                        repairs.push(note.clone());
+                        publish(
+                            ctx,
+                            cluster,
+                            Event {
+                                type_: EventType::Warning,
+                                reason: reason.into(),
+                                note: Some(note),
+                                action: "Repair".into(),
+                                secondary: None,
+                            },
+                        )
+                        .await;
+                    }
                     let old = synced.previous.as_ref().map(Item::state);
                     notify(
                         ctx,
@@ -451,11 +562,33 @@ async fn sync_state(
                         renditions_of(instance),
                         old,
                         &synced.item,
+                        synced.repaired.is_some(),
                     );
                 }
             }
+            Err(e) if e.is_per_item() => {
+                ctx.items.expire(&table, &desired.domain);
+                if matches!(e, StateError::NotOwner { .. }) {
+                    publish(
+                        ctx,
+                        instance.as_ref(),
+                        Event {
+                            type_: EventType::Warning,
+                            reason: "StateItemNotOwned".into(),
+                            note: Some(e.to_string()),
+                            action: "WriteStateItem".into(),
+                            secondary: None,
+                        },
+                    )
+                    .await;
+                }
+                ctx.metrics.state_errors.inc();
+                tracing::warn!(cluster = cluster_key, domain = %desired.domain, error = %e,
+                    "could not write a state-table item; writing the others");
+                item_errors.push(e);
+            }
             Err(e) => {
-                ctx.forget_item(&desired.domain);
+                ctx.items.expire(&table, &desired.domain);
                 return fail(e);
             }
         }
@@ -467,21 +600,175 @@ async fn sync_state(
     if written > 0 {
         tracing::debug!(cluster = cluster_key, written, "state table updated");
     }
-    StateSync {
-        ok: true,
-        replication,
-        condition: Desired::new(
+    let in_sync = plan
+        .instances
+        .len()
+        .saturating_sub(item_errors.len() + refused.len());
+    let condition = if !refused.is_empty() {
+        Desired::new(
+            "StateSynced",
+            Status::False,
+            "DuplicateDomain",
+            format!(
+                "not written: {}; each domain must belong to one StreamInstance per table ({in_sync} item(s) in sync)",
+                refused.join("; ")
+            ),
+        )
+    } else if let Some(first) = item_errors.first() {
+        Desired::new(
+            "StateSynced",
+            Status::False,
+            first.reason(),
+            item_errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    } else if !repairs.is_empty() {
+        Desired::new(
+            "StateSynced",
+            Status::True,
+            "ItemsRepaired",
+            repairs.join("; "),
+        )
+    } else {
+        Desired::new(
             "StateSynced",
             Status::True,
             "InSync",
             format!(
-                "{} item(s) in sync in table {} ({})",
-                plan.instances.len(),
-                spec.name,
-                spec.region
+                "{in_sync} item(s) in sync in table {} ({})",
+                spec.name, spec.region
+            ),
+        )
+    };
+    StateSync {
+        ok: item_errors.is_empty(),
+        replication,
+        condition,
+    }
+}
+
+/// A state-table item's identity: table name, table region, domain.
+pub type ClaimKey = (String, String, String);
+
+fn claim_key(table: &str, region: &str, domain: &str) -> ClaimKey {
+    (table.to_owned(), region.to_owned(), domain.to_owned())
+}
+
+/// Items claimed by more than one StreamInstance of one namespace, by (namespace, item), with
+/// the claimants (`namespace/name`). Across namespaces, the item's owner decides (see
+/// [`crate::state::Desired::may_write_over`]): an instance of another namespace cannot make the
+/// owner's item stop being written.
+pub type Duplicates = std::collections::BTreeMap<(String, ClaimKey), Vec<String>>;
+
+/// Pure: which (table, domain) pairs more than one StreamInstance of the same namespace claims,
+/// from every instance's claim (`namespace/name`; `None` when its ClusteredStream is unknown:
+/// it writes nothing).
+pub fn duplicate_claims(claims: &[(Option<ClaimKey>, String)]) -> Duplicates {
+    let mut by_key: Duplicates = Default::default();
+    for (key, instance) in claims {
+        if let Some(key) = key {
+            let ns = instance.split('/').next().unwrap_or_default().to_owned();
+            by_key
+                .entry((ns, key.clone()))
+                .or_default()
+                .push(instance.clone());
+        }
+    }
+    by_key.retain(|_, v| {
+        v.sort();
+        v.len() > 1
+    });
+    by_key
+}
+
+/// Every StreamInstance's claim on a state-table item, from the caches.
+fn claims(ctx: &Context) -> Vec<(Option<ClaimKey>, String)> {
+    let clusters = ctx.clusters.state();
+    ctx.instances
+        .state()
+        .iter()
+        .map(|i| {
+            let ns = i.namespace().unwrap_or_default();
+            let key = clusters
+                .iter()
+                .find(|c| {
+                    c.name_any() == i.spec.clustered_stream && c.namespace().as_ref() == Some(&ns)
+                })
+                .map(|c| {
+                    claim_key(
+                        &c.spec.state_table.name,
+                        &c.spec.state_table.region,
+                        &i.spec.cloudfront.domain,
+                    )
+                });
+            (key, format!("{ns}/{}", i.name_any()))
+        })
+        .collect()
+}
+
+/// The `DomainUnique` condition of an instance.
+fn domain_condition(instance: &StreamInstance, key: &ClaimKey, duplicates: &Duplicates) -> Desired {
+    let ns = instance.namespace().unwrap_or_default();
+    let me = format!("{ns}/{}", instance.name_any());
+    match duplicates.get(&(ns, key.clone())) {
+        Some(all) => Desired::new(
+            "DomainUnique",
+            Status::False,
+            "DuplicateDomain",
+            format!(
+                "{} in table {} is also claimed by {}; the item is written for none of them until one is changed or deleted",
+                key.2,
+                key.0,
+                all.iter()
+                    .filter(|o| **o != me)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        None => Desired::new(
+            "DomainUnique",
+            Status::True,
+            "SoleClaimant",
+            format!(
+                "no other StreamInstance claims {} in table {}",
+                key.2, key.0
             ),
         ),
     }
+}
+
+/// How often the caches of instances, ClusteredStreams and topics that are gone are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// Forgets what the caches keep for instances, ClusteredStreams and topics that are gone (at
+/// most every [`PRUNE_EVERY`]).
+fn prune(ctx: &Context, claims: &[(Option<ClaimKey>, String)]) {
+    {
+        if !ctx.items.prune_due(PRUNE_EVERY) {
+            return;
+        }
+    }
+    let live: BTreeSet<&ClaimKey> = claims.iter().filter_map(|(k, _)| k.as_ref()).collect();
+    ctx.items.retain(|k| live.contains(k));
+    let clusters = ctx.clusters.state();
+    let keys: BTreeSet<String> = clusters
+        .iter()
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    let topics: BTreeSet<String> = clusters
+        .iter()
+        .filter_map(|c| c.spec.notifications.as_ref())
+        .map(|n| n.sns_topic_arn.clone())
+        .collect();
+    ctx.swept
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|k, _| keys.contains(k));
+    ctx.notifier.retain(&keys, &topics);
 }
 
 /// The `TableReplicated` condition from the replica requests, if any replica is wanted.
@@ -571,7 +858,10 @@ async fn retire_removed(
         if announce {
             replay_unannounced(ctx, cluster, table, Vec::new(), item);
         }
-        match table.put(&retired, Some(item), announce).await {
+        match table
+            .put(&retired, crate::state::Base::Item(item), announce)
+            .await
+        {
             Ok(written) => {
                 ctx.metrics.state_writes.inc();
                 ctx.metrics.items_retired.inc();
@@ -581,7 +871,7 @@ async fn retire_removed(
                     instance = %retired.name,
                     "closed the state-table item of a removed instance"
                 );
-                ctx.remember_item(&written);
+                ctx.items.remember(table, &written);
                 notify(
                     ctx,
                     cluster,
@@ -589,6 +879,7 @@ async fn retire_removed(
                     Vec::new(),
                     Some(item.state()),
                     &written,
+                    false,
                 );
                 publish(
                     ctx,
@@ -657,18 +948,24 @@ fn notify(
     renditions: Vec<RenditionDetail>,
     old: Option<InstanceState>,
     item: &Item,
+    repaired: bool,
 ) {
     let Some(notifications) = &cluster.spec.notifications else {
         return;
     };
     let new = item.state();
-    let Some(type_) = InstanceEvent::type_for(old.as_ref(), &new) else {
-        return;
+    let type_ = if repaired {
+        "ItemRepaired"
+    } else {
+        match InstanceEvent::type_for(old.as_ref(), &new) {
+            Some(t) => t,
+            None => return,
+        }
     };
     let event = InstanceEvent {
         schema_version: crate::notify::SCHEMA_VERSION,
         type_,
-        sequence: item.version,
+        sequence: item.sequence(),
         cluster: item.desired.cluster.clone(),
         instance: item.desired.name.clone(),
         region: item.desired.region.clone(),
@@ -677,6 +974,7 @@ fn notify(
         new,
         reason: item.desired.reason.clone(),
         renditions,
+        renditions_summary: None,
         timestamp: jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
             .to_string(),
@@ -703,16 +1001,19 @@ fn replay_unannounced(
     let Some((old, _)) = read.unannounced_change() else {
         return;
     };
-    if ctx.notifier.queued(&read.desired.domain, read.version) {
+    if ctx
+        .notifier
+        .queued(&read.desired.cluster, &read.desired.domain, read.sequence())
+    {
         return;
     }
     tracing::info!(
         domain = %read.desired.domain,
-        sequence = read.version,
+        sequence = read.sequence(),
         "announcing a change whose event was not confirmed delivered before a restart"
     );
     ctx.metrics.sns_replayed.inc();
-    notify(ctx, cluster, table, renditions, old, read);
+    notify(ctx, cluster, table, renditions, old, read, false);
 }
 
 async fn write_instance_open(
@@ -720,11 +1021,13 @@ async fn write_instance_open(
     api: &Api<StreamInstance>,
     instance: &StreamInstance,
     decision: &OpenDecision,
-    condition: &Desired,
+    desired: &[Desired],
 ) -> Result<(), Error> {
     let generation = instance.metadata.generation;
     let status = instance.status.clone().unwrap_or_default();
-    let desired = std::slice::from_ref(condition);
+    let Some(condition) = desired.first() else {
+        return Ok(());
+    };
     if status.open == Some(decision.open) && up_to_date(&status.conditions, desired, generation) {
         return Ok(());
     }
@@ -928,5 +1231,76 @@ mod tests {
         assert_eq!((c.status, c.reason), (Status::Unknown, "ReplicasRequested"));
         let c = replication_condition(&[o("eu-west-1", Ok(ReplicaState::Present))]).unwrap();
         assert_eq!(c.status, Status::True);
+    }
+
+    #[test]
+    fn hold_down_is_measured_from_the_millisecond_health_change() {
+        let i = instance("a", true, Some(true));
+        let mut i = (*i).clone();
+        let status = i.status.as_mut().unwrap();
+        let c = &mut status.conditions[0];
+        c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-12-01T10:00:05Z".parse().unwrap(),
+        );
+        let second = 1_796_119_205_000;
+        assert_eq!(healthy_since_ms(&i), Some(second), "no healthChangedAt");
+        i.status.as_mut().unwrap().health_changed_at = Some("2026-12-01T10:00:05.875Z".into());
+        assert_eq!(healthy_since_ms(&i), Some(second + 875));
+        // An older or unreadable time never makes the hold-down end before the condition's.
+        i.status.as_mut().unwrap().health_changed_at = Some("2026-12-01T09:00:00.000Z".into());
+        assert_eq!(healthy_since_ms(&i), Some(second));
+        i.status.as_mut().unwrap().health_changed_at = Some("yesterday".into());
+        assert_eq!(healthy_since_ms(&i), Some(second));
+    }
+
+    #[test]
+    fn health_without_a_verdict_is_unknown_never_fresh() {
+        let mut i = (*instance("a", true, Some(true))).clone();
+        let c = &mut i.status.as_mut().unwrap().conditions[0];
+        c.status = "Unknown".into();
+        c.reason = "AwaitingProbe".into();
+        assert_eq!(health_of(&i), None);
+        assert_eq!(healthy_since_ms(&i), None);
+    }
+
+    #[test]
+    fn a_domain_claimed_twice_in_one_table_is_a_duplicate() {
+        let k = |t: &str, d: &str| Some(claim_key(t, "us-east-1", d));
+        let d = duplicate_claims(&[
+            (k("t", "a.net"), "ns1/x".into()),
+            (k("t", "a.net"), "ns1/y".into()),
+            (k("t", "b.net"), "ns1/z".into()),
+            (k("other", "b.net"), "ns1/w".into()),
+            (k("t", "a.net"), "ns2/other-tenant".into()),
+            (None, "ns4/orphan".into()),
+        ]);
+        assert_eq!(d.len(), 1, "another namespace is left to ownership");
+        assert_eq!(
+            d[&("ns1".to_owned(), claim_key("t", "us-east-1", "a.net"))],
+            ["ns1/x", "ns1/y"]
+        );
+    }
+
+    #[test]
+    fn delivery_condition_parks_and_clears_dropped_once_caught_up() {
+        use crate::notify::Delivery;
+        let parked = Delivery {
+            pending: 2,
+            parked: Some("NotFound".into()),
+            ..Default::default()
+        };
+        assert_eq!(delivery_condition(&parked).reason, "TopicUnusable");
+        let dropped = Delivery {
+            dropped: 3,
+            dropped_recently: true,
+            ..Default::default()
+        };
+        assert_eq!(delivery_condition(&dropped).reason, "EventsDropped");
+        let caught_up = Delivery {
+            dropped: 3,
+            delivered: 5,
+            ..Default::default()
+        };
+        assert_eq!(delivery_condition(&caught_up).status, Status::True);
     }
 }

@@ -10,6 +10,7 @@
 //! fields never clash and `kubectl apply`/Argo CD (which own `spec`) never fight the operator.
 
 pub mod cluster;
+pub mod edge;
 pub mod health;
 pub mod instance;
 pub mod publish;
@@ -82,8 +83,8 @@ pub struct Context {
     pub aws: aws_config::SdkConfig,
     /// State tables by (name, region), with when each was last checked.
     pub tables: std::sync::Mutex<TableCache>,
-    /// The last item written or read, by domain: saves a read before each write.
-    pub items: std::sync::Mutex<std::collections::HashMap<String, crate::state::Item>>,
+    /// The last item written or read, by (table, domain).
+    pub items: crate::state::ItemCache,
     /// By ClusteredStream (`namespace/name`): the table and member domains of the last sweep for
     /// items no instance claims any more. A sweep runs again when the table changes or a domain
     /// leaves (and once at start).
@@ -99,37 +100,12 @@ pub struct Context {
 pub type Swept = (String, String, std::collections::BTreeSet<String>);
 
 impl Context {
-    /// The state-table item last written or read for `domain`, if this process has one.
-    pub fn cached_item(&self, domain: &str) -> Option<crate::state::Item> {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(domain)
-            .cloned()
-    }
-
-    /// Remembers `item` as the state table now holds it.
-    pub fn remember_item(&self, item: &crate::state::Item) {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(item.desired.domain.clone(), item.clone());
-    }
-
     /// Forgets what the instance reconciler kept for every instance for which `keep` is false.
     pub fn forget_instances_except(&self, keep: impl Fn(&InstanceKey) -> bool) {
         self.detail_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| keep(k));
-    }
-
-    /// Forgets `domain`'s item, so the next write reads it afresh.
-    pub fn forget_item(&self, domain: &str) {
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(domain);
     }
 
     /// The state table `name` in `region`: whether its existence needs checking again, and the
