@@ -377,7 +377,7 @@ async fn refresh(
             // addresses unless the operator allows private ones.
             Ok(parsed) => match publisher
                 .fetcher
-                .get_with_permit(&parsed, &Destinations::new(&parsed, &allowed))
+                .get_with_permit(&parsed, &Destinations::new(&parsed, allowed))
                 .await
             {
                 Ok(body) => parse_contribution(&body, &url, &publisher.settings.limits)
