@@ -172,7 +172,22 @@ pub struct HealthPolicy {
     #[serde(default = "default_recovery_updates")]
     #[schemars(range(min = 1, max = 20))]
     pub recovery_updates: u32,
+
+    /// Hosts besides each instance's master playlist host that rendition URIs and redirects may
+    /// point to (`host` for any port, or `host:port`), for example a CDN the origin redirects to.
+    /// Every other host is refused (`DestinationRefused`), and so are internal addresses whatever
+    /// the host (see SECURITY.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allowed_hosts: Vec<AllowedHost>,
 }
+
+/// A host name, lower case, with an optional port.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct AllowedHost(
+    #[schemars(length(min = 1, max = 259), regex(pattern = HOST_PATTERN))] pub String,
+);
 
 fn default_staleness_multiplier() -> f64 {
     1.5
@@ -187,6 +202,7 @@ impl Default for HealthPolicy {
         Self {
             staleness_multiplier: default_staleness_multiplier(),
             recovery_updates: default_recovery_updates(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

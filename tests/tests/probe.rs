@@ -695,4 +695,37 @@ async fn connections_stay_on_the_masters_host_and_secrets_stay_out_of_status() {
             "{secret} in the operator's log"
         );
     }
+
+    // A host the ClusteredStream allows is probed: the other host is reached, and its rendition
+    // is no longer refused.
+    kubectl_ok(
+        &[
+            "patch",
+            "-n",
+            &ns,
+            "clusteredstream",
+            "event",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"health":{"allowedHosts":["127.0.0.2"]}}}"#,
+        ],
+        None,
+    );
+    wait_for("the allowed host is probed", DETECT, || async {
+        (reached.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    wait_for(
+        "the allowed host's rendition no longer refused",
+        DETECT,
+        || async {
+            let s = status("tenant").await?;
+            let r = s.renditions.iter().find(|r| r.uri.contains("127.0.0.2"))?;
+            (!r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("destination refused")))
+            .then_some(())
+        },
+    )
+    .await;
 }

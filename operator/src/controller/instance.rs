@@ -286,6 +286,15 @@ pub async fn reconcile(instance: Arc<StreamInstance>, ctx: Arc<Context>) -> Resu
     result
 }
 
+/// The hosts besides the master's own that a ClusteredStream's probes may connect to.
+pub fn allowed_hosts(spec: &crate::resources::ClusteredStreamSpec) -> Vec<String> {
+    spec.health
+        .allowed_hosts
+        .iter()
+        .map(|h| h.0.clone())
+        .collect()
+}
+
 async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Action, Error> {
     let name = instance.name_any();
     let ns = instance
@@ -309,14 +318,18 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         namespace: ns.clone(),
         name: name.clone(),
     };
+    let allowed_hosts = cluster
+        .as_ref()
+        .map(|c| allowed_hosts(&c.spec))
+        .unwrap_or_default();
     let origin = match Url::parse(&instance.spec.origin.url) {
         Ok(master_url) => {
-            // Renditions and redirects may only be on the master's own host until the
-            // ClusteredStream names others.
+            // Renditions and redirects may be on the master's own host and the hosts the
+            // ClusteredStream allows, nowhere else.
             let target = ProbeTarget {
                 master_url,
                 policy,
-                allowed_hosts: Vec::new(),
+                allowed_hosts,
             };
             ctx.probes.ensure(&key, target);
             Ok(())

@@ -278,7 +278,8 @@ async fn run(
     let mut written = publish(publisher, cluster, cluster_key, &composed, memory).await;
 
     // 2. Refresh the masters that are due, and publish again if a contribution changed.
-    if refresh(publisher, members, memory).await {
+    let allowed = super::instance::allowed_hosts(&cluster.spec);
+    if refresh(publisher, members, &allowed, memory).await {
         let again = compose_now(publisher, cluster, plan, members, memory);
         written |= publish(publisher, cluster, cluster_key, &again, memory).await;
         let outcome = report(publisher, cluster, &again, memory);
@@ -354,6 +355,7 @@ fn compose_now(
 async fn refresh(
     publisher: &Publisher,
     members: &[Arc<StreamInstance>],
+    allowed: &[String],
     memory: &mut ClusterMemory,
 ) -> bool {
     let due: Vec<&Arc<StreamInstance>> = members
@@ -375,7 +377,7 @@ async fn refresh(
             // addresses unless the operator allows private ones.
             Ok(parsed) => match publisher
                 .fetcher
-                .get_with_permit(&parsed, &Destinations::new(&parsed, &[]))
+                .get_with_permit(&parsed, &Destinations::new(&parsed, allowed))
                 .await
             {
                 Ok(body) => parse_contribution(&body, &url, &publisher.settings.limits)
@@ -383,7 +385,9 @@ async fn refresh(
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(format!("bad origin URL: {e}")),
-        };
+        }
+        // The reason goes to status, Events and logs: no credentials or token values.
+        .map_err(|e| crate::probe::redact_text(&e));
         (i.name_any(), url, result)
     });
     let mut changed = false;
