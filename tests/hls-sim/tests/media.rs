@@ -69,9 +69,14 @@ fn m4s_segment(decode_time: u64) -> Vec<u8> {
 }
 
 fn media_dir(segment_ms: u64) -> PathBuf {
+    // Tests run in parallel threads of one process: the time alone can repeat, so a counter
+    // keeps each test's media apart (two tests once shared a directory and one read the other's
+    // segment duration).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "hls-sim-media-{}-{}",
+        "hls-sim-media-{}-{}-{}",
         std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         hls_sim::now_ms()
     ));
     let w = |p: &Path, b: &[u8]| {
