@@ -539,19 +539,10 @@ mod tests {
     #[test]
     fn event_json_has_the_documented_fields() {
         let e = InstanceEvent {
-            schema_version: SCHEMA_VERSION,
             type_: "OpenChanged",
-            sequence: 4,
-            cluster: "live/event".into(),
-            instance: "live/event-us-east-1".into(),
-            region: "us-east-1".into(),
-            domain: "d1.cloudfront.net".into(),
-            old: Some(st(true, Some(true))),
             new: st(false, Some(true)),
             reason: "DesiredClosed".into(),
-            renditions: vec![],
-            renditions_summary: None,
-            timestamp: "2026-11-24T10:00:00.123Z".into(),
+            ..event(0, 0)
         };
         let v = serde_json::to_value(&e).unwrap();
         for k in [

@@ -40,15 +40,7 @@ pub struct ClusterPlan {
 
 /// Health as the instance reconciler last recorded it in the `Healthy` condition.
 pub fn health_of(instance: &StreamInstance) -> Option<bool> {
-    let status = instance.status.as_ref()?;
-    match conditions::find(&status.conditions, "Healthy")?
-        .status
-        .as_str()
-    {
-        "True" => Some(true),
-        "False" => Some(false),
-        _ => None,
-    }
+    super::instance::recorded_verdict(instance.status.as_ref()?)
 }
 
 /// When the instance last turned healthy (unix ms), if its `Healthy` condition is True now:

@@ -56,7 +56,7 @@ pub fn format_millis(t: jiff::Timestamp) -> String {
 }
 
 /// The verdict recorded in status: the `Healthy` condition when it is True or False.
-fn recorded_verdict(status: &StreamInstanceStatus) -> Option<bool> {
+pub fn recorded_verdict(status: &StreamInstanceStatus) -> Option<bool> {
     match conditions::find(&status.conditions, "Healthy")?
         .status
         .as_str()
