@@ -169,6 +169,16 @@ where
     }
 }
 
+/// The StreamInstance name the e2e fixtures give a region's copy of the event.
+pub fn instance_name(region: &str) -> String {
+    format!("event-{region}")
+}
+
+/// The CloudFront domain the e2e fixtures give a region's instance.
+pub fn instance_domain(region: &str) -> String {
+    format!("d-{region}.cloudfront.net")
+}
+
 /// A free loopback port (bound and released; good enough on a test machine).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -28,10 +28,6 @@ struct Fixture {
     _operator: Operator,
 }
 
-fn instance_name(region: &str) -> String {
-    format!("event-{region}")
-}
-
 impl Fixture {
     /// A simulator with two regions of one stream (3 video renditions, 1 audio, I-frames) at a
     /// 1 s target duration, the event applied with kubectl, and the operator probing it.

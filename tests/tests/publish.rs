@@ -29,14 +29,6 @@ struct Fixture {
     client: kube::Client,
 }
 
-fn domain(region: &str) -> String {
-    format!("d-{region}.cloudfront.net")
-}
-
-fn name(region: &str) -> String {
-    format!("event-{region}")
-}
-
 impl Fixture {
     async fn start(test: &str) -> Fixture {
         install_crds();
@@ -83,7 +75,7 @@ spec:
     serverUri: https://{}/{STEERING_KEY}
     ttlSeconds: 5
 ",
-            domain(EAST)
+            instance_domain(EAST)
         );
         kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
         for region in [EAST, WEST] {
@@ -201,8 +193,8 @@ spec:
 fn instance_manifest(sim: &SimHandle, region: &str) -> String {
     format!(
         "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-        name(region),
-        domain(region),
+        instance_name(region),
+        instance_domain(region),
         sim.master_url(region, "s0001").unwrap()
     )
 }
@@ -235,8 +227,8 @@ async fn master_and_steering_follow_every_state_change() {
     assert_eq!(master.2, "max-age=1");
     let body = master.0;
     assert!(
-        body.contains(&format!("https://{}/", domain(EAST)))
-            && body.contains(&format!("https://{}/", domain(WEST))),
+        body.contains(&format!("https://{}/", instance_domain(EAST)))
+            && body.contains(&format!("https://{}/", instance_domain(WEST))),
         "{body}"
     );
     assert!(
@@ -297,7 +289,7 @@ async fn master_and_steering_follow_every_state_change() {
     // Close east by patch: steering drops it; the master keeps its variants (the default).
     f.patch(
         "streaminstance",
-        &name(EAST),
+        &instance_name(EAST),
         r#"{"spec":{"distroOpen":false}}"#,
     );
     f.wait_priority("east closed", &[WEST]).await;
@@ -312,7 +304,7 @@ async fn master_and_steering_follow_every_state_change() {
     f.wait_master_pathways("east omitted", &[WEST]).await;
     f.patch(
         "streaminstance",
-        &name(EAST),
+        &instance_name(EAST),
         r#"{"spec":{"distroOpen":true}}"#,
     );
     f.wait_priority("east reopened", &[WEST, EAST]).await;
@@ -342,7 +334,13 @@ async fn master_and_steering_follow_every_state_change() {
         .await;
     f.wait_priority("south healthy", &[SOUTH, WEST, EAST]).await;
     kubectl_ok(
-        &["delete", "streaminstance", &name(SOUTH), "-n", &f.ns],
+        &[
+            "delete",
+            "streaminstance",
+            &instance_name(SOUTH),
+            "-n",
+            &f.ns,
+        ],
         None,
     );
     f.wait_master_pathways("south deleted", &[WEST, EAST]).await;
@@ -385,17 +383,20 @@ async fn an_unusable_master_keeps_the_last_good_copy_and_a_never_seen_one_is_lef
     let contributions = wait_for("reasons in status", WAIT, || async {
         let playlist = api.get("event").await.ok()?.status?.playlist?;
         let c = playlist.contributions;
-        let west = c.iter().find(|c| c.name == name(WEST))?;
-        let south = c.iter().find(|c| c.name == name(SOUTH))?;
+        let west = c.iter().find(|c| c.name == instance_name(WEST))?;
+        let south = c.iter().find(|c| c.name == instance_name(SOUTH))?;
         (west.reason.contains("last good") && south.reason.contains("never")).then_some(c)
     })
     .await;
-    let west = contributions.iter().find(|c| c.name == name(WEST)).unwrap();
+    let west = contributions
+        .iter()
+        .find(|c| c.name == instance_name(WEST))
+        .unwrap();
     assert!(west.merged && west.last_good.is_some(), "{west:?}");
     assert!(west.reason.contains("HTTP 404"), "{west:?}");
     let south = contributions
         .iter()
-        .find(|c| c.name == name(SOUTH))
+        .find(|c| c.name == instance_name(SOUTH))
         .unwrap();
     assert!(!south.merged, "{south:?}");
     let (now, _, _) = f.object(&f.east_bucket, KEY).await.unwrap();

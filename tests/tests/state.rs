@@ -32,14 +32,6 @@ struct Fixture {
     client: kube::Client,
 }
 
-fn domain(region: &str) -> String {
-    format!("d-{region}.cloudfront.net")
-}
-
-fn name(region: &str) -> String {
-    format!("event-{region}")
-}
-
 impl Fixture {
     async fn start(test: &str, failover: &str) -> Fixture {
         install_crds();
@@ -143,7 +135,7 @@ impl Fixture {
     }
 
     async fn item(&self, region: &str) -> Option<HashMap<String, AttributeValue>> {
-        self.item_of_domain(&domain(region)).await
+        self.item_of_domain(&instance_domain(region)).await
     }
 
     async fn item_of_domain(&self, domain: &str) -> Option<HashMap<String, AttributeValue>> {
@@ -214,8 +206,8 @@ impl Fixture {
     fn instance_manifest(&self, region: &str) -> String {
         format!(
             "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-            name(region),
-            domain(region),
+            instance_name(region),
+            instance_domain(region),
             self.sim.master_url(region, "s0001").unwrap()
         )
     }
@@ -225,7 +217,7 @@ impl Fixture {
             &[
                 "patch",
                 "streaminstance",
-                &name(region),
+                &instance_name(region),
                 "-n",
                 &self.ns,
                 "--type",
@@ -274,7 +266,7 @@ async fn healthy_items(f: &Fixture) {
     let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
     for region in [EAST, WEST] {
         wait_for(&format!("{region} probed healthy"), WAIT, || async {
-            let s = instances.get(&name(region)).await.ok()?.status?;
+            let s = instances.get(&instance_name(region)).await.ok()?.status?;
             let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
             (c.status == "True").then_some(())
         })
@@ -312,8 +304,11 @@ async fn patches_reach_the_table_and_sns_and_min_open_holds() {
     assert_eq!(event["sequence"].as_u64(), Some(n(&closed, "event_seq")));
     assert_eq!(event["old"]["open"], true);
     assert_eq!(event["new"]["open"], false);
-    assert_eq!(event["domain"], domain(EAST));
-    assert_eq!(event["instance"], format!("{}/{}", f.ns, name(EAST)));
+    assert_eq!(event["domain"], instance_domain(EAST));
+    assert_eq!(
+        event["instance"],
+        format!("{}/{}", f.ns, instance_name(EAST))
+    );
     assert!(
         event["renditions"]
             .as_array()
@@ -416,7 +411,13 @@ async fn a_removed_instance_is_closed_in_the_table_and_announced() {
     let west_version = n(&f.item(WEST).await.unwrap(), "version");
     let delete_west = || {
         kubectl_ok(
-            &["delete", "streaminstance", &name(WEST), "-n", &f.ns],
+            &[
+                "delete",
+                "streaminstance",
+                &instance_name(WEST),
+                "-n",
+                &f.ns,
+            ],
             None,
         )
     };
@@ -430,7 +431,10 @@ async fn a_removed_instance_is_closed_in_the_table_and_announced() {
         .await;
     assert!(!b(&retired, "distro_open"));
     assert_eq!(n(&retired, "version"), west_version + 1);
-    assert_eq!(s(&retired, "name"), format!("{}/{}", f.ns, name(WEST)));
+    assert_eq!(
+        s(&retired, "name"),
+        format!("{}/{}", f.ns, instance_name(WEST))
+    );
     let event = f
         .wait_event("west close event", |e| {
             e["region"] == WEST && e["new"]["open"] == false
@@ -523,7 +527,7 @@ async fn a_killed_operator_converges_without_flips_and_sequences_keep_increasing
     let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(4) {
-        let west = instances.get(&name(WEST)).await.unwrap();
+        let west = instances.get(&instance_name(WEST)).await.unwrap();
         assert_eq!(west.status.unwrap().open, Some(true));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -553,7 +557,7 @@ async fn dynamodb_and_sns_outages_lose_nothing() {
     .await;
     let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
     wait_for("east status closed", WAIT, || async {
-        (instances.get(&name(EAST)).await.ok()?.status?.open == Some(false)).then_some(())
+        (instances.get(&instance_name(EAST)).await.ok()?.status?.open == Some(false)).then_some(())
     })
     .await;
     assert!(
@@ -818,7 +822,7 @@ async fn replicas_are_requested_and_refusals_are_reported() {
 fn gapless(events: &[Value], region: &str) {
     let seqs: Vec<u64> = events
         .iter()
-        .filter(|e| e["domain"] == domain(region))
+        .filter(|e| e["domain"] == instance_domain(region))
         .map(|e| e["sequence"].as_u64().unwrap())
         .collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
@@ -828,7 +832,11 @@ fn gapless(events: &[Value], region: &str) {
 /// (version, stale, distro_open) of east's, west's and `extra`'s items.
 async fn item_states(f: &Fixture, extra: &str) -> Vec<(u64, bool, bool)> {
     let mut v = Vec::new();
-    for d in [domain(EAST), domain(WEST), extra.to_owned()] {
+    for d in [
+        instance_domain(EAST),
+        instance_domain(WEST),
+        extra.to_owned(),
+    ] {
         let item = f.item_of_domain(&d).await.unwrap();
         v.push((
             n(&item, "version"),
@@ -928,7 +936,12 @@ async fn a_restart_with_a_stale_and_a_closed_region_rewrites_and_announces_nothi
         "no event across the restart: {events:?}"
     );
     let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
-    let east = instances.get(&name(EAST)).await.unwrap().status.unwrap();
+    let east = instances
+        .get(&instance_name(EAST))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
     assert_eq!(east.open, Some(false));
     for region in [EAST, WEST] {
         gapless(&events, region);
@@ -947,7 +960,7 @@ async fn the_operator_repairs_items_changed_by_hand_malformed_or_lost() {
             f.dynamodb
                 .update_item()
                 .table_name(&f.table)
-                .key("domain", AttributeValue::S(domain(&region)))
+                .key("domain", AttributeValue::S(instance_domain(&region)))
                 .update_expression("SET #a = :v")
                 .expression_attribute_names("#a", attr)
                 .expression_attribute_values(":v", v)
@@ -1042,10 +1055,10 @@ async fn two_instances_claiming_one_domain_are_both_refused() {
         f.table
     );
     kubectl_ok(&["apply", "-n", &f.ns, "-f", "-"], Some(&manifest));
-    let dup = extra_instance(&f, "intruder", "other", &domain(EAST), EAST)
+    let dup = extra_instance(&f, "intruder", "other", &instance_domain(EAST), EAST)
         .replace("spec:\n", "spec:\n  distroOpen: false\n");
     kubectl_ok(&["apply", "-n", &f.ns, "-f", "-"], Some(&dup));
-    for who in ["intruder", name(EAST).as_str()] {
+    for who in ["intruder", instance_name(EAST).as_str()] {
         let (_, message) = wait_for(
             &format!("{who} refused"),
             Duration::from_secs(60),
@@ -1055,7 +1068,7 @@ async fn two_instances_claiming_one_domain_are_both_refused() {
             },
         )
         .await;
-        assert!(message.contains(&domain(EAST)), "{message}");
+        assert!(message.contains(&instance_domain(EAST)), "{message}");
     }
     wait_for("StateSynced=False DuplicateDomain", WAIT, || async {
         let (status, reason, _) = f.cluster_condition("StateSynced").await?;
@@ -1072,7 +1085,11 @@ async fn two_instances_claiming_one_domain_are_both_refused() {
     // The duplicate goes: the rightful instance is written again.
     kubectl_ok(&["delete", "streaminstance", "intruder", "-n", &f.ns], None);
     wait_for("east unique again", Duration::from_secs(60), || async {
-        (instance_condition(&f, &name(EAST), "DomainUnique").await?.0 == "True").then_some(())
+        (instance_condition(&f, &instance_name(EAST), "DomainUnique")
+            .await?
+            .0
+            == "True")
+            .then_some(())
     })
     .await;
     f.patch_open(EAST, false);
@@ -1140,7 +1157,7 @@ async fn another_namespace_cannot_overwrite_an_item() {
     let manifest = format!(
         "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: evil\nspec:\n  stateTable: {{name: {}, region: us-east-1}}\n---\n{}",
         f.table,
-        extra_instance(&f, "evil-east", "evil", &domain(EAST), EAST).replace(
+        extra_instance(&f, "evil-east", "evil", &instance_domain(EAST), EAST).replace(
             "spec:\n  clusteredStream",
             "spec:\n  distroOpen: false\n  clusteredStream"
         )
@@ -1158,7 +1175,7 @@ async fn another_namespace_cannot_overwrite_an_item() {
     })
     .await;
     assert!(
-        message.contains(&format!("{}/event/{}", f.ns, name(EAST))),
+        message.contains(&format!("{}/event/{}", f.ns, instance_name(EAST))),
         "{message}"
     );
     wait_for("a Warning Event on the intruder", WAIT, || async {
@@ -1180,6 +1197,6 @@ async fn another_namespace_cannot_overwrite_an_item() {
         .await;
     assert_eq!(
         s(&closed, "owner"),
-        format!("{}/event/{}", f.ns, name(EAST))
+        format!("{}/event/{}", f.ns, instance_name(EAST))
     );
 }
