@@ -14,7 +14,9 @@
 // each stage was seen on the real component: the operator's `instance health changed` log line
 // (detection), the state-table item (DynamoDB Local), the steering manifest in S3, the copilot's
 // 404 at the region's edge, and the player's last request to the region and first segment from
-// another. Artefacts in target/player/<stamp>/chain-*/.
+// another. Then it heals the region and checks the reopen: players are offered it again (steering
+// manifest, or the master without steering) only once the copilot lets it through, no sooner than
+// tableCacheSeconds after the table write. Artefacts in target/player/<stamp>/chain-*/.
 //
 //   PLAYER_RUNS=N                    repeat each scenario N times and print p50/p90/max (make player-chain-bench)
 //   PLAYER_CHAIN_STEERING=on,off     steering variants (default both)
@@ -45,6 +47,9 @@ const STALL_BOUND_MS = Number(process.env.PLAYER_CHAIN_STALL_BOUND_MS ?? 2000);
 // plays no part in the failover measured.
 const HOLD_DOWN_S = 4;
 const SWITCH_TIMEOUT_MS = 60_000;
+// The copilot's tableCacheSeconds in manifests/demo.yaml: how long after a reopen the operator
+// waits before offering the region to players again.
+const REOPEN_SETTLE_MS = 2000;
 
 const root = artefactRoot();
 const results = [];
@@ -98,7 +103,7 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
       const lines = summarize(
         `player through the operator chain (hls.js, TD 2 s, tableCacheSeconds 2, steering TTL 2 s; ${RUNS} run(s) each; ms from the fault; load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; artefacts ${root})`,
         results, ['steering', 'scenario'],
-        ['detectionMs', 'tableMs', 'steeringMs', 'copilot404Ms', 'lastToFailedMs', 'firstOtherSegmentMs', 'stallMs'],
+        ['detectionMs', 'tableMs', 'steeringMs', 'copilot404Ms', 'lastToFailedMs', 'firstOtherSegmentMs', 'stallMs', 'reopenLagMs'],
       );
       console.log(lines.join('\n'));
       fs.writeFileSync(path.join(root, 'summary.txt'), `${lines.join('\n')}\n`);
@@ -141,11 +146,13 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
     assert.ok(steady.every((s) => s.ms !== null), `no steady state before the run: ${JSON.stringify(steady)}`);
     const p = await openPlayer(browser, cfg.page, `${cfg.page}/live/master.m3u8`, dir, regionOf);
     let inst = null;
+    let failedRegion = null;
     let t0 = null;
     try {
       await waitFor(async () => (await p.state())?.samples.at(-1)?.currentTime >= 4, 60_000, 'steady playback');
       const failed = p.requests.filter((r) => r.kind === 'segment' && r.region !== 'page').at(-1).region;
       inst = c.instance(failed);
+      failedRegion = failed;
       t0 = Date.now();
       await sc.fault(inst);
       // Each stage, read on its own component every 100 ms (the operator's log: its timestamp).
@@ -190,9 +197,46 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
       assert.ok(m.minAheadS > 0, `the buffer ran dry (least buffer ahead ${m.minAheadS} s)`);
       const lateOk = p.requests.filter((r) => r.t >= switched.t + 1000 && r.region === failed && r.kind === 'segment' && r.status === 200);
       assert.equal(lateOk.length, 0, 'no segment served by the failed region after the switch');
+
+      // The reopen: players are offered the region again (steering manifest, or the master when
+      // steering is off) only once the copilot's cache lets it through, so none is sent to 404s.
+      // A late viewer still asking the closed region (as players on an old master do) keeps the
+      // copilot's cached "closed" fresh until the reopen.
+      const healed = inst;
+      inst = null;
+      let reopened = false;
+      const lateViewer = (async () => {
+        while (!reopened) {
+          await c.edgeAnswer(healed).catch(() => null);
+          await sleep(250);
+        }
+      })();
+      const t1 = Date.now();
+      await sc.heal(healed);
+      const offeredBack = async () => (steering ? (await c.steeringPriority())?.includes(failed) : (await c.masterRegions())?.includes(failed));
+      const reopen = await observe(t1, [
+        ['tableOpenMs', async () => (await c.distroOpen(healed.domain)) === true],
+        ['offeredAgainMs', async () => {
+          if (!(await offeredBack())) return null;
+          // The copilot's answer at the moment players are sent back.
+          const a = await c.edgeAnswer(healed);
+          return `edge ${a.status}${a.copilot ? ` ${a.copilot}` : ''}`;
+        }],
+      ], { timeoutMs: SWITCH_TIMEOUT_MS, pollMs: 100 });
+      reopened = true;
+      await lateViewer;
+      const r = Object.fromEntries(reopen.map((x) => [x.step, x]));
+      m.reopenLagMs = r.offeredAgainMs.ms - r.tableOpenMs.ms;
+      m.edgeWhenOfferedAgain = r.offeredAgainMs.detail;
+      fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ ...m, stages, reopen }, null, 1));
+      assert.ok(reopen.every((x) => x.ms !== null), `reopen not seen: ${JSON.stringify(reopen)}`);
+      assert.equal(m.edgeWhenOfferedAgain, 'edge 200', 'the copilot lets the region through when players are offered it again');
+      // Offered no sooner than tableCacheSeconds (2 s) after the table says open, less the two
+      // 100 ms polls' slack.
+      assert.ok(m.reopenLagMs >= REOPEN_SETTLE_MS - 500, `offered again ${m.reopenLagMs} ms after the table write (copilot cache ${REOPEN_SETTLE_MS} ms)`);
       return m;
     } finally {
-      await p.finish({ label, failed: inst?.region, t0 });
+      await p.finish({ label, failed: failedRegion, t0 });
       if (inst) await sc.heal(inst);
     }
   }
