@@ -105,6 +105,8 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
         results, ['steering', 'scenario'],
         ['detectionMs', 'tableMs', 'steeringMs', 'copilot404Ms', 'lastToFailedMs', 'firstOtherSegmentMs', 'stallMs', 'reopenLagMs'],
       );
+      const failed = results.filter((r) => !r.ok);
+      lines.push(`runs failing an assertion: ${failed.length} of ${results.length}${failed.map((r) => ` (${r.steering} ${r.scenario} ${r.run})`).join('')}`);
       console.log(lines.join('\n'));
       fs.writeFileSync(path.join(root, 'summary.txt'), `${lines.join('\n')}\n`);
     }
@@ -132,15 +134,23 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
     for (const scenario of SCENARIOS) {
       test(`steering ${mode}, ${scenario}: playback continues and the player leaves the region`, async () => {
         await setSteering(steering);
+        // Every run is made even when one fails (a benchmark keeps its count); the test then
+        // fails with each failure.
+        const failures = [];
         for (let run = 1; run <= RUNS; run++) {
-          const m = await chainRun(`chain-${steering ? 'steering' : 'nosteering'}-${scenario}-${run}`, faults[scenario], steering);
-          results.push({ steering: mode, scenario, run, ...m });
+          try {
+            await chainRun(`chain-${steering ? 'steering' : 'nosteering'}-${scenario}-${run}`, faults[scenario], steering, { steering: mode, scenario, run });
+          } catch (e) {
+            failures.push(`run ${run}: ${e.message}`);
+          }
         }
+        assert.deepEqual(failures, [], `${failures.length} of ${RUNS} run(s) failed`);
       });
     }
   }
 
-  async function chainRun(label, sc, steering) {
+  /** One run; its measurements go into `results` (with `meta`, and ok: false when it failed). */
+  async function chainRun(label, sc, steering, meta) {
     const dir = path.join(root, label);
     const steady = await observe(Date.now(), steadyProbes(c, { steering }), { timeoutMs: 120_000, pollMs: 500 });
     assert.ok(steady.every((s) => s.ms !== null), `no steady state before the run: ${JSON.stringify(steady)}`);
@@ -190,6 +200,8 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
         errors: st.errors.filter((e) => e.t >= t0).map((e) => `${e.details}${e.fatal ? ' (fatal)' : ''}${e.code ? ` ${e.code}` : ''}`),
       };
       fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ ...m, stages }, null, 1));
+      const row = { ...meta, ...m, ok: false };
+      results.push(row);
       assert.equal(st.fatal, null, `fatal error ${JSON.stringify(st.fatal)}`);
       const missed = stages.filter((s) => s.ms === null).map((s) => s.step);
       assert.deepEqual(missed, [], `stages not seen within ${SWITCH_TIMEOUT_MS / 1000} s`);
@@ -226,14 +238,16 @@ describe('player through the operator chain (tests/demo.sh)', { skip: !enabled &
       reopened = true;
       await lateViewer;
       const r = Object.fromEntries(reopen.map((x) => [x.step, x]));
-      m.reopenLagMs = r.offeredAgainMs.ms - r.tableOpenMs.ms;
+      m.reopenLagMs = r.offeredAgainMs.ms !== null && r.tableOpenMs.ms !== null ? r.offeredAgainMs.ms - r.tableOpenMs.ms : null;
       m.edgeWhenOfferedAgain = r.offeredAgainMs.detail;
+      Object.assign(row, { reopenLagMs: m.reopenLagMs, edgeWhenOfferedAgain: m.edgeWhenOfferedAgain });
       fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify({ ...m, stages, reopen }, null, 1));
       assert.ok(reopen.every((x) => x.ms !== null), `reopen not seen: ${JSON.stringify(reopen)}`);
       assert.equal(m.edgeWhenOfferedAgain, 'edge 200', 'the copilot lets the region through when players are offered it again');
       // Offered no sooner than tableCacheSeconds (2 s) after the table says open, less the two
       // 100 ms polls' slack.
       assert.ok(m.reopenLagMs >= REOPEN_SETTLE_MS - 500, `offered again ${m.reopenLagMs} ms after the table write (copilot cache ${REOPEN_SETTLE_MS} ms)`);
+      row.ok = true;
       return m;
     } finally {
       await p.finish({ label, failed: failedRegion, t0 });
