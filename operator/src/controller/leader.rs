@@ -11,17 +11,18 @@
 //! * A held Lease expires for a candidate `leaseDurationSeconds` after the candidate last *saw
 //!   the record change* (by its own monotonic clock), never by comparing `renewTime` with its
 //!   wall clock: clock skew between nodes cannot make two leaders.
-//! * The leader renews every `retry_period`. If it has not renewed successfully for
-//!   `renew_deadline` (shorter than the lease duration), it stops acting at once: the process
-//!   exits with [`EXIT_LEASE_LOST`] and is restarted as a standby. Exiting is the only way to be
-//!   sure no task of the old term (a probe verdict on its way to a reconciliation, an SNS event
-//!   in a queue, an S3 upload) acts after another replica took over.
+//! * The leader renews every `retry_period`, and only ever the record it wrote last. If it has
+//!   not renewed successfully for `renew_deadline` (shorter than the lease duration), or finds
+//!   the Lease deleted, taken, released or renewed by anyone else, it stops acting at once: the
+//!   process exits with [`EXIT_LEASE_LOST`] and is restarted as a standby. Exiting is the only
+//!   way to be sure no task of the old term (a probe verdict on its way to a reconciliation, an
+//!   SNS event in a queue, an S3 upload) acts after another replica took over.
 //! * A released Lease (no holder) is taken at once. Standbys watch the Lease, so they notice a
 //!   release within milliseconds; they also read it every `retry_period`, so they work when the
 //!   watch does not (no `list`/`watch` permission).
 //!
-//! The decisions ([`observe`], [`plan`], [`taken`], [`renewed`], [`released`]) are pure
-//! functions; [`Elector`] does the API calls around them.
+//! The decisions ([`observe`], [`plan`], [`taken`], [`renewed`], [`renewal`], [`released`])
+//! are pure functions; [`Elector`] does the API calls around them.
 
 use crate::metrics::Metrics;
 use futures::StreamExt;
@@ -225,6 +226,29 @@ pub fn released(previous: &LeaseSpec, wall: jiff::Timestamp) -> LeaseSpec {
     }
 }
 
+/// The leader's renewal of the Lease it last wrote as `last_written`, now read as `current`:
+/// the record to write, or why the Lease is no longer ours. Only the holder writes a held Lease,
+/// so any change that is not our own (the Lease deleted, another holder, or a renewal by another
+/// process claiming our identity) means someone else may be acting: stop.
+pub fn renewal(
+    current: Option<&LeaseSpec>,
+    last_written: &LeaseSpec,
+    settings: &Settings,
+    wall: jiff::Timestamp,
+) -> Result<LeaseSpec, String> {
+    let Some(current) = current else {
+        return Err("the Lease was deleted".into());
+    };
+    if current != last_written {
+        return Err(match holder(current) {
+            Some(h) if h != settings.identity => format!("the Lease is held by {h}"),
+            None => "the Lease was released by someone else".into(),
+            Some(_) => "the Lease was written by another process with this identity".into(),
+        });
+    }
+    Ok(renewed(current, settings, wall))
+}
+
 /// The role of this process, for `/readyz`, the metric and the start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -412,19 +436,20 @@ impl Elector {
         }
     }
 
-    /// Writes `spec` over `lease` (conditional on its resourceVersion), or creates the Lease.
-    /// Ok(false): another candidate wrote first (a conflict).
-    async fn write(&self, lease: Option<&Lease>, spec: LeaseSpec) -> Result<bool, String> {
+    /// Writes `spec` over `lease` (conditional on its resourceVersion), or creates the Lease;
+    /// returns the record as stored. Ok(None): another candidate wrote first (a conflict).
+    async fn write(
+        &self,
+        lease: Option<&Lease>,
+        spec: LeaseSpec,
+    ) -> Result<Option<LeaseSpec>, String> {
         let name = &self.settings.lease_name;
         let request = async {
             match lease {
                 Some(current) => {
                     let mut next = current.clone();
                     next.spec = Some(spec);
-                    self.api
-                        .replace(name, &PostParams::default(), &next)
-                        .await
-                        .map(|_| ())
+                    self.api.replace(name, &PostParams::default(), &next).await
                 }
                 None => {
                     let new = Lease {
@@ -435,23 +460,21 @@ impl Elector {
                         },
                         spec: Some(spec),
                     };
-                    self.api
-                        .create(&PostParams::default(), &new)
-                        .await
-                        .map(|_| ())
+                    self.api.create(&PostParams::default(), &new).await
                 }
             }
         };
         match tokio::time::timeout(self.request_timeout(), request).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(false),
+            Ok(Ok(stored)) => Ok(Some(stored.spec.unwrap_or_default())),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(None),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".into()),
         }
     }
 
-    /// One round: read the Lease and take, renew or follow it. Returns the plan carried out
-    /// (a `Write` only when it was written).
+    /// One round of a candidate: read the Lease and take or follow it. Returns the plan carried
+    /// out (a `Write` only when it was written; `observed` then holds the record as stored), or
+    /// None when another candidate wrote first.
     async fn round(&self, observed: &mut Option<Observed>) -> Result<Option<Plan>, String> {
         let lease = self.get().await?;
         let now = Instant::now();
@@ -465,17 +488,41 @@ impl Elector {
         let plan = plan(&seen, &self.settings, now, jiff::Timestamp::now());
         match &plan {
             Plan::Follow { .. } => Ok(Some(plan)),
-            Plan::Write(spec) => {
-                if self.write(lease.as_ref(), spec.clone()).await? {
+            Plan::Write(spec) => match self.write(lease.as_ref(), spec.clone()).await? {
+                Some(stored) => {
                     *observed = Some(Observed {
-                        spec: spec.clone(),
+                        spec: stored,
                         changed_at: Instant::now(),
                     });
                     Ok(Some(plan))
-                } else {
-                    Ok(None)
                 }
-            }
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// One renewal by the leader: `Ok(Ok(record as stored))` when renewed, `Ok(Err(why))` when
+    /// the Lease is no longer ours, `Err` when the API server could not be asked.
+    async fn renew(&self, last_written: &LeaseSpec) -> Result<Result<LeaseSpec, String>, String> {
+        let lease = self.get().await?;
+        self.status.read_ok(Instant::now());
+        let next = match renewal(
+            lease
+                .as_ref()
+                .map(|l| l.spec.clone().unwrap_or_default())
+                .as_ref(),
+            last_written,
+            &self.settings,
+            jiff::Timestamp::now(),
+        ) {
+            Ok(next) => next,
+            Err(lost) => return Ok(Err(lost)),
+        };
+        match self.write(lease.as_ref(), next).await? {
+            Some(stored) => Ok(Ok(stored)),
+            None => Ok(Err(
+                "another process wrote the Lease while this one renewed it".into(),
+            )),
         }
     }
 
@@ -568,6 +615,7 @@ impl Elector {
         watch_task.abort();
 
         // Leading.
+        let mut last_written = observed.map(|o| o.spec).unwrap_or_default();
         let mut last_renew = Instant::now();
         self.status.set_role(Role::Leader);
         self.metrics.leader.set(1);
@@ -590,22 +638,16 @@ impl Elector {
             }
             self.status.round(Instant::now());
             let outcome = tokio::select! {
-                r = self.round(&mut observed) => Some(r),
+                r = self.renew(&last_written) => Some(r),
                 _ = tokio::time::sleep_until(deadline.into()) => None,
             };
             match outcome {
-                Some(Ok(Some(Plan::Write(_)))) => {
+                Some(Ok(Ok(stored))) => {
+                    last_written = stored;
                     last_renew = Instant::now();
                     error_logged = false;
                 }
-                Some(Ok(Some(Plan::Follow { holder, .. }))) => {
-                    self.lost(&format!("the Lease is held by {holder}"));
-                }
-                Some(Ok(None)) => {
-                    tracing::warn!(
-                        "leader election: renewing the Lease met a conflict; reading it again"
-                    );
-                }
+                Some(Ok(Err(why))) => self.lost(&why),
                 Some(Err(e)) => {
                     if !error_logged {
                         tracing::warn!(error = %e, "leader election: cannot renew the Lease; retrying until the renew deadline");
@@ -644,6 +686,7 @@ impl Elector {
             }
             self.write(Some(&lease), released(&spec, jiff::Timestamp::now()))
                 .await
+                .map(|stored| stored.is_some())
         }
         .await;
         self.metrics.leader.set(0);
@@ -791,6 +834,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The leader renews only the record it wrote itself; anything else means another process
+    /// may be acting, and the leader stops.
+    #[test]
+    fn a_leader_renews_only_its_own_unchanged_record() {
+        let me = settings("a");
+        let mine = held_by("a", 15);
+        let next = renewal(Some(&mine), &mine, &me, wall()).unwrap();
+        assert_eq!(next.renew_time, Some(MicroTime(wall())));
+        assert_eq!(next.holder_identity.as_deref(), Some("a"));
+        let why = renewal(None, &mine, &me, wall()).unwrap_err();
+        assert!(why.contains("deleted"), "{why}");
+        let why = renewal(Some(&held_by("b", 15)), &mine, &me, wall()).unwrap_err();
+        assert!(why.contains("held by b"), "{why}");
+        let why = renewal(Some(&released(&mine, wall())), &mine, &me, wall()).unwrap_err();
+        assert!(why.contains("released"), "{why}");
+        // Our identity, but a renewal we did not write: a second process with our name.
+        let mut twin = mine.clone();
+        twin.renew_time = Some(MicroTime(wall()));
+        let why = renewal(Some(&twin), &mine, &me, wall()).unwrap_err();
+        assert!(why.contains("this identity"), "{why}");
     }
 
     #[test]
