@@ -572,7 +572,7 @@ async fn a_leader_stopped_by_sigterm_hands_over_at_once_without_losing_or_repeat
     assert_eq!(exit.await.unwrap().unwrap(), Some(0));
     // Generous for a loaded machine: the Lease is released as soon as nothing acts any more,
     // and the standby, watching it, takes it at once (not after the lease duration).
-    assert!(handover < Duration::from_secs(5), "took {handover:?}");
+    assert!(handover < Duration::from_secs(10), "took {handover:?}");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
