@@ -566,9 +566,12 @@ impl Elector {
         let mut observed: Option<Observed> = None;
         let mut leader_seen: Option<String> = None;
         let mut error_logged = false;
-        // Standby until the Lease is ours.
+        // Standby until the Lease is ours. A term is counted from before the write that starts
+        // or renews it: no other candidate can have seen that write earlier.
+        let mut last_renew;
         loop {
-            self.status.round(Instant::now());
+            last_renew = Instant::now();
+            self.status.round(last_renew);
             let next = match self.round(&mut observed).await {
                 Ok(Some(Plan::Write(_))) => break,
                 Ok(Some(Plan::Follow { holder, until })) => {
@@ -616,27 +619,33 @@ impl Elector {
 
         // Leading.
         let mut last_written = observed.map(|o| o.spec).unwrap_or_default();
-        let mut last_renew = Instant::now();
         self.status.set_role(Role::Leader);
         self.metrics.leader.set(1);
         tracing::info!(identity = %s.identity, lease = %format!("{}/{}", s.namespace, s.lease_name),
             "leader election: this process is the leader now");
-        self.announce().await;
         let _ = lead.send(true);
+        // Best effort, and never in the way of the first renewal.
+        let _ = tokio::time::timeout(s.retry_period / 2, self.announce()).await;
+        let mut release_open = true;
         loop {
             let deadline = last_renew + s.renew_deadline;
             let next = (Instant::now() + s.retry_period).min(deadline);
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
-                request = release.recv() => {
-                    let Some(done) = request else { continue };
+                request = release.recv(), if release_open => {
+                    let Some(done) = request else {
+                        // Nobody can ask for a release any more: keep renewing.
+                        release_open = false;
+                        continue;
+                    };
                     self.release().await;
                     let _ = done.send(());
                     // Not leading any more; the caller exits.
                     std::future::pending::<()>().await;
                 }
             }
-            self.status.round(Instant::now());
+            let attempt = Instant::now();
+            self.status.round(attempt);
             let outcome = tokio::select! {
                 r = self.renew(&last_written) => Some(r),
                 _ = tokio::time::sleep_until(deadline.into()) => None,
@@ -644,7 +653,7 @@ impl Elector {
             match outcome {
                 Some(Ok(Ok(stored))) => {
                     last_written = stored;
-                    last_renew = Instant::now();
+                    last_renew = attempt;
                     error_logged = false;
                 }
                 Some(Ok(Err(why))) => self.lost(&why),
