@@ -632,23 +632,22 @@ impl Elector {
             let next = (Instant::now() + s.retry_period).min(deadline);
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
-                request = release.recv(), if release_open => {
-                    let Some(done) = request else {
-                        // Nobody can ask for a release any more: keep renewing.
+                request = release.recv(), if release_open => match request {
+                    Some(done) => self.give_up(done).await,
+                    // Nobody can ask for a release any more: keep renewing.
+                    None => {
                         release_open = false;
                         continue;
-                    };
-                    self.release().await;
-                    let _ = done.send(());
-                    // Not leading any more; the caller exits.
-                    std::future::pending::<()>().await;
-                }
+                    }
+                },
             }
             let attempt = Instant::now();
             self.status.round(attempt);
             let outcome = tokio::select! {
                 r = self.renew(&last_written) => Some(r),
                 _ = tokio::time::sleep_until(deadline.into()) => None,
+                // A renewal in flight is dropped: the release reads the Lease again first.
+                Some(done) = release.recv(), if release_open => self.give_up(done).await,
             };
             match outcome {
                 Some(Ok(Ok(stored))) => {
@@ -673,6 +672,15 @@ impl Elector {
                 ));
             }
         }
+    }
+
+    /// Releases the Lease for a shutdown, answers the request, and never returns: the caller
+    /// exits once nothing acts any more.
+    async fn give_up(&self, done: ReleaseRequest) -> ! {
+        self.release().await;
+        let _ = done.send(());
+        let never: std::convert::Infallible = std::future::pending().await;
+        match never {}
     }
 
     /// Stops acting at once: the process ends, before the Lease can expire for any standby.
