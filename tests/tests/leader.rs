@@ -576,6 +576,25 @@ async fn a_leader_stopped_by_sigterm_hands_over_at_once_without_losing_or_repeat
     // and the standby, watching it, takes it at once (not after the lease duration).
     assert!(handover < Duration::from_secs(10), "took {handover:?}");
 
+    // Who leads is on record: an Event on the Lease for each term, and the logs.
+    let notes = wait_for("LeaderElection Events", WAIT, || async {
+        let notes: Vec<String> = events_for(&f.client, &f.ns, "cvs-operator")
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("LeaderElection"))
+            .filter_map(|e| e.message)
+            .collect();
+        (notes.len() >= 2).then_some(notes)
+    })
+    .await;
+    for who in ["a", "b"] {
+        assert!(
+            notes.contains(&format!("{who} became the leader")),
+            "{notes:?}"
+        );
+    }
+    assert!(b.log_text().contains("following the leader"));
+
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
     let west_open = storm.join().unwrap();
