@@ -643,7 +643,9 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_takes_ove
         .unwrap()
         .to_owned();
     let proxy = TcpProxy::start(&server).await.unwrap();
-    let cut_config = std::env::temp_dir().join(format!("{}-kubeconfig", f.ns));
+    // Beside the environment's own kubeconfig (the state dir is the environment's to clean).
+    let cut_config = std::path::Path::new(&std::env::var("KUBECONFIG").unwrap())
+        .with_file_name(format!("{}-kubeconfig", f.ns));
     std::fs::write(
         &cut_config,
         kubeconfig.replace(&server, &proxy.addr.to_string()),
