@@ -530,3 +530,92 @@ impl Drop for StaticOrigin {
         self.task.abort();
     }
 }
+
+/// An SNS topic in moto with an SQS queue subscribed to it, to read back what the operator
+/// publishes.
+pub struct SnsQueue {
+    pub topic_arn: String,
+    pub queue_url: String,
+    sqs: aws_sdk_sqs::Client,
+    received: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+impl SnsQueue {
+    /// Creates topic and queue `name` and subscribes the queue to the topic.
+    pub async fn create(name: &str) -> anyhow::Result<Self> {
+        let aws = aws_config().await;
+        let sns = aws_sdk_sns::Client::new(&aws);
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let topic_arn = sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await?
+            .topic_arn
+            .context("topic ARN")?;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await?
+            .queue_url
+            .context("queue URL")?;
+        let attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(attr.clone())
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut a| a.remove(&attr))
+            .context("queue ARN")?;
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await?;
+        Ok(Self {
+            topic_arn,
+            queue_url,
+            sqs,
+            received: Default::default(),
+        })
+    }
+
+    /// Every message received so far: the SNS envelope's `Message` parsed as JSON, with the
+    /// raw message text under `_raw` and the envelope's attributes under `_attributes`.
+    pub async fn messages(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await;
+        let mut fresh = Vec::new();
+        for m in out.ok().and_then(|o| o.messages).unwrap_or_default() {
+            let envelope: serde_json::Value =
+                serde_json::from_str(m.body.as_deref().unwrap_or("{}")).unwrap_or_default();
+            let raw = envelope["Message"].as_str().unwrap_or("").to_owned();
+            let mut event: serde_json::Value = serde_json::from_str(&raw).unwrap_or_default();
+            event["_raw"] = raw.into();
+            event["_attributes"] = envelope["MessageAttributes"].clone();
+            fresh.push(event);
+            if let Some(handle) = m.receipt_handle {
+                let _ = self
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await;
+            }
+        }
+        let mut received = self.received.lock().unwrap();
+        received.extend(fresh);
+        received.clone()
+    }
+}

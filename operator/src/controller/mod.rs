@@ -14,6 +14,7 @@ pub mod edge;
 pub mod health;
 pub mod instance;
 pub mod publish;
+pub mod secrets;
 
 pub use health::Health;
 
@@ -94,6 +95,8 @@ pub struct Context {
     pub health: Health,
     /// The merged master playlist and steering manifest publication stage.
     pub publisher: Arc<publish::Publisher>,
+    /// Origin-credentials Secrets, read by name and cached briefly.
+    pub secrets: secrets::SecretCache,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -512,6 +515,7 @@ pub async fn run(
         swept: Default::default(),
         health: health.clone(),
         publisher,
+        secrets: Default::default(),
     });
 
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
@@ -925,6 +929,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            secrets: Default::default(),
         })
     }
 

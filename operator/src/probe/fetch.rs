@@ -160,17 +160,20 @@ impl Fetcher {
     async fn get_inner(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
         let mut current = url.clone();
         let mut hops = 0;
+        // Whether every hop so far stayed on the first URL's origin: credentials never follow a
+        // redirect to another host (see `Destinations::credentials_for`).
+        let mut same_origin = true;
         let mut response = loop {
             destinations
                 .check(&current)
                 .and_then(|()| destination::check_literal(&current, self.allow_private))
                 .map_err(|r| Failure::Refused(r.0))?;
-            let response = self
-                .client
-                .get(current.clone())
-                .send()
-                .await
-                .map_err(classify)?;
+            same_origin &= destination::same_origin(url, &current);
+            let mut request = self.client.get(current.clone());
+            if let Some(c) = destinations.credentials_for(url, &current, same_origin) {
+                request = request.header(c.name.clone(), c.value.clone());
+            }
+            let response = request.send().await.map_err(classify)?;
             let status = response.status().as_u16();
             let location = response.headers().get(reqwest::header::LOCATION);
             let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location)

@@ -1,0 +1,369 @@
+//! Many tenants, one operator: origin credentials come from a Secret and stay with the origin,
+//! secrets in URLs stay out of SNS and metrics, and a namespace can use only the AWS resources
+//! its cluster administrator allows.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Redirect;
+use axum::routing::get;
+use cvs_e2e::*;
+use cvs_operator::resources::{ClusteredStream, StreamInstance, StreamInstanceStatus};
+use hls_sim::{OriginAuth, SimConfig, Simulator};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::Api;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const EAST: &str = "us-east-1";
+const WAIT: Duration = Duration::from_secs(30);
+/// A Secret change reaches the operator within its cache TTL (30 s) and a requeue.
+const SECRET_CHANGE: Duration = Duration::from_secs(60);
+
+/// A media playlist that never changes (enough for a request to be made and seen).
+const STILL_MEDIA: &str =
+    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:1.0,\na.ts\n";
+
+/// Serves `router` on `ip`, port chosen by the system; returns `http://ip:port`.
+async fn serve(ip: &str, router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+/// Per path, the `Authorization` header of every request seen (`None` when absent).
+type Seen = Arc<Mutex<BTreeMap<String, Vec<Option<String>>>>>;
+
+fn record(seen: &Seen, path: &str, headers: &HeaderMap) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    seen.lock()
+        .unwrap()
+        .entry(path.to_owned())
+        .or_default()
+        .push(auth);
+}
+
+fn condition(s: &StreamInstanceStatus, type_: &str) -> Option<Condition> {
+    s.conditions.iter().find(|c| c.type_ == type_).cloned()
+}
+
+async fn status(api: &Api<StreamInstance>, name: &str) -> Option<StreamInstanceStatus> {
+    api.get(name).await.ok()?.status
+}
+
+async fn wait_condition(
+    api: &Api<StreamInstance>,
+    name: &str,
+    type_: &str,
+    want: &str,
+    within: Duration,
+) -> Condition {
+    wait_for(&format!("{name} {type_}={want}"), within, || async {
+        let c = condition(&status(api, name).await?, type_)?;
+        (c.status == want).then_some(c)
+    })
+    .await
+}
+
+fn secret_manifest(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{cvs.dev/origin-credentials: \"true\"}}\ntype: kubernetes.io/basic-auth\nstringData:\n  username: alice\n  password: S3cretPass\n"
+    )
+}
+
+/// Origin credentials from a Secret the ClusteredStream names: with it an origin that requires
+/// Basic auth is probed healthy; the header goes to the master's host and an allowed host, but
+/// never on a redirect to another host; a missing or deleted Secret is a clear condition and a
+/// Warning Event, and never flips health; its value appears nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_credentials_come_from_a_secret_and_stay_with_the_origin() {
+    install_crds();
+    let sim = Simulator::start(SimConfig {
+        regions: vec![EAST.into()],
+        streams: 1,
+        renditions: 1,
+        target_duration: Duration::from_secs(1),
+        auth: Some(OriginAuth::Basic {
+            username: "alice".into(),
+            password: "S3cretPass".into(),
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+
+    // Another host (127.0.0.2), allowed by the ClusteredStream, that records what reaches it.
+    let seen: Seen = Default::default();
+    let other = serve(
+        "127.0.0.2",
+        axum::Router::new()
+            .fallback(
+                |State(seen): State<Seen>, uri: axum::http::Uri, headers: HeaderMap| async move {
+                    record(&seen, uri.path(), &headers);
+                    STILL_MEDIA
+                },
+            )
+            .with_state(seen.clone()),
+    )
+    .await;
+    // An origin on 127.0.0.1 whose master lists a rendition on the allowed host, and one that
+    // redirects there.
+    let master = format!(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nredirected.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=2000000\n{other}/direct.m3u8\n"
+    );
+    let landing = format!("{other}/landing.m3u8");
+    let origin = serve(
+        "127.0.0.1",
+        axum::Router::new()
+            .route(
+                "/master.m3u8",
+                get(
+                    move |State(seen): State<Seen>, headers: HeaderMap| async move {
+                        record(&seen, "origin:/master.m3u8", &headers);
+                        master
+                    },
+                ),
+            )
+            .route(
+                "/redirected.m3u8",
+                get(
+                    move |State(seen): State<Seen>, headers: HeaderMap| async move {
+                        record(&seen, "origin:/redirected.m3u8", &headers);
+                        Redirect::temporary(&landing)
+                    },
+                ),
+            )
+            .with_state(seen.clone()),
+    )
+    .await;
+
+    let ns = namespace("credentials");
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&secret_manifest("origin-auth")),
+    );
+    let instance = |name: &str, cluster: &str, i: usize, url: &str| {
+        format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: {cluster}\n  region: us-east-1\n  cloudfront: {{domain: c{i}.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n"
+        )
+    };
+    let sim_master = sim.master_url(EAST, "s0001").unwrap();
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n  health:\n    allowedHosts: [\"127.0.0.2\"]\n    originCredentials: {{secretName: origin-auth}}\n\
+         ---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: broken\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n  health:\n    originCredentials: {{secretName: absent}}\n{}{}{}",
+        instance("east", "event", 0, &sim_master),
+        instance("redirecting", "event", 1, &format!("{origin}/master.m3u8")),
+        instance("orphan", "broken", 2, &sim_master),
+    );
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let operator = Operator::start_with(
+        "credentials",
+        &ns,
+        &[
+            "--probe-timeout",
+            "1500ms",
+            "--rediscover-interval",
+            "1s",
+            "--status-refresh-interval",
+            "2s",
+        ],
+    )
+    .await
+    .expect("operator starts");
+    let client = client().await;
+    let api: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+
+    // With the Secret, the origin that requires Basic auth is healthy.
+    wait_condition(&api, "east", "Healthy", "True", WAIT).await;
+    let ready = wait_condition(&api, "east", "CredentialsReady", "True", WAIT).await;
+    assert_eq!(ready.reason, "SecretRead", "{}", ready.message);
+
+    // The header goes to the master's host and to a rendition listed on the allowed host, and
+    // never to the allowed host through a redirect.
+    let basic = "Basic YWxpY2U6UzNjcmV0UGFzcw==";
+    wait_for(
+        "both renditions of the other host requested",
+        WAIT,
+        || async {
+            let s = seen.lock().unwrap();
+            (s.contains_key("/direct.m3u8") && s.contains_key("/landing.m3u8")).then_some(())
+        },
+    )
+    .await;
+    {
+        let s = seen.lock().unwrap();
+        let all = |path: &str, want: Option<&str>| {
+            let got = &s[path];
+            assert!(
+                got.iter().all(|a| a.as_deref() == want),
+                "{path}: {got:?}, want {want:?}"
+            );
+        };
+        all("origin:/master.m3u8", Some(basic));
+        all("origin:/redirected.m3u8", Some(basic));
+        all("/direct.m3u8", Some(basic));
+        all("/landing.m3u8", None);
+    }
+
+    // A ClusteredStream naming a Secret that does not exist: a clear condition and a Warning
+    // Event naming it, and the instance is never judged (a probe without credentials would
+    // have made it stale at once).
+    let c = wait_condition(&api, "orphan", "CredentialsReady", "False", WAIT).await;
+    assert_eq!(c.reason, "SecretNotFound");
+    assert!(c.message.contains("\"absent\""), "{}", c.message);
+    wait_for("a Warning Event naming the Secret", WAIT, || async {
+        events_for(&client, &ns, "orphan")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("OriginCredentialsUnavailable")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|n| n.contains("\"absent\""))
+            })
+    })
+    .await;
+    for _ in 0..10 {
+        let s = status(&api, "orphan").await.unwrap();
+        let h = condition(&s, "Healthy").unwrap();
+        assert_eq!(
+            (h.status.as_str(), h.reason.as_str()),
+            ("Unknown", "CredentialsUnavailable"),
+            "{}",
+            h.message
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The Secret deleted under a healthy instance: a configuration error, not the origin's.
+    // The recorded verdict stands; nothing flips.
+    kubectl_ok(&["delete", "secret", "-n", &ns, "origin-auth"], None);
+    let c = wait_condition(&api, "east", "CredentialsReady", "False", SECRET_CHANGE).await;
+    assert_eq!(c.reason, "SecretNotFound");
+    for _ in 0..10 {
+        let s = status(&api, "east").await.unwrap();
+        assert_eq!(condition(&s, "Healthy").unwrap().status, "True");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Back again: read, and still healthy.
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&secret_manifest("origin-auth")),
+    );
+    wait_condition(&api, "east", "CredentialsReady", "True", SECRET_CHANGE).await;
+    wait_condition(&api, "east", "Healthy", "True", WAIT).await;
+    let (_, metrics) = operator.get("/metrics").await.unwrap();
+    let stale_flips = metrics
+        .lines()
+        .find(|l| l.starts_with("cvs_health_transitions_total{to=\"stale\"}"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .unwrap_or(0.0);
+    // "redirecting" is stale (its renditions never advance); "east" never was.
+    let east_events = events_for(&client, &ns, "east").await;
+    assert!(
+        east_events
+            .iter()
+            .all(|e| e.reason.as_deref() != Some("Stale")),
+        "east flipped: {east_events:?}"
+    );
+    assert!(stale_flips <= 1.0, "{metrics}");
+
+    // The Secret's value is nowhere: status, Events, the operator's log, metrics.
+    let mut exposed = metrics;
+    for name in ["east", "redirecting", "orphan"] {
+        exposed.push_str(&serde_json::to_string(&status(&api, name).await).unwrap());
+        for e in events_for(&client, &ns, name).await {
+            exposed.push_str(&serde_json::to_string(&e).unwrap());
+        }
+    }
+    let clusters: Api<ClusteredStream> = Api::namespaced(client.clone(), &ns);
+    exposed.push_str(&serde_json::to_string(&clusters.get("event").await.unwrap().status).unwrap());
+    exposed.push_str(&operator.log_text());
+    for secret in ["S3cretPass", "YWxpY2U6UzNjcmV0UGFzcw"] {
+        assert!(!exposed.contains(secret), "{secret} exposed");
+    }
+}
+
+/// Secrets in origin URLs (user info, `?token=...&sig=...`) never reach an SNS body, the state
+/// table or a metric, while the parameter names stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_urls_stay_out_of_sns_the_table_and_metrics() {
+    install_crds();
+    let master =
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nsigned.m3u8?token=tok3nVALUE&sig=s1gVALUE\n";
+    let origin = serve(
+        "127.0.0.1",
+        axum::Router::new()
+            .route("/master.m3u8", get(move || async move { master }))
+            .route(
+                "/signed.m3u8",
+                get(|| async { (axum::http::StatusCode::FORBIDDEN, "no") }),
+            ),
+    )
+    .await;
+    let url =
+        origin.replace("http://", "http://alice:S3cretPass@") + "/master.m3u8?token=mAsterSECRET";
+    let ns = namespace("redaction");
+    let queue = SnsQueue::create(&ns).await.unwrap();
+    let table = format!("{ns}-state");
+    let manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  notifications: {{snsTopicArn: \"{}\"}}\n---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: tenant\nspec:\n  clusteredStream: event\n  region: us-east-1\n  cloudfront: {{domain: r0.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n",
+        queue.topic_arn
+    );
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    let operator = Operator::start_with("redaction", &ns, &["--probe-timeout", "1500ms"])
+        .await
+        .expect("operator starts");
+
+    // The first verdict (stale: the rendition answers 403) is announced with the renditions.
+    let event = wait_for("a HealthChanged event with renditions", WAIT, || async {
+        queue.messages().await.into_iter().find(|m| {
+            m["type"] == "HealthChanged"
+                && m["renditions"].as_array().is_some_and(|r| !r.is_empty())
+        })
+    })
+    .await;
+    let body = event["_raw"].as_str().unwrap().to_owned();
+    assert!(
+        body.contains("signed.m3u8?token=REDACTED&sig=REDACTED"),
+        "{body}"
+    );
+
+    let (_, metrics) = operator.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("cvs_probe_requests_total"),
+        "the probe's metrics are exported: {metrics}"
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws_config().await);
+    let item = dynamodb
+        .get_item()
+        .table_name(&table)
+        .key(
+            "domain",
+            aws_sdk_dynamodb::types::AttributeValue::S("r0.cloudfront.net".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item;
+    let item = format!("{item:?}");
+    for (what, text) in [("SNS", &body), ("metrics", &metrics), ("table item", &item)] {
+        for secret in [
+            "S3cretPass",
+            "tok3nVALUE",
+            "s1gVALUE",
+            "mAsterSECRET",
+            "alice",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
+    drop(operator);
+}
