@@ -15,6 +15,7 @@ pub mod health;
 pub mod instance;
 pub mod publish;
 pub mod secrets;
+pub mod tenancy;
 
 pub use health::Health;
 
@@ -97,6 +98,10 @@ pub struct Context {
     pub publisher: Arc<publish::Publisher>,
     /// Origin-credentials Secrets, read by name and cached briefly.
     pub secrets: secrets::SecretCache,
+    /// Who decides which AWS resources a namespace may use.
+    pub tenant_policy: tenancy::TenantPolicy,
+    /// Namespaces' allow-lists, read by name and cached briefly.
+    pub namespaces: tenancy::NamespaceCache,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -222,6 +227,8 @@ pub struct Wiring {
     pub probe_stall: Duration,
     /// Publishes the merged master playlist and the steering manifest.
     pub publisher: Arc<publish::Publisher>,
+    /// Who decides which AWS resources a namespace may use.
+    pub tenant_policy: tenancy::TenantPolicy,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -445,6 +452,7 @@ pub async fn run(
         detail_refresh,
         probe_stall,
         publisher,
+        tenant_policy,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -516,6 +524,8 @@ pub async fn run(
         health: health.clone(),
         publisher,
         secrets: Default::default(),
+        tenant_policy,
+        namespaces: Default::default(),
     });
 
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
@@ -930,6 +940,8 @@ mod tests {
                 .unwrap(),
             ),
             secrets: Default::default(),
+            tenant_policy: Default::default(),
+            namespaces: Default::default(),
         })
     }
 
