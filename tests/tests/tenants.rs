@@ -367,3 +367,215 @@ async fn secrets_in_urls_stay_out_of_sns_the_table_and_metrics() {
     }
     drop(operator);
 }
+
+async fn cluster_condition(api: &Api<ClusteredStream>, type_: &str) -> Option<Condition> {
+    api.get("event")
+        .await
+        .ok()?
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The confused deputy: with `--tenant-policy=namespace-annotations`, a ClusteredStream in
+/// namespace B naming namespace A's state table, SNS topic and S3 bucket is refused (nothing
+/// is written to them, a condition and a Warning Event say why) while A works, and B's own
+/// allowed bucket is still published to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_uses_only_the_aws_resources_its_namespace_allows() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    install_crds();
+    let sim = Simulator::start(SimConfig {
+        regions: vec![EAST.into()],
+        streams: 1,
+        renditions: 1,
+        target_duration: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let sim_master = sim.master_url(EAST, "s0001").unwrap();
+    let (ns_a, ns_b) = (namespace("tenant-a"), namespace("tenant-b"));
+    let aws = aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let (bucket_a, bucket_b) = (format!("{ns_a}-media"), format!("{ns_b}-media"));
+    for b in [&bucket_a, &bucket_b] {
+        s3.create_bucket().bucket(b).send().await.unwrap();
+    }
+    let table_a = format!("{ns_a}-state");
+    let queue = SnsQueue::create(&ns_a).await.unwrap();
+    let topic_a = queue.topic_arn.clone();
+
+    // The cluster administrator's allow-lists.
+    for (ns, table, bucket) in [
+        (&ns_a, &table_a, &bucket_a),
+        (&ns_b, &format!("{ns_b}-state"), &bucket_b),
+    ] {
+        let mut args = vec![
+            "annotate".to_owned(),
+            format!("namespace/{ns}"),
+            format!("cvs.dev/allowed-state-tables={table}"),
+            format!("cvs.dev/allowed-s3-targets={bucket}/live/*"),
+        ];
+        if ns == &ns_a {
+            args.push(format!("cvs.dev/allowed-sns-topics={topic_a}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl_ok(&args, None);
+    }
+    let manifest = |ns: &str, targets: &str, domain: &str| {
+        format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table_a}, region: us-east-1, create: true}}\n  notifications: {{snsTopicArn: \"{topic_a}\"}}\n  playlist:\n    targets:\n{targets}---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: east\n  namespace: {ns}\nspec:\n  clusteredStream: event\n  region: us-east-1\n  cloudfront: {{domain: {domain}}}\n  origin: {{url: \"{sim_master}\"}}\n"
+        )
+    };
+    let target = |region: &str, bucket: &str, key: &str| {
+        format!("    - {{region: {region}, bucket: {bucket}, key: {key}}}\n")
+    };
+    kubectl_ok(
+        &["apply", "-n", &ns_a, "-f", "-"],
+        Some(&manifest(
+            &ns_a,
+            &target(EAST, &bucket_a, "live/a.m3u8"),
+            "a.cloudfront.net",
+        )),
+    );
+    // B names A's table, A's topic, a key in A's bucket, and its own bucket.
+    kubectl_ok(
+        &["apply", "-n", &ns_b, "-f", "-"],
+        Some(&manifest(
+            &ns_b,
+            &(target(EAST, &bucket_a, "live/b.m3u8")
+                + &target("eu-west-1", &bucket_b, "live/b.m3u8")),
+            "b.cloudfront.net",
+        )),
+    );
+    let policy = [
+        "--tenant-policy",
+        "namespace-annotations",
+        "--probe-timeout",
+        "1500ms",
+    ];
+    let _op_a = Operator::start_with("tenant-a", &ns_a, &policy)
+        .await
+        .unwrap();
+    let _op_b = Operator::start_with("tenant-b", &ns_b, &policy)
+        .await
+        .unwrap();
+    let client = client().await;
+    let (api_a, api_b): (Api<ClusteredStream>, Api<ClusteredStream>) = (
+        Api::namespaced(client.clone(), &ns_a),
+        Api::namespaced(client.clone(), &ns_b),
+    );
+
+    // B is refused, saying what and why, with a Warning Event.
+    let refused = wait_for("B refused", WAIT, || async {
+        let c = cluster_condition(&api_b, "ResourcesAllowed").await?;
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(refused.reason, "NotAllowedByNamespace");
+    for what in [
+        format!("state table {table_a:?}"),
+        format!("SNS topic {topic_a:?}"),
+        format!("{bucket_a}/live/b.m3u8"),
+    ] {
+        assert!(
+            refused.message.contains(&what),
+            "{what}: {}",
+            refused.message
+        );
+    }
+    assert!(!refused.message.contains(&bucket_b), "{}", refused.message);
+    let synced = wait_for("B's StateSynced", WAIT, || {
+        cluster_condition(&api_b, "StateSynced")
+    })
+    .await;
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "NotAllowedByNamespace")
+    );
+    let events = wait_for("B's EventsDelivered", WAIT, || {
+        cluster_condition(&api_b, "EventsDelivered")
+    })
+    .await;
+    assert_eq!(events.reason, "NotAllowedByNamespace");
+    wait_for("a ResourceNotAllowed Warning Event", WAIT, || async {
+        events_for(&client, &ns_b, "event")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("ResourceNotAllowed")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+
+    // A works: its item, its events, its master.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let item = |domain: &'static str| {
+        let (dynamodb, table) = (dynamodb.clone(), table_a.clone());
+        async move {
+            dynamodb
+                .get_item()
+                .table_name(table)
+                .key("domain", AttributeValue::S(domain.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .ok()?
+                .item
+        }
+    };
+    wait_for("A's item", WAIT, || item("a.cloudfront.net")).await;
+    let allowed = wait_for("A allowed", WAIT, || {
+        cluster_condition(&api_a, "ResourcesAllowed")
+    })
+    .await;
+    assert_eq!(allowed.status, "True", "{}", allowed.message);
+    wait_for("A's event on A's topic", WAIT, || async {
+        queue
+            .messages()
+            .await
+            .into_iter()
+            .find(|m| m["cluster"] == format!("{ns_a}/event"))
+    })
+    .await;
+    let object = |bucket: &str, key: &str| {
+        let (s3, bucket, key) = (s3.clone(), bucket.to_owned(), key.to_owned());
+        async move { s3.get_object().bucket(bucket).key(key).send().await.ok() }
+    };
+    wait_for("A's master in A's bucket", WAIT, || {
+        object(&bucket_a, "live/a.m3u8")
+    })
+    .await;
+    // B's own, allowed bucket is still published to.
+    wait_for("B's master in B's bucket", WAIT, || {
+        object(&bucket_b, "live/b.m3u8")
+    })
+    .await;
+
+    // Nothing of B ever reached A's table, topic or bucket.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        item("b.cloudfront.net").await.is_none(),
+        "B wrote A's table"
+    );
+    let from_b: Vec<_> = queue
+        .messages()
+        .await
+        .into_iter()
+        .filter(|m| m["cluster"] != format!("{ns_a}/event"))
+        .collect();
+    assert!(from_b.is_empty(), "B published on A's topic: {from_b:?}");
+    for key in ["live/b.m3u8", "live/b.steering.json"] {
+        assert!(
+            object(&bucket_a, key).await.is_none(),
+            "B wrote {key} in A's bucket"
+        );
+    }
+}
