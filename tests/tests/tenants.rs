@@ -147,6 +147,14 @@ async fn origin_credentials_come_from_a_secret_and_stay_with_the_origin() {
         &["apply", "-n", &ns, "-f", "-"],
         Some(&secret_manifest("origin-auth")),
     );
+    // The merged master is published too: its fetches carry the same credentials.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("{ns}-media");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let instance = |name: &str, cluster: &str, i: usize, url: &str| {
         format!(
             "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: {cluster}\n  region: us-east-1\n  cloudfront: {{domain: c{i}.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n"
@@ -154,7 +162,7 @@ async fn origin_credentials_come_from_a_secret_and_stay_with_the_origin() {
     };
     let sim_master = sim.master_url(EAST, "s0001").unwrap();
     let manifest = format!(
-        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n  health:\n    allowedHosts: [\"127.0.0.2\"]\n    originCredentials: {{secretName: origin-auth}}\n\
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n  health:\n    allowedHosts: [\"127.0.0.2\"]\n    originCredentials: {{secretName: origin-auth}}\n  playlist: {{targets: [{{region: us-east-1, bucket: {bucket}, key: live/master.m3u8}}]}}\n\
          ---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: broken\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n  health:\n    originCredentials: {{secretName: absent}}\n{}{}{}",
         instance("east", "event", 0, &sim_master),
         instance("redirecting", "event", 1, &format!("{origin}/master.m3u8")),
@@ -182,6 +190,20 @@ async fn origin_credentials_come_from_a_secret_and_stay_with_the_origin() {
     wait_condition(&api, "east", "Healthy", "True", WAIT).await;
     let ready = wait_condition(&api, "east", "CredentialsReady", "True", WAIT).await;
     assert_eq!(ready.reason, "SecretRead", "{}", ready.message);
+    wait_for("the merged master with east's variants", WAIT, || async {
+        let o = s3
+            .get_object()
+            .bucket(&bucket)
+            .key("live/master.m3u8")
+            .send()
+            .await
+            .ok()?;
+        let body = o.body.collect().await.ok()?.into_bytes();
+        String::from_utf8_lossy(&body)
+            .contains("https://c0.cloudfront.net/")
+            .then_some(())
+    })
+    .await;
 
     // The header goes to the master's host and to a rendition listed on the allowed host, and
     // never to the allowed host through a redirect.
