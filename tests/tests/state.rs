@@ -22,7 +22,7 @@ struct Fixture {
     ns: String,
     table: String,
     dynamodb: aws_sdk_dynamodb::Client,
-    queue: SnsQueue,
+    queue: EventInbox,
     ddb_proxy: TcpProxy,
     sns_proxy: TcpProxy,
     operator: Option<Operator>,
@@ -44,7 +44,7 @@ impl Fixture {
         .unwrap();
         let ns = namespace(test);
         let aws = aws_config().await;
-        let queue = SnsQueue::create(&ns).await.unwrap();
+        let queue = EventInbox::create(&ns).await.unwrap();
         let topic = queue.topic_arn.clone();
 
         let table = format!("{ns}-state");
@@ -128,7 +128,7 @@ impl Fixture {
 
     /// Every event received so far (the SNS envelope's Message parsed, with its attributes).
     async fn events(&self) -> Vec<Value> {
-        self.queue.messages().await
+        self.queue.events().await
     }
 
     async fn wait_event(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {

@@ -332,7 +332,7 @@ async fn secrets_in_urls_stay_out_of_sns_the_table_and_metrics() {
     let url =
         origin.replace("http://", "http://alice:S3cretPass@") + "/master.m3u8?token=mAsterSECRET";
     let ns = namespace("redaction");
-    let queue = SnsQueue::create(&ns).await.unwrap();
+    let queue = EventInbox::create(&ns).await.unwrap();
     let table = format!("{ns}-state");
     let manifest = format!(
         "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  notifications: {{snsTopicArn: \"{}\"}}\n---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: tenant\nspec:\n  clusteredStream: event\n  region: us-east-1\n  cloudfront: {{domain: r0.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n",
@@ -345,7 +345,7 @@ async fn secrets_in_urls_stay_out_of_sns_the_table_and_metrics() {
 
     // The first verdict (stale: the rendition answers 403) is announced with the renditions.
     let event = wait_for("a HealthChanged event with renditions", WAIT, || async {
-        queue.messages().await.into_iter().find(|m| {
+        queue.events().await.into_iter().find(|m| {
             m["type"] == "HealthChanged"
                 && m["renditions"].as_array().is_some_and(|r| !r.is_empty())
         })
@@ -430,7 +430,7 @@ async fn a_namespace_uses_only_the_aws_resources_its_namespace_allows() {
         s3.create_bucket().bucket(b).send().await.unwrap();
     }
     let table_a = format!("{ns_a}-state");
-    let queue = SnsQueue::create(&ns_a).await.unwrap();
+    let queue = EventInbox::create(&ns_a).await.unwrap();
     let topic_a = queue.topic_arn.clone();
 
     // The cluster administrator's allow-lists.
@@ -561,7 +561,7 @@ async fn a_namespace_uses_only_the_aws_resources_its_namespace_allows() {
     assert_eq!(allowed.status, "True", "{}", allowed.message);
     wait_for("A's event on A's topic", WAIT, || async {
         queue
-            .messages()
+            .events()
             .await
             .into_iter()
             .find(|m| m["cluster"] == format!("{ns_a}/event"))
@@ -588,7 +588,7 @@ async fn a_namespace_uses_only_the_aws_resources_its_namespace_allows() {
         "B wrote A's table"
     );
     let from_b: Vec<_> = queue
-        .messages()
+        .events()
         .await
         .into_iter()
         .filter(|m| m["cluster"] != format!("{ns_a}/event"))
