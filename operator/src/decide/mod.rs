@@ -10,6 +10,7 @@
 pub mod master;
 pub mod reopen;
 pub mod steering;
+pub mod tenancy;
 
 use master::{Contribution, MergeError, MergeInput, MergeSettings, Merged, SteeringTag};
 use steering::{PathwayState, SteeringDecision};
