@@ -230,7 +230,16 @@ pub(crate) async fn handle(
     }
     let target = parse_target(&shared, req.uri().path());
     let resource = target.resource();
-    let scope = |shared: &Shared| shared.effect(region, target.stream, target.rendition, resource);
+    let claims = shared.claim(
+        region,
+        target.stream,
+        target.rendition,
+        resource,
+        req.uri().path(),
+    );
+    let scope = |shared: &Shared| {
+        shared.effect_claimed(region, target.stream, target.rendition, resource, &claims)
+    };
 
     // Connection-level faults first: refuse, hang, slow.
     let mut eff = scope(&shared);
@@ -290,6 +299,7 @@ pub(crate) async fn handle(
     };
     drop(renditions);
     let tl = stream.timeline;
+    let (now, eff) = crate::realism::reshape(now, eff, &tl, target.stream.unwrap_or(0));
     match target.what {
         What::Media(media_kind) => {
             if media_kind == MediaKind::IFrames && kind != RenditionKind::Video {
