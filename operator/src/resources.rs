@@ -173,6 +173,17 @@ pub struct HealthPolicy {
     #[schemars(range(min = 1, max = 20))]
     pub recovery_updates: u32,
 
+    /// Consecutive failed fetches of one playlist before it counts as failed (default 3). Every
+    /// failure that can be a passing glitch (an HTTP error status, a timeout, a refused or reset
+    /// connection, an unparsable or cut body) is first confirmed by a second request within a
+    /// second, so one failed request never changes an instance's health. Failures that give the
+    /// same answer every time (too large, bad redirect, target duration out of range, refused
+    /// destination) count at once. Whatever the threshold, a playlist without a new segment
+    /// within the staleness bound is stale.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 10))]
+    pub failure_threshold: u32,
+
     /// Hosts besides each instance's master playlist host that rendition URIs and redirects may
     /// point to (`host` for any port, or `host:port`), for example a CDN the origin redirects to.
     /// Every other host is refused (`DestinationRefused`), and so are internal addresses whatever
@@ -197,11 +208,16 @@ fn default_recovery_updates() -> u32 {
     2
 }
 
+fn default_failure_threshold() -> u32 {
+    crate::probe::decision::DEFAULT_FAILURE_THRESHOLD
+}
+
 impl Default for HealthPolicy {
     fn default() -> Self {
         Self {
             staleness_multiplier: default_staleness_multiplier(),
             recovery_updates: default_recovery_updates(),
+            failure_threshold: default_failure_threshold(),
             allowed_hosts: Vec::new(),
         }
     }
@@ -775,6 +791,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(cs.health.staleness_multiplier, 1.5);
+        assert_eq!(cs.health.failure_threshold, 3);
         assert_eq!(cs.min_open, 1);
         assert_eq!(cs.failover.mode, FailoverMode::Manual);
     }

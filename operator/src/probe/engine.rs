@@ -8,6 +8,7 @@
 //! `starved`, and counted in `cvs_probe_starved_total`); only time spent on the request itself
 //! counts against the origin.
 
+use super::confirm::{self, Confirm};
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
@@ -64,6 +65,8 @@ pub struct EngineSettings {
     /// Most media playlists probed for one instance. A master listing more is not probed at
     /// all: the instance is stale (`TooManyRenditions`), and costs the others nothing.
     pub max_renditions: usize,
+    /// How a failed (or hanging, or suspicious) fetch is confirmed before it counts.
+    pub confirm: Confirm,
 }
 
 impl Default for EngineSettings {
@@ -73,6 +76,7 @@ impl Default for EngineSettings {
             max_backoff: Duration::from_secs(30),
             rediscover_every: Duration::from_secs(10),
             max_renditions: DEFAULT_MAX_RENDITIONS,
+            confirm: Confirm::default(),
         }
     }
 }
@@ -429,8 +433,14 @@ async fn run_instance(
                         next_master = Instant::now() + shared.settings.rediscover_every;
                     }
                     Err(e) => {
+                        // Like a media playlist: a transient failure (already confirmed by a
+                        // retry) counts only once the threshold of failures in a row is reached.
                         master_failures = master_failures.saturating_add(1);
-                        master_error = Some(e);
+                        if !e.is_transient()
+                            || master_failures >= target.policy.failure_threshold()
+                        {
+                            master_error = Some(e);
+                        }
                         let min_target = renditions
                             .values()
                             .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
@@ -475,6 +485,12 @@ async fn run_instance(
             }
         }
         if !dirty {
+            continue;
+        }
+        if master_error.is_none() && master_failures > 0 && renditions.is_empty() {
+            // The master has failed fewer times than the threshold and nothing is known of the
+            // renditions yet: no verdict (not "no renditions").
+            dirty = false;
             continue;
         }
         let mut verdict = decision::aggregate(
@@ -577,14 +593,20 @@ async fn fetch_master(
         .probe_queue_wait
         .observe(queued.elapsed().as_secs_f64());
     let started = Instant::now();
-    let result = match shared.fetcher.get(&url, &destinations).await {
-        Ok(body) => fetch::parse_master(&body, &url),
-        Err(e) => Err(e),
-    };
+    let (result, attempts) = confirm::confirmed(
+        shared.settings.confirm,
+        || async {
+            let body = shared.fetcher.get(&url, &destinations).await?;
+            fetch::parse_master(&body, &url)
+        },
+        |r| r.as_ref().is_err_and(Failure::is_transient),
+    )
+    .await;
     drop(permit);
     shared
         .metrics
         .observe_probe("master", started.elapsed(), result.as_ref().err());
+    shared.metrics.observe_retry("master", attempts);
     result
 }
 
@@ -667,7 +689,12 @@ async fn run_rendition(
         // Poll, but declare staleness on time even while a slow request is in flight. The time
         // spent waiting for a permit is credited: only the origin's time counts.
         let started = Instant::now();
-        let fetch = shared.fetcher.get(&uri, &destinations);
+        // A failed, hanging or suspicious answer is confirmed by a second request before it
+        // counts (see `confirm`), within the same permit.
+        let fetch = confirm::confirmed_media(shared.settings.confirm, tracker.last, || async {
+            let body = shared.fetcher.get(&uri, &destinations).await?;
+            fetch::parse_media(&body)
+        });
         tokio::pin!(fetch);
         let result = loop {
             let deadline = tracker
@@ -687,10 +714,11 @@ async fn run_rendition(
         };
         drop(permit);
         let now = shared.now_ms();
-        let outcome = result.and_then(|body| fetch::parse_media(&body));
+        let (outcome, attempts) = result;
         shared
             .metrics
             .observe_probe("media", started.elapsed(), outcome.as_ref().err());
+        shared.metrics.observe_retry("media", attempts);
         let verdict = match outcome {
             Ok(snapshot) => {
                 if let Some(change) = tracker.last_change_ms {
@@ -702,7 +730,7 @@ async fn run_rendition(
                 let wall = jiff::Timestamp::now().as_millisecond();
                 tracker.observe_at(snapshot, now, Some(wall), &policy)
             }
-            Err(failure) => tracker.fail(failure, now),
+            Err(failure) => tracker.fail(failure, now, &policy),
         };
         gauges.set_stale(!tracker.is_fresh());
         if report(&ctx.reports, &key, &tracker, false, verdict.flipped)
@@ -806,6 +834,9 @@ mod tests {
         hang_master: AtomicBool,
         master_reads: AtomicU64,
         hanging: usize,
+        /// Every `fail_every`-th read of `/v.m3u8` answers 500 (0: never).
+        fail_every: AtomicU64,
+        media_reads: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -835,7 +866,14 @@ mod tests {
         let app = Router::new()
             .route(
                 "/v.m3u8",
-                get(|State(o): State<Arc<Origin>>| async move { media(&o) }),
+                get(|State(o): State<Arc<Origin>>| async move {
+                    let n = o.media_reads.fetch_add(1, Ordering::SeqCst) + 1;
+                    let every = o.fail_every.load(Ordering::SeqCst);
+                    if every > 0 && n % every == 0 {
+                        return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                    Ok(media(&o))
+                }),
             )
             .route(
                 "/m.m3u8",
@@ -873,6 +911,7 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             rediscover_every: Duration::from_millis(300),
             max_renditions: 10,
+            confirm: Confirm::default(),
         };
         ProbeEngine::new(settings, Arc::new(Metrics::default()))
             .unwrap()
@@ -972,6 +1011,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_failed_requests_never_change_the_verdict() {
+        // One read in three of the media playlist fails: never two in a row.
+        let origin = Arc::new(Origin::default());
+        origin.fail_every.store(3, Ordering::SeqCst);
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "i", &url);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        let (flipped, seen) =
+            watch_until(&e, "i", Duration::from_secs(8), |h| h != Some(true)).await;
+        assert!(!flipped, "a single failure flipped the instance: {seen:?}");
+        let absorbed = e
+            .shared
+            .metrics
+            .probe_retries
+            .get_or_create(&crate::metrics::ProbeLabels {
+                playlist: "media",
+                outcome: "recovered",
+            })
+            .get();
+        assert!(
+            absorbed >= 3,
+            "too few failures to prove anything: {absorbed}"
+        );
+        // Every read failing is still reported (a threshold of three confirmed failures, or the
+        // staleness bound, whichever first).
+        origin.fail_every.store(1, Ordering::SeqCst);
+        let (stale, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_for_our_own_permits_is_not_staleness() {
         // One global permit, held in turn by an instance whose playlists hang for the whole
         // 1.5 s timeout; the healthy instance waits in the queue longer than its 1.5 s bound.
@@ -991,7 +1068,18 @@ mod tests {
         let (healthy, seen) =
             watch_until(&e, "good", Duration::from_secs(10), |h| h == Some(true)).await;
         assert!(healthy, "{seen:?}");
-        probe(&e, "bad", &bad_url);
+        // Stale at its first (confirmed) failure, so the wait for its verdict stays short.
+        e.ensure(
+            &key("bad"),
+            ProbeTarget {
+                master_url: bad_url.clone(),
+                policy: Policy {
+                    failure_threshold: 1,
+                    ..Policy::default()
+                },
+                allowed_hosts: Vec::new(),
+            },
+        );
         let (flipped, seen) =
             watch_until(&e, "good", Duration::from_secs(12), |h| h != Some(true)).await;
         assert!(!flipped, "the healthy instance flipped: {seen:?}");
