@@ -33,6 +33,30 @@ impl Default for Confirm {
     }
 }
 
+impl Confirm {
+    /// The settings for one poll of a playlist with target duration `td_ms` whose staleness
+    /// deadline is `until_deadline_ms` away (if it is watched): the second request starts beside
+    /// a hanging one after at most an eighth of the target duration, and at the latest
+    /// [`HEDGE_BEFORE_DEADLINE_MS`] before the deadline, so one hanging request does not let
+    /// the deadline pass on a live origin. Never sooner than [`MIN_HEDGE_MS`].
+    pub fn for_poll(self, td_ms: u64, until_deadline_ms: Option<u64>) -> Confirm {
+        let mut hedge = self.hedge_after.as_millis() as u64;
+        hedge = hedge.min(td_ms / 8);
+        if let Some(left) = until_deadline_ms {
+            hedge = hedge.min(left.saturating_sub(HEDGE_BEFORE_DEADLINE_MS));
+        }
+        Confirm {
+            hedge_after: Duration::from_millis(hedge.max(MIN_HEDGE_MS)),
+            ..self
+        }
+    }
+}
+
+/// See [`Confirm::for_poll`].
+pub const HEDGE_BEFORE_DEADLINE_MS: u64 = 150;
+/// See [`Confirm::for_poll`].
+pub const MIN_HEDGE_MS: u64 = 50;
+
 /// What confirming cost and changed, for metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Attempts {
@@ -171,6 +195,32 @@ mod tests {
             }) as Answer
         };
         (calls, f)
+    }
+
+    #[test]
+    fn the_hedge_comes_early_enough_for_the_deadline() {
+        let c = Confirm::default();
+        assert_eq!(
+            c.for_poll(6_000, None).hedge_after,
+            Duration::from_millis(750)
+        );
+        assert_eq!(
+            c.for_poll(2_000, None).hedge_after,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            c.for_poll(1_000, Some(5_000)).hedge_after,
+            Duration::from_millis(125)
+        );
+        assert_eq!(
+            c.for_poll(6_000, Some(400)).hedge_after,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            c.for_poll(6_000, Some(0)).hedge_after,
+            Duration::from_millis(50)
+        );
+        assert_eq!(c.for_poll(0, None).hedge_after, Duration::from_millis(50));
     }
 
     #[tokio::test]

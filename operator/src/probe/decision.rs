@@ -374,10 +374,13 @@ impl Tracker {
         Some(since.saturating_add(policy.bound_ms(self.target_duration_ms())))
     }
 
-    /// The deadline a timer must watch: while fresh, or while awaiting evidence.
+    /// The deadline a timer must watch: while fresh, while awaiting evidence, or while never
+    /// fetched after a failure below the threshold.
     pub fn watch_deadline_ms(&self, policy: &Policy) -> Option<u64> {
         match self.stale {
-            None | Some(StaleReason::AwaitingEvidence) => self.deadline_ms(policy),
+            None | Some(StaleReason::AwaitingEvidence | StaleReason::NeverFetched) => {
+                self.deadline_ms(policy)
+            }
             _ => None,
         }
     }
@@ -535,6 +538,12 @@ impl Tracker {
         self.last_poll_ms = Some(now_ms);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(failure.clone());
+        if matches!(self.stale, Some(StaleReason::NeverFetched)) && self.awaiting_since_ms.is_none()
+        {
+            // Never fetched: the bound runs from the first failure, so an origin that fails
+            // below the threshold from the start is still judged within the bound.
+            self.awaiting_since_ms = Some(now_ms);
+        }
         if !failure.is_transient() || self.consecutive_failures >= policy.failure_threshold() {
             self.set_stale(StaleReason::Failed(failure));
         } else {
@@ -582,7 +591,16 @@ impl Tracker {
         {
             let age_ms = now_ms.saturating_sub(since.unwrap_or(now_ms));
             let bound_ms = policy.bound_ms(self.target_duration_ms());
-            self.set_stale(StaleReason::NoNewSegment { age_ms, bound_ms });
+            match (&self.stale, &self.last_error) {
+                // Never fetched, failing below the threshold until the bound: the failure.
+                (Some(StaleReason::NeverFetched), Some(e)) => {
+                    let e = e.clone();
+                    self.set_stale(StaleReason::Failed(e));
+                }
+                _ => {
+                    self.set_stale(StaleReason::NoNewSegment { age_ms, bound_ms });
+                }
+            }
         }
     }
 
@@ -989,6 +1007,27 @@ mod tests {
             t.fail(Failure::Http(503), 4_000 + i, &p);
         }
         assert_eq!(t.stale, Some(StaleReason::Failed(Failure::Http(503))));
+    }
+
+    #[test]
+    fn an_origin_failing_from_the_start_is_judged_within_the_bound() {
+        // Never fetched, failing below the threshold (10): stale at the bound from the first
+        // failure (default target duration 6 s: 9 s), named by the failure.
+        let p = Policy {
+            failure_threshold: 10,
+            ..policy()
+        };
+        let mut t = Tracker::new();
+        t.fail(Failure::Timeout, 1_000, &p);
+        assert!(!t.is_judged());
+        assert_eq!(t.watch_deadline_ms(&p), Some(10_000));
+        t.fail(Failure::Timeout, 4_000, &p);
+        t.tick(10_000, &p);
+        assert!(!t.is_judged());
+        t.tick(10_001, &p);
+        assert_eq!(t.stale, Some(StaleReason::Failed(Failure::Timeout)));
+        // Without any failure, nothing is watched.
+        assert_eq!(Tracker::new().watch_deadline_ms(&p), None);
     }
 
     #[test]

@@ -691,7 +691,13 @@ async fn run_rendition(
         let started = Instant::now();
         // A failed, hanging or suspicious answer is confirmed by a second request before it
         // counts (see `confirm`), within the same permit.
-        let fetch = confirm::confirmed_media(shared.settings.confirm, tracker.last, || async {
+        let settings = shared.settings.confirm.for_poll(
+            tracker.target_duration_ms(),
+            tracker
+                .watch_deadline_ms(&policy)
+                .map(|d| d.saturating_add(waited_ms).saturating_sub(shared.now_ms())),
+        );
+        let fetch = confirm::confirmed_media(settings, tracker.last, || async {
             let body = shared.fetcher.get(&uri, &destinations).await?;
             fetch::parse_media(&body)
         });
