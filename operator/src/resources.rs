@@ -184,6 +184,13 @@ pub struct HealthPolicy {
     #[schemars(range(min = 1, max = 10))]
     pub failure_threshold: u32,
 
+    /// Check that each instance's playlists point at segments that are served (default true): on
+    /// each new segment, about one rendition per instance sends a HEAD for it (every rendition
+    /// in turn), and the `EXT-X-MAP` initialisation segment once. `failureThreshold` failed
+    /// checks in a row of one rendition make it stale (`SegmentUnavailable`).
+    #[serde(default = "default_true")]
+    pub segment_checks: bool,
+
     /// Hosts besides each instance's master playlist host that rendition URIs and redirects may
     /// point to (`host` for any port, or `host:port`), for example a CDN the origin redirects to.
     /// Every other host is refused (`DestinationRefused`), and so are internal addresses whatever
@@ -208,6 +215,10 @@ fn default_recovery_updates() -> u32 {
     2
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_failure_threshold() -> u32 {
     crate::probe::decision::DEFAULT_FAILURE_THRESHOLD
 }
@@ -218,6 +229,7 @@ impl Default for HealthPolicy {
             staleness_multiplier: default_staleness_multiplier(),
             recovery_updates: default_recovery_updates(),
             failure_threshold: default_failure_threshold(),
+            segment_checks: true,
             allowed_hosts: Vec::new(),
         }
     }

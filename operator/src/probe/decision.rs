@@ -158,6 +158,12 @@ pub enum StaleReason {
         to: u64,
     },
     Ended,
+    /// The playlist advances, but its newest segment (or its init segment) was not served
+    /// `failure_threshold` checks in a row.
+    SegmentUnavailable {
+        uri: String,
+        failure: Failure,
+    },
     /// Stale earlier and not yet through the recovery hysteresis.
     Recovering {
         seen: u32,
@@ -181,6 +187,9 @@ impl fmt::Display for StaleReason {
                 write!(f, "media sequence went backwards from {from} to {to}")
             }
             StaleReason::Ended => write!(f, "playlist ended (EXT-X-ENDLIST)"),
+            StaleReason::SegmentUnavailable { uri, failure } => {
+                write!(f, "segment {uri} not served: {failure}")
+            }
             StaleReason::Recovering { seen, needed } => {
                 write!(f, "recovering: {seen} of {needed} fresh updates seen")
             }
@@ -207,6 +216,7 @@ impl StaleReason {
             StaleReason::Failed(Failure::Other(_)) => "FetchFailed",
             StaleReason::SequenceReset { .. } => "MediaSequenceReset",
             StaleReason::Ended => "PlaylistEnded",
+            StaleReason::SegmentUnavailable { .. } => "SegmentUnavailable",
             StaleReason::Recovering { .. } => "Recovering",
         }
     }
@@ -228,6 +238,8 @@ pub struct Policy {
     /// Consecutive failed fetches (each already confirmed by a quick retry) before a rendition
     /// counts as failed. Taken within 1..=[`MAX_FAILURE_THRESHOLD`].
     pub failure_threshold: u32,
+    /// Check that the newest segments (and init segments) are served (see `segments`).
+    pub check_segments: bool,
 }
 
 /// Default of [`Policy::failure_threshold`].
@@ -241,6 +253,7 @@ impl Default for Policy {
             staleness_multiplier: 1.5,
             recovery_updates: 2,
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            check_segments: true,
         }
     }
 }
@@ -492,6 +505,8 @@ impl Tracker {
                     Some(StaleReason::NeverFetched | StaleReason::AwaitingEvidence) => {
                         self.stale = None
                     }
+                    // Only a served segment ends this (`segment_served`).
+                    Some(StaleReason::SegmentUnavailable { .. }) => {}
                     Some(_) => {
                         self.recovering_seen = self.recovering_seen.saturating_add(1);
                         if self.recovering_seen >= policy.recovery_updates {
@@ -559,6 +574,29 @@ impl Tracker {
         }
     }
 
+    /// The newest segment (or init segment) `uri` was not served `failure_threshold` checks in
+    /// a row (see `segments`): stale until a segment is served again.
+    pub fn segment_unavailable(&mut self, uri: String, failure: Failure) -> Verdict {
+        let was_fresh = self.is_fresh();
+        self.set_stale(StaleReason::SegmentUnavailable { uri, failure });
+        Verdict {
+            advanced: false,
+            flipped: was_fresh,
+        }
+    }
+
+    /// A segment is served again after [`Tracker::segment_unavailable`]: the rendition goes
+    /// through the recovery hysteresis (new segments) from here.
+    pub fn segment_served(&mut self, policy: &Policy) {
+        if matches!(self.stale, Some(StaleReason::SegmentUnavailable { .. })) {
+            self.recovering_seen = 0;
+            self.stale = Some(StaleReason::Recovering {
+                seen: 0,
+                needed: policy.recovery_updates,
+            });
+        }
+    }
+
     /// Stale because fetches failed (as opposed to awaiting a threshold, or stale for another
     /// reason while fetches fail).
     fn failing(&self) -> bool {
@@ -585,7 +623,10 @@ impl Tracker {
             && !matches!(
                 self.stale,
                 Some(
-                    StaleReason::Failed(_) | StaleReason::Ended | StaleReason::NoNewSegment { .. }
+                    StaleReason::Failed(_)
+                        | StaleReason::Ended
+                        | StaleReason::NoNewSegment { .. }
+                        | StaleReason::SegmentUnavailable { .. }
                 )
             )
         {
@@ -1031,6 +1072,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unavailable_segment_holds_until_one_is_served() {
+        let p = policy();
+        let mut t = Tracker::new();
+        obs(&mut t, snap(1, 6), 0, &p);
+        let v = t.segment_unavailable("7.ts".into(), Failure::Http(404));
+        assert!(v.flipped);
+        assert_eq!(
+            t.stale.as_ref().map(StaleReason::code),
+            Some("SegmentUnavailable")
+        );
+        // New segments alone do not end it, nor does the age bound rename it.
+        for i in 2..6 {
+            obs(&mut t, snap(i, 6), i * 2_000, &p);
+        }
+        t.tick(60_000, &p);
+        assert_eq!(
+            t.stale,
+            Some(StaleReason::SegmentUnavailable {
+                uri: "7.ts".into(),
+                failure: Failure::Http(404)
+            })
+        );
+        // A served segment, then the hysteresis.
+        obs(&mut t, snap(6, 6), 61_000, &p);
+        t.segment_served(&p);
+        obs(&mut t, snap(7, 6), 62_000, &p);
+        assert!(!t.is_fresh());
+        obs(&mut t, snap(8, 6), 64_000, &p);
+        assert!(t.is_fresh());
+    }
+
+    #[test]
     fn a_failure_during_recovery_starts_the_recovery_again() {
         let p = policy();
         let mut t = Tracker::new();
@@ -1445,6 +1518,7 @@ mod tests {
                 staleness_multiplier: m,
                 recovery_updates: u32::MAX,
                 failure_threshold: u32::MAX,
+                check_segments: true,
             };
             assert!((1_000..=600_000).contains(&p.bound_ms(u64::MAX)), "{m}");
         }

@@ -13,6 +13,7 @@ use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
 use super::redact::{redact_text, redact_url};
+use super::segments::{self, SegmentCheck, SegmentRef};
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Url;
@@ -275,6 +276,8 @@ struct RenditionCtx {
     reports: mpsc::Sender<Report>,
     budget: Arc<Semaphore>,
     destinations: watch::Receiver<Arc<Destinations>>,
+    /// Media playlists of the instance, which spaces the segment checks (see `segments`).
+    renditions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn spawn_rendition(
@@ -348,6 +351,7 @@ async fn run_instance(
         reports: report_tx,
         budget: shared.fetcher.instance_budget(),
         destinations: destinations_rx,
+        renditions: Arc::default(),
     };
     let mut renditions: BTreeMap<String, RenditionTask> = BTreeMap::new();
     let mut master_error: Option<Failure> = None;
@@ -484,6 +488,8 @@ async fn run_instance(
                 continue;
             }
         }
+        ctx.renditions
+            .store(renditions.len(), std::sync::atomic::Ordering::Relaxed);
         if !dirty {
             continue;
         }
@@ -624,23 +630,25 @@ async fn run_rendition(
     let mut gauges = RenditionGauges::new(&shared.metrics);
     gauges.set_stale(!tracker.is_fresh());
     let mut starved = false;
+    let mut segment_check = SegmentCheck::default();
+    let turn = segments::turn_of(&key);
+    // The staleness deadline a verification poll has been started for (see below).
+    let mut verifying: Option<u64> = None;
 
     loop {
         let policy = *ctx.policy.borrow_and_update();
-        let deadline = tracker
-            .watch_deadline_ms(&policy)
+        let deadline_ms = tracker.watch_deadline_ms(&policy);
+        let deadline = deadline_ms
+            .filter(|d| verifying != Some(*d))
             .map(|ms| shared.instant(ms.saturating_add(1)));
         tokio::select! {
             _ = sleep_until(next_poll) => {}
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                let before = tracker.stale.clone();
-                let v = tracker.tick(shared.now_ms(), &policy);
-                gauges.set_stale(!tracker.is_fresh());
-                if tracker.stale != before
-                    && report(&ctx.reports, &key, &tracker, starved, v.flipped).await.is_err()
-                {
-                    return;
-                }
+                // No new segment seen by the deadline. What the prober saw before it may be
+                // late (a loaded machine, a poll delayed): judge on a poll started now, which
+                // the fetch below gives `verify_grace_ms` to answer.
+                verifying = deadline_ms;
+                next_poll = Instant::now();
                 continue;
             }
             changed = ctx.policy.changed() => {
@@ -689,6 +697,8 @@ async fn run_rendition(
         // Poll, but declare staleness on time even while a slow request is in flight. The time
         // spent waiting for a permit is credited: only the origin's time counts.
         let started = Instant::now();
+        let started_ms = shared.now_ms();
+        let grace_ms = verify_grace_ms(tracker.target_duration_ms());
         // A failed, hanging or suspicious answer is confirmed by a second request before it
         // counts (see `confirm`), within the same permit.
         let settings = shared.settings.confirm.for_poll(
@@ -697,16 +707,33 @@ async fn run_rendition(
                 .watch_deadline_ms(&policy)
                 .map(|d| d.saturating_add(waited_ms).saturating_sub(shared.now_ms())),
         );
-        let fetch = confirm::confirmed_media(settings, tracker.last, || async {
-            let body = shared.fetcher.get(&uri, &destinations).await?;
-            fetch::parse_media(&body)
-        });
+        let previous = tracker.last;
+        let fetch = confirm::confirmed(
+            settings,
+            || async {
+                let body = shared.fetcher.get(&uri, &destinations).await?;
+                let snapshot = fetch::parse_media(&body)?;
+                Ok((snapshot, segments::newest_segment(&body)))
+            },
+            |r: &Result<(decision::Snapshot, Option<SegmentRef>), Failure>| match r {
+                Ok((s, _)) => decision::needs_confirmation(previous.as_ref(), &Ok(*s)),
+                Err(e) => e.is_transient(),
+            },
+        );
         tokio::pin!(fetch);
         let result = loop {
+            // Declared on time even while a request hangs: at the deadline, or a short grace
+            // after a request started just before it (or after it, to verify).
             let deadline = tracker
                 .watch_deadline_ms(&policy)
                 .filter(|_| !was_starved)
-                .map(|ms| shared.instant(ms.saturating_add(1).saturating_add(waited_ms)));
+                .map(|ms| {
+                    shared.instant(
+                        ms.saturating_add(1)
+                            .saturating_add(waited_ms)
+                            .max(started_ms.saturating_add(grace_ms)),
+                    )
+                });
             tokio::select! {
                 r = &mut fetch => break r,
                 _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
@@ -725,6 +752,11 @@ async fn run_rendition(
             .metrics
             .observe_probe("media", started.elapsed(), outcome.as_ref().err());
         shared.metrics.observe_retry("media", attempts);
+        let mut verify_now = false;
+        let (outcome, newest) = match outcome {
+            Ok((snapshot, newest)) => (Ok(snapshot), newest),
+            Err(e) => (Err(e), None),
+        };
         let verdict = match outcome {
             Ok(snapshot) => {
                 if let Some(change) = tracker.last_change_ms {
@@ -734,9 +766,51 @@ async fn run_rendition(
                         .observe(now.saturating_sub(change) as f64 / 1000.0);
                 }
                 let wall = jiff::Timestamp::now().as_millisecond();
-                tracker.observe_at(snapshot, now, Some(wall), &policy)
+                let mut seen = tracker.clone();
+                let v = seen.observe_at(snapshot, now, Some(wall), &policy);
+                let deadline = tracker.watch_deadline_ms(&policy);
+                let newly_frozen = !v.advanced
+                    && matches!(seen.stale, Some(decision::StaleReason::NoNewSegment { .. }))
+                    && !matches!(
+                        tracker.stale,
+                        Some(decision::StaleReason::NoNewSegment { .. })
+                    );
+                match deadline {
+                    // Asked for before the deadline, answered after it: it cannot tell whether
+                    // a segment came by then. Applied as of the deadline, and looked at again.
+                    Some(d) if newly_frozen && started_ms <= d => {
+                        verify_now = true;
+                        tracker.observe_at(snapshot, d, Some(wall), &policy)
+                    }
+                    _ => {
+                        tracker = seen;
+                        v
+                    }
+                }
             }
             Err(failure) => tracker.fail(failure, now, &policy),
+        };
+        let mut flipped = verdict.flipped;
+        if verdict.advanced
+            && policy.check_segments
+            && let (Some(newest), Some(snapshot)) = (newest, tracker.last)
+        {
+            flipped |= check_segments(
+                &ctx,
+                &uri,
+                &destinations,
+                &newest,
+                snapshot.head(),
+                turn,
+                &mut segment_check,
+                &mut tracker,
+                &policy,
+            )
+            .await;
+        }
+        let verdict = decision::Verdict {
+            advanced: verdict.advanced,
+            flipped,
         };
         gauges.set_stale(!tracker.is_fresh());
         if report(&ctx.reports, &key, &tracker, false, verdict.flipped)
@@ -759,7 +833,83 @@ async fn run_rendition(
         let spread = (delay / 10).min(decision::catch_up_ms(tracker.target_duration_ms()));
         let delay = delay.saturating_sub(rng.u64(0..=spread));
         next_poll = shared.instant(now.saturating_add(delay.max(decision::MIN_POLL_MS)));
+        if verify_now {
+            next_poll = Instant::now();
+        }
     }
+}
+
+/// How long a poll started around the staleness deadline may take to answer before the playlist
+/// is declared stale anyway: an eighth of the target duration, at most 250 ms.
+fn verify_grace_ms(target_duration_ms: u64) -> u64 {
+    (target_duration_ms / 8).min(250)
+}
+
+/// Checks that the newest segment of a playlist that just advanced is served, when it is this
+/// rendition's turn (see `segments`), and its init segment once; applies what was found to the
+/// tracker. Returns whether the rendition's freshness flipped.
+#[allow(clippy::too_many_arguments)]
+async fn check_segments(
+    ctx: &RenditionCtx,
+    playlist: &Url,
+    destinations: &Destinations,
+    newest: &SegmentRef,
+    head: u64,
+    turn: u64,
+    check: &mut SegmentCheck,
+    tracker: &mut Tracker,
+    policy: &Policy,
+) -> bool {
+    let shared = &ctx.shared;
+    let renditions = ctx
+        .renditions
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(1);
+    let mut due: Vec<(&str, bool)> = Vec::new();
+    if let Some(map) = newest.map.as_deref().filter(|m| check.map_due(m)) {
+        due.push((map, true));
+    }
+    if check.due(head, turn, renditions) {
+        due.push((newest.uri.as_str(), false));
+    }
+    let was_fresh = tracker.is_fresh();
+    for (uri, is_map) in due {
+        let kind = if is_map { "init" } else { "segment" };
+        let result = match playlist.join(uri) {
+            Err(e) => Err(Failure::Unparsable(format!("bad segment URI: {e}"))),
+            Ok(url) => {
+                let permit = shared.fetcher.permit(&ctx.budget, &url).await;
+                let settings = shared
+                    .settings
+                    .confirm
+                    .for_poll(tracker.target_duration_ms(), None);
+                let (result, _) = confirm::confirmed(
+                    settings,
+                    || shared.fetcher.head(&url, destinations),
+                    |r| r.as_ref().is_err_and(Failure::is_transient),
+                )
+                .await;
+                drop(permit);
+                result
+            }
+        };
+        shared
+            .metrics
+            .segment_checks
+            .get_or_create(&crate::metrics::ProbeLabels {
+                playlist: kind,
+                outcome: result.as_ref().err().map_or("ok", Failure::kind),
+            })
+            .inc();
+        match check.record(uri, is_map, result, policy) {
+            segments::Outcome::Unchanged => {}
+            segments::Outcome::Unavailable { uri, failure } => {
+                tracker.segment_unavailable(redact_text(&uri), failure);
+            }
+            segments::Outcome::Served => tracker.segment_served(policy),
+        }
+    }
+    was_fresh != tracker.is_fresh()
 }
 
 async fn report(
@@ -843,6 +993,9 @@ mod tests {
         /// Every `fail_every`-th read of `/v.m3u8` answers 500 (0: never).
         fail_every: AtomicU64,
         media_reads: AtomicU64,
+        /// Segments (`/{n}.ts`) answer 404 while set.
+        segments_missing: AtomicBool,
+        segment_reads: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -898,6 +1051,17 @@ mod tests {
                         m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=2\nhang/{i}.m3u8\n"));
                     }
                     m
+                }),
+            )
+            .route(
+                "/{segment}",
+                get(|State(o): State<Arc<Origin>>| async move {
+                    o.segment_reads.fetch_add(1, Ordering::SeqCst);
+                    if o.segments_missing.load(Ordering::SeqCst) {
+                        Err(axum::http::StatusCode::NOT_FOUND)
+                    } else {
+                        Ok("ts")
+                    }
                 }),
             )
             .route(
@@ -1052,6 +1216,38 @@ mod tests {
         let (stale, seen) =
             watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
         assert!(stale, "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_playlist_advancing_while_its_segments_404_is_stale() {
+        let origin = Arc::new(Origin::default());
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "i", &url);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        origin.segments_missing.store(true, Ordering::SeqCst);
+        let (stale, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+        let h = e.health(&key("i")).unwrap();
+        assert_eq!(h.verdict.reason, "SegmentUnavailable", "{h:?}");
+        assert!(
+            h.verdict.message.contains("HTTP 404"),
+            "{}",
+            h.verdict.message
+        );
+        // One rendition checks every segment: one HEAD (and its retry) per failed check.
+        assert!(origin.segment_reads.load(Ordering::SeqCst) >= 6);
+        // Served again: healthy after the recovery hysteresis.
+        origin.segments_missing.store(false, Ordering::SeqCst);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ pub mod destination;
 pub mod engine;
 pub mod fetch;
 pub mod redact;
+pub mod segments;
 
 pub use engine::{EngineSettings, InstanceHealth, InstanceKey, ProbeEngine, ProbeTarget};
 pub use redact::{redact, redact_text};
