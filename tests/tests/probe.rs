@@ -263,6 +263,23 @@ async fn a_single_failed_request_never_changes_health() {
             assert_eq!(c.status, "True", "{kind:?} on {rendition}: {}", c.message);
         }
     }
+    // One segment answering 404 once: the segment check's retry finds it.
+    let applied = f
+        .sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Http404)
+                .region(EAST)
+                .stream(STREAM)
+                .resource(ResourceFilter::Segment)
+                .params(FaultParams {
+                    count: Some(1),
+                    ..FaultParams::default()
+                }),
+        )
+        .await
+        .expect("fault applies");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    f.sim.heal_fault(applied.id).await.expect("heals");
     // Once more after the last one's retry, and nothing in between: the condition never
     // flipped (its transition time is unchanged) and no Stale Event was recorded.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -336,6 +353,49 @@ async fn a_dead_rendition_is_stale_at_the_bound_whatever_the_threshold() {
         (c.reason == "HttpError" || c.message.contains("HTTP 500")).then_some(())
     })
     .await;
+}
+
+/// A rendition whose playlist keeps advancing while its segments answer 404 is stale
+/// (`SegmentUnavailable`), the other region stays healthy, and it recovers once the segments
+/// are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_advancing_while_segments_404_are_stale() {
+    let f = Fixture::start("segments-404", async |_| {}).await;
+    f.wait_healthy(EAST, true, DETECT).await;
+    f.wait_healthy(WEST, true, DETECT).await;
+    let applied = f
+        .sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Http404)
+                .region(EAST)
+                .stream(STREAM)
+                .rendition("720p")
+                .resource(ResourceFilter::Segment),
+        )
+        .await
+        .expect("fault applies");
+    // 720p's turn comes every 7 segments (7 playlists share the checks), then every segment
+    // is checked until three in a row fail: about 10 s at a 1 s target duration.
+    let stale = wait_for("Stale reason SegmentUnavailable", DETECT * 2, || async {
+        let s = f.status(EAST).await?;
+        let c = condition(&s, "Stale");
+        (c.status == "True" && c.reason == "SegmentUnavailable").then_some(s)
+    })
+    .await;
+    let cond = condition(&stale, "Stale");
+    assert!(cond.message.contains("/720p/"), "{}", cond.message);
+    assert!(cond.message.contains("HTTP 404"), "{}", cond.message);
+    // Only 720p (its media and I-frame playlists share its segments) is stale; the playlist
+    // itself is fresh all along.
+    for r in stale.renditions.iter().filter(|r| !r.fresh) {
+        assert!(r.uri.contains("/720p/"), "{r:?}");
+    }
+    let west = f.status(WEST).await.unwrap();
+    assert_eq!(condition(&west, "Healthy").status, "True");
+
+    f.sim.heal_fault(applied.id).await.expect("heals");
+    let back = f.wait_healthy(EAST, true, RECOVER).await;
+    assert!(back.renditions.iter().all(|r| r.fresh));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
