@@ -840,9 +840,11 @@ async fn run_rendition(
 }
 
 /// How long a poll started around the staleness deadline may take to answer before the playlist
-/// is declared stale anyway: an eighth of the target duration, at most 250 ms.
+/// is declared stale anyway: a quarter of the target duration, at most 1 s. A poll slower than
+/// that is taken as hanging; one answering within it is the evidence the verdict rests on, so a
+/// slow answer (a loaded origin or operator) is not taken for a frozen playlist.
 fn verify_grace_ms(target_duration_ms: u64) -> u64 {
-    (target_duration_ms / 8).min(250)
+    (target_duration_ms / 4).min(1_000)
 }
 
 /// Checks that the newest segment of a playlist that just advanced is served, when it is this
