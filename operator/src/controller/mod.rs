@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod edge;
 pub mod health;
 pub mod instance;
+pub mod leader;
 pub mod publish;
 
 pub use health::Health;
@@ -514,6 +515,7 @@ pub async fn run(
         publisher,
     });
 
+    let notifier = ctx.notifier.clone();
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
     // no finalizer: probes are in memory. The same round checks that the probe engine still
     // publishes verdicts, for the liveness check.
@@ -661,8 +663,19 @@ pub async fn run(
         .map(move |()| cluster_health.stopped("cluster"));
 
     tokio::join!(instance_loop, cluster_loop);
+    // Nothing decides any more; the events already decided are sent (bounded), so that a
+    // replica taking over next neither misses nor repeats them.
+    if !notifier.shutdown(NOTIFIER_DRAIN).await {
+        tracing::warn!(
+            "SNS events were still being sent at shutdown; the changes they report stay owed in \
+             the table and are announced by the next leader"
+        );
+    }
     tracing::info!("controllers stopped");
 }
+
+/// Longest wait at shutdown for the SNS event being sent (and its delivery record).
+const NOTIFIER_DRAIN: Duration = Duration::from_secs(2);
 
 /// A controller's own errors (its queue) are logged at WARN; a failed reconciliation was already
 /// logged by its error policy, and its watches' errors by [`watch_objects`].
