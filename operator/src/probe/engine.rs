@@ -721,12 +721,13 @@ async fn run_rendition(
             },
         );
         tokio::pin!(fetch);
+        let mut late = false;
         let result = loop {
             // Declared on time even while a request hangs: at the deadline, or a short grace
             // after a request started just before it (or after it, to verify).
             let deadline = tracker
                 .watch_deadline_ms(&policy)
-                .filter(|_| !was_starved)
+                .filter(|_| !was_starved && !late)
                 .map(|ms| {
                     shared.instant(
                         ms.saturating_add(1)
@@ -737,6 +738,16 @@ async fn run_rendition(
             tokio::select! {
                 r = &mut fetch => break r,
                 _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    // A timer that fires well after its instant means this process did not get
+                    // the CPU meanwhile: the answer may be here unread. The operator, not the
+                    // origin, is late: no verdict (counted as starved); the answer decides.
+                    let lag = deadline.map_or(Duration::ZERO, |d| Instant::now().saturating_duration_since(d));
+                    if lag > OWN_LAG {
+                        late = true;
+                        shared.metrics.probe_starved.inc();
+                        tracing::debug!(rendition = %key, ?lag, "the operator was late for a staleness deadline");
+                        continue;
+                    }
                     let v = tracker.tick(shared.now_ms().saturating_sub(waited_ms), &policy);
                     gauges.set_stale(!tracker.is_fresh());
                     if report(&ctx.reports, &key, &tracker, false, v.flipped).await.is_err() {
@@ -838,6 +849,10 @@ async fn run_rendition(
         }
     }
 }
+
+/// A deadline timer firing later than this after its instant shows the operator itself was
+/// short of CPU (see `run_rendition`).
+const OWN_LAG: Duration = Duration::from_millis(100);
 
 /// How long a poll started around the staleness deadline may take to answer before the playlist
 /// is declared stale anyway: a quarter of the target duration, at most 1 s. A poll slower than

@@ -1301,7 +1301,11 @@ async fn freeze_campaign_until(
                 });
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % 10 == 0 || n == freezes {
-                    say(format!("{n} of {freezes} freezes done"));
+                    if freezes == usize::MAX {
+                        say(format!("{n} freezes done"));
+                    } else {
+                        say(format!("{n} of {freezes} freezes done"));
+                    }
                 }
             }
             out
