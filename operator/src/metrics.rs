@@ -67,7 +67,8 @@ pub struct Metrics {
     /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
     pub probe_task_restarts: Counter,
     /// Second requests sent to confirm a failed, hanging or suspicious answer, by playlist and
-    /// outcome (`recovered`: the glitch was absorbed; `confirmed`: the failure counts).
+    /// outcome (`recovered`: the glitch was absorbed; `confirmed`: the failure counts; `hedged`:
+    /// sent beside a slow first request, which then answered well first).
     pub probe_retries: Family<ProbeLabels, Counter>,
     /// Segment availability checks (HEAD of the newest segment or the init segment), by kind
     /// (`segment`, `init`) and outcome (`ok` or the failure kind).
@@ -190,7 +191,7 @@ impl Default for Metrics {
         let probe_retries = Family::<ProbeLabels, Counter>::default();
         registry.register(
             "probe_retries",
-            "Second requests sent to confirm a failed, hanging or suspicious answer, by outcome (recovered, confirmed)",
+            "Second requests sent to confirm a failed, hanging or suspicious answer, by outcome (recovered, confirmed, hedged)",
             probe_retries.clone(),
         );
         let segment_checks = Family::<ProbeLabels, Counter>::default();
@@ -312,7 +313,9 @@ impl Metrics {
     /// Counts the second request of a confirmed fetch, if one was sent.
     pub fn observe_retry(&self, playlist: &'static str, attempts: crate::probe::confirm::Attempts) {
         if attempts.retried {
-            let outcome = if attempts.recovered {
+            let outcome = if attempts.hedged {
+                "hedged"
+            } else if attempts.recovered {
                 "recovered"
             } else {
                 "confirmed"

@@ -36,12 +36,14 @@ impl Default for Confirm {
 impl Confirm {
     /// The settings for one poll of a playlist with target duration `td_ms` whose staleness
     /// deadline is `until_deadline_ms` away (if it is watched): the second request starts beside
-    /// a hanging one after at most an eighth of the target duration, and at the latest
+    /// a hanging one after `hedge_after` (at most half the target duration), and at the latest
     /// [`HEDGE_BEFORE_DEADLINE_MS`] before the deadline, so one hanging request does not let
-    /// the deadline pass on a live origin. Never sooner than [`MIN_HEDGE_MS`].
+    /// the deadline pass on a live origin. Never sooner than [`MIN_HEDGE_MS`]. Not sooner than
+    /// that either: hedging early doubles the requests of every slow answer, and a loaded origin
+    /// needs fewer, not more.
     pub fn for_poll(self, td_ms: u64, until_deadline_ms: Option<u64>) -> Confirm {
         let mut hedge = self.hedge_after.as_millis() as u64;
-        hedge = hedge.min(td_ms / 8);
+        hedge = hedge.min(td_ms / 2);
         if let Some(left) = until_deadline_ms {
             hedge = hedge.min(left.saturating_sub(HEDGE_BEFORE_DEADLINE_MS));
         }
@@ -64,6 +66,8 @@ pub struct Attempts {
     pub retried: bool,
     /// The first answer needed confirmation and the final one does not: a glitch absorbed.
     pub recovered: bool,
+    /// The second request was sent beside a slow first one, which then answered well first.
+    pub hedged: bool,
 }
 
 /// Runs `attempt` and, when its answer needs confirmation (`needs`) or it is slow, once more;
@@ -101,6 +105,7 @@ where
                 Attempts {
                     retried: true,
                     recovered,
+                    hedged: false,
                 },
             )
         }
@@ -119,6 +124,7 @@ where
                     Attempts {
                         retried: true,
                         recovered: !other_first,
+                        hedged: other_first,
                     },
                 );
             }
@@ -133,6 +139,7 @@ where
                 Attempts {
                     retried: true,
                     recovered,
+                    hedged: false,
                 },
             )
         }
@@ -206,11 +213,11 @@ mod tests {
         );
         assert_eq!(
             c.for_poll(2_000, None).hedge_after,
-            Duration::from_millis(250)
+            Duration::from_millis(750)
         );
         assert_eq!(
             c.for_poll(1_000, Some(5_000)).hedge_after,
-            Duration::from_millis(125)
+            Duration::from_millis(500)
         );
         assert_eq!(
             c.for_poll(6_000, Some(400)).hedge_after,
