@@ -100,6 +100,13 @@ struct RunArgs {
     #[arg(long, env = "CVS_CDN_SCHEME", default_value = "https",
           value_parser = ["https", "http"])]
     cdn_scheme: String,
+    /// Who decides which AWS resources (state table, SNS topic, S3 objects, CloudFront
+    /// distributions, edge function) a namespace's ClusteredStreams may use: `off` (any the
+    /// operator's AWS role can use) or `namespace-annotations` (the `cvs.dev/allowed-*`
+    /// annotations on the Namespace, set by the cluster administrator; deny by default). See
+    /// SECURITY.md.
+    #[arg(long, env = "CVS_TENANT_POLICY", value_enum, default_value_t = controller::tenancy::TenantPolicy::Off)]
+    tenant_policy: controller::tenancy::TenantPolicy,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -373,6 +380,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reconcile_concurrency: args.reconcile_concurrency,
         detail_refresh: args.status_refresh_interval.into(),
         probe_stall: probe_stall_bound(args.rediscover_interval.into(), args.probe_timeout.into()),
+        tenant_policy: args.tenant_policy,
     };
     controller::run(wiring, health, wait_stop(stop_rx)).await;
     // Nothing acts any more: hand over at once rather than after the lease duration.

@@ -610,7 +610,8 @@ impl EventInbox {
         })
     }
 
-    /// Every event received so far, in arrival order (the SNS envelope's Message parsed).
+    /// Every event received so far, in arrival order: the SNS envelope's Message parsed, with
+    /// the message text as sent under `_raw` and the envelope's attributes under `_attributes`.
     pub async fn events(&self) -> Vec<serde_json::Value> {
         loop {
             let out = self
@@ -629,8 +630,10 @@ impl EventInbox {
             for m in messages {
                 let envelope: serde_json::Value =
                     serde_json::from_str(m.body.as_deref().unwrap_or("{}")).unwrap();
-                let event: serde_json::Value =
-                    serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+                let raw = envelope["Message"].as_str().unwrap().to_owned();
+                let mut event: serde_json::Value = serde_json::from_str(&raw).unwrap();
+                event["_raw"] = raw.into();
+                event["_attributes"] = envelope["MessageAttributes"].clone();
                 self.received.lock().unwrap().push(event);
                 self.sqs
                     .delete_message()

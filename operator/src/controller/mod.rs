@@ -15,6 +15,8 @@ pub mod health;
 pub mod instance;
 pub mod leader;
 pub mod publish;
+pub mod secrets;
+pub mod tenancy;
 
 pub use health::Health;
 
@@ -95,6 +97,12 @@ pub struct Context {
     pub health: Health,
     /// The merged master playlist and steering manifest publication stage.
     pub publisher: Arc<publish::Publisher>,
+    /// Origin-credentials Secrets, read by name and cached briefly.
+    pub secrets: secrets::SecretCache,
+    /// Who decides which AWS resources a namespace may use.
+    pub tenant_policy: tenancy::TenantPolicy,
+    /// Namespaces' allow-lists, read by name and cached briefly.
+    pub namespaces: tenancy::NamespaceCache,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -220,6 +228,8 @@ pub struct Wiring {
     pub probe_stall: Duration,
     /// Publishes the merged master playlist and the steering manifest.
     pub publisher: Arc<publish::Publisher>,
+    /// Who decides which AWS resources a namespace may use.
+    pub tenant_policy: tenancy::TenantPolicy,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -443,6 +453,7 @@ pub async fn run(
         detail_refresh,
         probe_stall,
         publisher,
+        tenant_policy,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -513,6 +524,9 @@ pub async fn run(
         swept: Default::default(),
         health: health.clone(),
         publisher,
+        secrets: Default::default(),
+        tenant_policy,
+        namespaces: Default::default(),
     });
 
     let notifier = ctx.notifier.clone();
@@ -938,6 +952,9 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            secrets: Default::default(),
+            tenant_policy: Default::default(),
+            namespaces: Default::default(),
         })
     }
 

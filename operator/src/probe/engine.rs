@@ -9,6 +9,7 @@
 //! counts against the origin.
 
 use super::confirm::{self, Confirm};
+use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
@@ -47,11 +48,17 @@ pub struct ProbeTarget {
     /// Hosts besides the master's own that renditions and redirects may be on (`host` for any
     /// port, or `host:port`). See [`super::destination`].
     pub allowed_hosts: Vec<String>,
+    /// The header sent to the master's host and the allowed hosts (never on a redirect to
+    /// another host), from the Secret the ClusteredStream names.
+    pub credentials: Option<Arc<OriginCredentials>>,
 }
 
 impl ProbeTarget {
     fn destinations(&self) -> Arc<Destinations> {
-        Arc::new(Destinations::new(&self.master_url, &self.allowed_hosts))
+        Arc::new(
+            Destinations::new(&self.master_url, &self.allowed_hosts)
+                .with_credentials(self.credentials.clone()),
+        )
     }
 }
 
@@ -481,7 +488,10 @@ async fn run_instance(
                 if new.policy != target.policy {
                     let _ = policy_tx.send(new.policy);
                 }
-                if new.master_url != target.master_url || new.allowed_hosts != target.allowed_hosts {
+                if new.master_url != target.master_url
+                    || new.allowed_hosts != target.allowed_hosts
+                    || new.credentials != target.credentials
+                {
                     let _ = destinations_tx.send(new.destinations());
                 }
                 target = new;
@@ -1119,6 +1129,7 @@ mod tests {
                 master_url: url.clone(),
                 policy: Policy::default(),
                 allowed_hosts: Vec::new(),
+                credentials: None,
             },
         );
     }
@@ -1297,6 +1308,7 @@ mod tests {
                     ..Policy::default()
                 },
                 allowed_hosts: Vec::new(),
+                credentials: None,
             },
         );
         let (flipped, seen) =

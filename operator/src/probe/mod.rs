@@ -3,6 +3,7 @@
 //! secrets from URLs before they leave the probe (the controllers use it too).
 
 pub mod confirm;
+pub mod credentials;
 pub mod decision;
 pub mod destination;
 pub mod engine;
