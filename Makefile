@@ -125,7 +125,7 @@ demo-check:
 ##   make bench BENCH_OPERATOR_ARGS=--operator-arg=--probe-concurrency=512
 ##   make bench BENCH_ENV_ARGS=                   with DynamoDB Local and moto as well
 ## Each scenario is bounded (--max-runtime, 15 min by default); the default set took 13 min on 2 cores.
-BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k
+BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k false-verdicts-td2
 BENCH ?= detection-td2 detection-td6 scale-td6 scale-td2
 BENCH_STAMP := $(shell date +%Y%m%d-%H%M%S)
 BENCH_OUT ?= $(or $(CARGO_TARGET_DIR),target)/bench/$(BENCH_STAMP).jsonl
@@ -139,6 +139,9 @@ bench_detection-td6 := detection --target-duration 6 --freezes 100 --parallel 25
 bench_scale-td6 := scale --target-duration 6 --playlists 10000 --duration 120s --freezes 30 --parallel 15
 bench_scale-td2 := scale --target-duration 2 --playlists 10000 --duration 120s --freezes 30 --parallel 15
 bench_scale-td2-5k := scale --target-duration 2 --playlists 5000 --duration 120s --freezes 30 --parallel 15
+# Healthy but imperfect origins (publication jitter +-30 % of TD, 1 % of requests failing, never
+# twice in a row per playlist) for 30 min with freezes injected meanwhile: false Stale verdicts.
+bench_false-verdicts-td2 := false-verdicts --target-duration 2 --playlists 1000 --duration 30m --parallel 3 --max-runtime 45m
 
 bench-build:
 	$(CARGO) build --release --locked -p operator -p hls-sim -p cvs-e2e \

@@ -349,6 +349,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
         max_renditions: args.max_renditions_per_master,
+        ..Default::default()
     };
     let publish_fetch = cvs_operator::probe::fetch::FetchLimits {
         concurrency: 64,

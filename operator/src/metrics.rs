@@ -66,6 +66,13 @@ pub struct Metrics {
     pub probe_starved: Counter,
     /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
     pub probe_task_restarts: Counter,
+    /// Second requests sent to confirm a failed, hanging or suspicious answer, by playlist and
+    /// outcome (`recovered`: the glitch was absorbed; `confirmed`: the failure counts; `hedged`:
+    /// sent beside a slow first request, which then answered well first).
+    pub probe_retries: Family<ProbeLabels, Counter>,
+    /// Segment availability checks (HEAD of the newest segment or the init segment), by kind
+    /// (`segment`, `init`) and outcome (`ok` or the failure kind).
+    pub segment_checks: Family<ProbeLabels, Counter>,
     pub state_writes: Counter,
     pub state_errors: Counter,
     pub sns_published: Counter,
@@ -181,6 +188,18 @@ impl Default for Metrics {
             "Rendition probe tasks that ended unexpectedly and were restarted",
             probe_task_restarts.clone(),
         );
+        let probe_retries = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "probe_retries",
+            "Second requests sent to confirm a failed, hanging or suspicious answer, by outcome (recovered, confirmed, hedged)",
+            probe_retries.clone(),
+        );
+        let segment_checks = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "segment_checks",
+            "Checks that the newest segment (or the init segment) is served, by kind and outcome",
+            segment_checks.clone(),
+        );
         let state_writes = Counter::default();
         registry.register(
             "state_writes",
@@ -249,6 +268,8 @@ impl Default for Metrics {
             probes_queued,
             probe_starved,
             probe_task_restarts,
+            probe_retries,
+            segment_checks,
             reconciliations,
             reconcile_errors,
             reconcile_duration,
@@ -287,6 +308,22 @@ impl Metrics {
         self.probe_duration
             .get_or_create(&PlaylistLabels { playlist })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts the second request of a confirmed fetch, if one was sent.
+    pub fn observe_retry(&self, playlist: &'static str, attempts: crate::probe::confirm::Attempts) {
+        if attempts.retried {
+            let outcome = if attempts.hedged {
+                "hedged"
+            } else if attempts.recovered {
+                "recovered"
+            } else {
+                "confirmed"
+            };
+            self.probe_retries
+                .get_or_create(&ProbeLabels { playlist, outcome })
+                .inc();
+        }
     }
 
     /// The text exposition format.

@@ -173,6 +173,24 @@ pub struct HealthPolicy {
     #[schemars(range(min = 1, max = 20))]
     pub recovery_updates: u32,
 
+    /// Consecutive failed fetches of one playlist before it counts as failed (default 3). Every
+    /// failure that can be a passing glitch (an HTTP error status, a timeout, a refused or reset
+    /// connection, an unparsable or cut body) is first confirmed by a second request within a
+    /// second, so one failed request never changes an instance's health. Failures that give the
+    /// same answer every time (too large, bad redirect, target duration out of range, refused
+    /// destination) count at once. Whatever the threshold, a playlist without a new segment
+    /// within the staleness bound is stale.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 10))]
+    pub failure_threshold: u32,
+
+    /// Check that each instance's playlists point at segments that are served (default true): on
+    /// each new segment, about one rendition per instance sends a HEAD for it (every rendition
+    /// in turn), and the `EXT-X-MAP` initialisation segment once. `failureThreshold` failed
+    /// checks in a row of one rendition make it stale (`SegmentUnavailable`).
+    #[serde(default = "default_true")]
+    pub segment_checks: bool,
+
     /// Hosts besides each instance's master playlist host that rendition URIs and redirects may
     /// point to (`host` for any port, or `host:port`), for example a CDN the origin redirects to.
     /// Every other host is refused (`DestinationRefused`), and so are internal addresses whatever
@@ -227,11 +245,21 @@ fn default_recovery_updates() -> u32 {
     2
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_failure_threshold() -> u32 {
+    crate::probe::decision::DEFAULT_FAILURE_THRESHOLD
+}
+
 impl Default for HealthPolicy {
     fn default() -> Self {
         Self {
             staleness_multiplier: default_staleness_multiplier(),
             recovery_updates: default_recovery_updates(),
+            failure_threshold: default_failure_threshold(),
+            segment_checks: true,
             allowed_hosts: Vec::new(),
             origin_credentials: None,
         }
@@ -806,6 +834,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(cs.health.staleness_multiplier, 1.5);
+        assert_eq!(cs.health.failure_threshold, 3);
         assert_eq!(cs.min_open, 1);
         assert_eq!(cs.failover.mode, FailoverMode::Manual);
     }

@@ -59,10 +59,14 @@ fn failure(kind: u8) -> Failure {
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    (1.0f64..4.0, 1u32..4).prop_map(|(staleness_multiplier, recovery_updates)| Policy {
-        staleness_multiplier,
-        recovery_updates,
-    })
+    (1.0f64..4.0, 1u32..4, 1u32..5).prop_map(
+        |(staleness_multiplier, recovery_updates, failure_threshold)| Policy {
+            staleness_multiplier,
+            recovery_updates,
+            failure_threshold,
+            check_segments: true,
+        },
+    )
 }
 
 proptest! {
@@ -105,7 +109,7 @@ proptest! {
                 }
                 Event::Fail { after_ms, kind } => {
                     now += after_ms;
-                    tracker.fail(failure(kind), now);
+                    tracker.fail(failure(kind), now, &policy);
                 }
                 Event::Tick { after_ms } => {
                     now += after_ms;
@@ -121,6 +125,59 @@ proptest! {
                     "fresh at {now} ms, last new segment at {advanced} ms, bound {bound} ms"
                 );
             }
+        }
+    }
+
+    /// One failed fetch (a transient kind, after a successful one) never turns a fresh playlist
+    /// stale while its staleness deadline has not passed, when the threshold is above one;
+    /// whatever came before.
+    #[test]
+    fn one_failure_never_turns_a_fresh_playlist_stale(
+        policy in policy(),
+        events in prop::collection::vec(event(), 1..60),
+        kind in 0u8..4,
+        after_ms in 1u64..4_000,
+    ) {
+        let mut tracker = Tracker::new();
+        let mut now = 0u64;
+        let mut count = 5u64;
+        for event in events {
+            match event {
+                Event::Answer { after_ms, new_segments, target_duration_s, .. } => {
+                    now += after_ms;
+                    count += new_segments;
+                    tracker.observe(
+                        Snapshot {
+                            media_sequence: 100,
+                            segment_count: count,
+                            target_duration_ms: target_duration_s * 1000,
+                            last_segment_ms: target_duration_s * 1000,
+                            ended: false,
+                            newest_end_unix_ms: None,
+                        },
+                        now,
+                        &policy,
+                    );
+                }
+                Event::Fail { after_ms, kind } => {
+                    now += after_ms;
+                    tracker.fail(failure(kind), now, &policy);
+                }
+                Event::Tick { after_ms } => {
+                    now += after_ms;
+                    tracker.tick(now, &policy);
+                }
+            }
+        }
+        now += after_ms;
+        let within = tracker.deadline_ms(&policy).is_some_and(|d| now <= d);
+        if policy.failure_threshold >= 2
+            && tracker.is_fresh()
+            && tracker.consecutive_failures == 0
+            && within
+        {
+            let v = tracker.fail(failure(kind), now, &policy);
+            prop_assert!(!v.flipped && tracker.is_fresh(), "{:?}", tracker.stale);
         }
     }
 
@@ -159,7 +216,7 @@ proptest! {
                         }
                         Event::Fail { after_ms, kind } => {
                             now += after_ms;
-                            t.fail(failure(kind), now);
+                            t.fail(failure(kind), now, &policy);
                         }
                         Event::Tick { after_ms } => {
                             now += after_ms;

@@ -25,7 +25,7 @@ struct Fixture {
     ns: String,
     instances: Api<StreamInstance>,
     client: kube::Client,
-    _operator: Operator,
+    operator: Operator,
 }
 
 impl Fixture {
@@ -79,7 +79,7 @@ impl Fixture {
             ns,
             instances,
             client,
-            _operator: operator,
+            operator,
         }
     }
 
@@ -142,9 +142,7 @@ async fn rendition_fault_is_detected(name: &str, fault: FaultRequest, reasons: &
         )
         .await
         .expect("fault applies");
-    let stale = f.wait_healthy(EAST, false, DETECT).await;
-    let cond = condition(&stale, "Stale");
-    assert_eq!(cond.status, "True");
+    f.wait_healthy(EAST, false, DETECT).await;
     // The fault covers 720p and its I-frame playlist, polled at different phases: one of them
     // may already be a step into its recovery when status is read, which makes the causes mixed
     // ("RenditionsStale"); the expected cause must then still be named in the message.
@@ -158,14 +156,21 @@ async fn rendition_fault_is_detected(name: &str, fault: FaultRequest, reasons: &
         "PlaylistTooLarge" => "larger than",
         _ => "",
     };
-    assert!(
-        reasons.contains(&cond.reason.as_str())
-            || (cond.reason == "RenditionsStale"
-                && reasons.iter().any(|r| cond.message.contains(named(r)))),
-        "reason {:?} not in {reasons:?}: {}",
-        cond.reason,
-        cond.message
-    );
+    let expected = |cond: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| {
+        cond.status == "True"
+            && (reasons.contains(&cond.reason.as_str())
+                || (cond.reason == "RenditionsStale"
+                    && reasons.iter().any(|r| cond.message.contains(named(r)))))
+    };
+    // A failing playlist is stale at the staleness bound (`NoNewSegment`) or at the failure
+    // threshold, whichever comes first; the failure names the cause once the threshold is
+    // reached (three confirmed failures in a row).
+    let stale = wait_for(&format!("Stale reason in {reasons:?}"), DETECT, || async {
+        let s = f.status(EAST).await?;
+        expected(condition(&s, "Stale")).then_some(s)
+    })
+    .await;
+    let cond = condition(&stale, "Stale");
     // The 720p media playlist, and its I-frame playlist (the fault's rendition scope covers
     // both), are the only stale ones: one frozen rendition of seven is reported.
     assert!(
@@ -196,6 +201,200 @@ async fn rendition_fault_is_detected(name: &str, fault: FaultRequest, reasons: &
     f.sim.heal_fault(applied.id).await.expect("heals");
     let back = f.wait_healthy(EAST, true, RECOVER).await;
     assert_eq!(condition(&back, "Stale").status, "False");
+    assert!(back.renditions.iter().all(|r| r.fresh));
+}
+
+/// The operator's counter `cvs_probe_retries_total` for media playlists with `outcome`.
+async fn retries(f: &Fixture, outcome: &str) -> u64 {
+    let (_, text) = f.operator.get("/metrics").await.expect("metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("cvs_probe_retries_total{")
+                && l.contains("playlist=\"media\"")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// One failed request of each kind that can be a passing glitch (a 500, a 404, a reset
+/// connection, a request hanging past the probe timeout, a garbage body), on a video and on the
+/// audio rendition, one after the other: the instance's health never changes. Before the
+/// confirmation and the failure threshold, any one of them made it stale at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_failed_request_never_changes_health() {
+    let f = Fixture::start("single-failure", async |_| {}).await;
+    let healthy = f.wait_healthy(EAST, true, DETECT).await;
+    let since = condition(&healthy, "Healthy").last_transition_time.clone();
+    let before = retries(&f, "recovered").await;
+    let kinds = [
+        FaultKind::Http500,
+        FaultKind::Http404,
+        FaultKind::Refuse,
+        FaultKind::Hang,
+        FaultKind::Garbage,
+    ];
+    let mut injected = 0;
+    for kind in kinds {
+        for rendition in ["720p", "audio-en"] {
+            let applied = f
+                .sim
+                .apply_fault(
+                    FaultRequest::new(kind)
+                        .region(EAST)
+                        .stream(STREAM)
+                        .rendition(rendition)
+                        .resource(ResourceFilter::Media)
+                        .params(FaultParams {
+                            count: Some(1),
+                            ..FaultParams::default()
+                        }),
+                )
+                .await
+                .expect("fault applies");
+            injected += 1;
+            // The playlist is read about twice a second; let the failure and its retry pass
+            // (a hanging request is released when the fault is healed).
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            f.sim.heal_fault(applied.id).await.expect("heals");
+            let s = f.status(EAST).await.unwrap();
+            let c = condition(&s, "Healthy");
+            assert_eq!(c.status, "True", "{kind:?} on {rendition}: {}", c.message);
+        }
+    }
+    // One segment answering 404 once: the segment check's retry finds it.
+    let applied = f
+        .sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Http404)
+                .region(EAST)
+                .stream(STREAM)
+                .resource(ResourceFilter::Segment)
+                .params(FaultParams {
+                    count: Some(1),
+                    ..FaultParams::default()
+                }),
+        )
+        .await
+        .expect("fault applies");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    f.sim.heal_fault(applied.id).await.expect("heals");
+    // Once more after the last one's retry, and nothing in between: the condition never
+    // flipped (its transition time is unchanged) and no Stale Event was recorded.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = f.status(EAST).await.unwrap();
+    let c = condition(&s, "Healthy");
+    assert_eq!(c.status, "True", "{}", c.message);
+    assert_eq!(c.last_transition_time, since);
+    assert!(
+        !f.events(EAST)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Stale")),
+        "a Stale Event was recorded"
+    );
+    // Each failure was absorbed by a retry (a hang's retry may start beside it).
+    let absorbed = retries(&f, "recovered").await - before;
+    assert!(
+        absorbed >= injected - 2,
+        "{absorbed} of {injected} failures absorbed by a retry"
+    );
+}
+
+/// The failure threshold never delays the age bound: with `failureThreshold: 10`, a rendition
+/// answering 500 to every request is stale at the staleness bound (`NoNewSegment`), and named
+/// `HttpError` once ten failures in a row are confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_rendition_is_stale_at_the_bound_whatever_the_threshold() {
+    let f = Fixture::start("threshold-bound", async |_| {}).await;
+    kubectl_ok(
+        &[
+            "patch",
+            "clusteredstream",
+            "event",
+            "-n",
+            &f.ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"health":{"failureThreshold":10}}}"#,
+        ],
+        None,
+    );
+    f.wait_healthy(EAST, true, DETECT).await;
+    // Let the operator take the new policy in (it follows the ClusteredStream's watch).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    f.sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Http500)
+                .region(EAST)
+                .stream(STREAM)
+                .rendition("720p")
+                .resource(ResourceFilter::Media),
+        )
+        .await
+        .expect("fault applies");
+    let stale = f.wait_healthy(EAST, false, DETECT).await;
+    let cond = condition(&stale, "Stale");
+    // Ten confirmed failures at one every half target duration take over 5 s; the bound is
+    // 1.5 s after the last new segment.
+    assert!(
+        cond.reason == "NoNewSegment"
+            || (cond.reason == "RenditionsStale" && cond.message.contains("no new segment")),
+        "{}: {}",
+        cond.reason,
+        cond.message
+    );
+    assert!(cond.message.contains("bound 1.500 s"), "{}", cond.message);
+    wait_for("Stale reason HttpError", DETECT, || async {
+        let s = f.status(EAST).await?;
+        let c = condition(&s, "Stale");
+        (c.reason == "HttpError" || c.message.contains("HTTP 500")).then_some(())
+    })
+    .await;
+}
+
+/// A rendition whose playlist keeps advancing while its segments answer 404 is stale
+/// (`SegmentUnavailable`), the other region stays healthy, and it recovers once the segments
+/// are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_advancing_while_segments_404_are_stale() {
+    let f = Fixture::start("segments-404", async |_| {}).await;
+    f.wait_healthy(EAST, true, DETECT).await;
+    f.wait_healthy(WEST, true, DETECT).await;
+    let applied = f
+        .sim
+        .apply_fault(
+            FaultRequest::new(FaultKind::Http404)
+                .region(EAST)
+                .stream(STREAM)
+                .rendition("720p")
+                .resource(ResourceFilter::Segment),
+        )
+        .await
+        .expect("fault applies");
+    // 720p's turn comes every 7 segments (7 playlists share the checks), then every segment
+    // is checked until three in a row fail: about 10 s at a 1 s target duration.
+    let stale = wait_for("Stale reason SegmentUnavailable", DETECT * 2, || async {
+        let s = f.status(EAST).await?;
+        let c = condition(&s, "Stale");
+        (c.status == "True" && c.reason == "SegmentUnavailable").then_some(s)
+    })
+    .await;
+    let cond = condition(&stale, "Stale");
+    assert!(cond.message.contains("/720p/"), "{}", cond.message);
+    assert!(cond.message.contains("HTTP 404"), "{}", cond.message);
+    // Only 720p (its media and I-frame playlists share its segments) is stale; the playlist
+    // itself is fresh all along.
+    for r in stale.renditions.iter().filter(|r| !r.fresh) {
+        assert!(r.uri.contains("/720p/"), "{r:?}");
+    }
+    let west = f.status(WEST).await.unwrap();
+    assert_eq!(condition(&west, "Healthy").status, "True");
+
+    f.sim.heal_fault(applied.id).await.expect("heals");
+    let back = f.wait_healthy(EAST, true, RECOVER).await;
     assert!(back.renditions.iter().all(|r| r.fresh));
 }
 
@@ -438,8 +637,12 @@ async fn a_hanging_origin_with_thousands_of_playlists_costs_the_others_nothing()
 
     let ns = namespace("hanging-origin");
     let mut manifest = String::from(
-        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: hostile\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n---\napiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: hostile\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n  health: {failureThreshold: 1}\n",
     );
+    // The hostile instance is stale at its first confirmed failure: with the default
+    // threshold (3 in a row per playlist), its 3,007 hanging playlists wait for their turns in
+    // the instance's 16 permits (1.5 s each) between attempts, and the verdict would take
+    // minutes (`starved`, by the operator's own limit). What this test is about is the others.
     let healthy = [(EAST, "s0001"), (WEST, "s0001"), (HOSTILE, "s0001")];
     for (i, (region, stream)) in healthy.iter().chain(&[(HOSTILE, "s0002")]).enumerate() {
         let cluster = if *stream == "s0002" {

@@ -359,6 +359,8 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .map(|c| Policy {
             staleness_multiplier: c.spec.health.staleness_multiplier,
             recovery_updates: c.spec.health.recovery_updates,
+            failure_threshold: c.spec.health.failure_threshold,
+            check_segments: c.spec.health.segment_checks,
         })
         .unwrap_or_default();
 

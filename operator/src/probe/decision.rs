@@ -5,7 +5,12 @@
 //! A rendition is **stale** when
 //! - no new segment has appeared for `stalenessMultiplier x EXT-X-TARGETDURATION` (RFC 8216bis
 //!   6.2.1; default 1.5), measured from when the prober saw the last one, or
-//! - the last fetch failed (HTTP 4xx/5xx, timeout, refused, too large, unparsable), or
+//! - `failure_threshold` fetches in a row failed with a failure that can pass (HTTP 4xx/5xx,
+//!   timeout, refused or reset, unparsable; each already confirmed by the engine's quick retry,
+//!   see [`needs_confirmation`] and `confirm`), or one failed with a failure that gives the same
+//!   answer every time (too large, bad redirect, target duration out of range, refused
+//!   destination). Failures below the threshold change no verdict; the age bound applies
+//!   regardless, or
 //! - EXT-X-MEDIA-SEQUENCE went backwards (an origin restart), or
 //! - the playlist ended (EXT-X-ENDLIST) on a live event.
 //!
@@ -97,6 +102,23 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
+    /// Whether this kind of failure can be a passing glitch of an origin or the network (an
+    /// HTTP error status, a timeout, a refused or reset connection, a body cut short or
+    /// unparsable): such a failure is confirmed by a quick retry and counts towards
+    /// [`Policy::failure_threshold`]. The others (a playlist over the size limit, a bad redirect,
+    /// a target duration out of range, a destination the operator refuses, too many renditions)
+    /// give the same answer every time: they count at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Failure::Http(_)
+                | Failure::Timeout
+                | Failure::Connect(_)
+                | Failure::Unparsable(_)
+                | Failure::Other(_)
+        )
+    }
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -136,6 +158,12 @@ pub enum StaleReason {
         to: u64,
     },
     Ended,
+    /// The playlist advances, but its newest segment (or its init segment) was not served
+    /// `failure_threshold` checks in a row.
+    SegmentUnavailable {
+        uri: String,
+        failure: Failure,
+    },
     /// Stale earlier and not yet through the recovery hysteresis.
     Recovering {
         seen: u32,
@@ -159,6 +187,9 @@ impl fmt::Display for StaleReason {
                 write!(f, "media sequence went backwards from {from} to {to}")
             }
             StaleReason::Ended => write!(f, "playlist ended (EXT-X-ENDLIST)"),
+            StaleReason::SegmentUnavailable { uri, failure } => {
+                write!(f, "segment {uri} not served: {failure}")
+            }
             StaleReason::Recovering { seen, needed } => {
                 write!(f, "recovering: {seen} of {needed} fresh updates seen")
             }
@@ -185,6 +216,7 @@ impl StaleReason {
             StaleReason::Failed(Failure::Other(_)) => "FetchFailed",
             StaleReason::SequenceReset { .. } => "MediaSequenceReset",
             StaleReason::Ended => "PlaylistEnded",
+            StaleReason::SegmentUnavailable { .. } => "SegmentUnavailable",
             StaleReason::Recovering { .. } => "Recovering",
         }
     }
@@ -203,18 +235,35 @@ impl StaleReason {
 pub struct Policy {
     pub staleness_multiplier: f64,
     pub recovery_updates: u32,
+    /// Consecutive failed fetches (each already confirmed by a quick retry) before a rendition
+    /// counts as failed. Taken within 1..=[`MAX_FAILURE_THRESHOLD`].
+    pub failure_threshold: u32,
+    /// Check that the newest segments (and init segments) are served (see `segments`).
+    pub check_segments: bool,
 }
+
+/// Default of [`Policy::failure_threshold`].
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+/// Largest accepted [`Policy::failure_threshold`].
+pub const MAX_FAILURE_THRESHOLD: u32 = 10;
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             staleness_multiplier: 1.5,
             recovery_updates: 2,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            check_segments: true,
         }
     }
 }
 
 impl Policy {
+    /// [`Policy::failure_threshold`] within its accepted range.
+    pub fn failure_threshold(&self) -> u32 {
+        self.failure_threshold.clamp(1, MAX_FAILURE_THRESHOLD)
+    }
+
     /// The staleness bound for a target duration. The multiplier is taken within 1..=10 (1.5
     /// when it is not a number), the target duration within the accepted range.
     pub fn bound_ms(&self, target_duration_ms: u64) -> u64 {
@@ -338,10 +387,13 @@ impl Tracker {
         Some(since.saturating_add(policy.bound_ms(self.target_duration_ms())))
     }
 
-    /// The deadline a timer must watch: while fresh, or while awaiting evidence.
+    /// The deadline a timer must watch: while fresh, while awaiting evidence, or while never
+    /// fetched after a failure below the threshold.
     pub fn watch_deadline_ms(&self, policy: &Policy) -> Option<u64> {
         match self.stale {
-            None | Some(StaleReason::AwaitingEvidence) => self.deadline_ms(policy),
+            None | Some(StaleReason::AwaitingEvidence | StaleReason::NeverFetched) => {
+                self.deadline_ms(policy)
+            }
             _ => None,
         }
     }
@@ -453,6 +505,8 @@ impl Tracker {
                     Some(StaleReason::NeverFetched | StaleReason::AwaitingEvidence) => {
                         self.stale = None
                     }
+                    // Only a served segment ends this (`segment_served`).
+                    Some(StaleReason::SegmentUnavailable { .. }) => {}
                     Some(_) => {
                         self.recovering_seen = self.recovering_seen.saturating_add(1);
                         if self.recovering_seen >= policy.recovery_updates {
@@ -488,17 +542,65 @@ impl Tracker {
         }
     }
 
-    /// Applies a failed fetch at `now_ms`.
-    pub fn fail(&mut self, failure: Failure, now_ms: u64) -> Verdict {
+    /// Applies a failed fetch at `now_ms` (already confirmed by the engine's quick retry, see
+    /// [`needs_confirmation`]). A transient failure ([`Failure::is_transient`]) makes the
+    /// rendition stale only once `policy.failure_threshold` fetches in a row have failed; before
+    /// that it changes no verdict (a recovering rendition starts its recovery again), and the age
+    /// bound still applies, so a dead origin is reported at the staleness deadline whatever the
+    /// threshold. Any other failure makes it stale at once.
+    pub fn fail(&mut self, failure: Failure, now_ms: u64, policy: &Policy) -> Verdict {
         let was_fresh = self.is_fresh();
         self.last_poll_ms = Some(now_ms);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(failure.clone());
-        self.set_stale(StaleReason::Failed(failure));
+        if matches!(self.stale, Some(StaleReason::NeverFetched)) && self.awaiting_since_ms.is_none()
+        {
+            // Never fetched: the bound runs from the first failure, so an origin that fails
+            // below the threshold from the start is still judged within the bound.
+            self.awaiting_since_ms = Some(now_ms);
+        }
+        if !failure.is_transient() || self.consecutive_failures >= policy.failure_threshold() {
+            self.set_stale(StaleReason::Failed(failure));
+        } else {
+            if let Some(StaleReason::Recovering { needed, .. }) = self.stale {
+                self.recovering_seen = 0;
+                self.stale = Some(StaleReason::Recovering { seen: 0, needed });
+            }
+            self.check_age(now_ms, policy);
+        }
+        Verdict {
+            advanced: false,
+            flipped: was_fresh != self.is_fresh(),
+        }
+    }
+
+    /// The newest segment (or init segment) `uri` was not served `failure_threshold` checks in
+    /// a row (see `segments`): stale until a segment is served again.
+    pub fn segment_unavailable(&mut self, uri: String, failure: Failure) -> Verdict {
+        let was_fresh = self.is_fresh();
+        self.set_stale(StaleReason::SegmentUnavailable { uri, failure });
         Verdict {
             advanced: false,
             flipped: was_fresh,
         }
+    }
+
+    /// A segment is served again after [`Tracker::segment_unavailable`]: the rendition goes
+    /// through the recovery hysteresis (new segments) from here.
+    pub fn segment_served(&mut self, policy: &Policy) {
+        if matches!(self.stale, Some(StaleReason::SegmentUnavailable { .. })) {
+            self.recovering_seen = 0;
+            self.stale = Some(StaleReason::Recovering {
+                seen: 0,
+                needed: policy.recovery_updates,
+            });
+        }
+    }
+
+    /// Stale because fetches failed (as opposed to awaiting a threshold, or stale for another
+    /// reason while fetches fail).
+    fn failing(&self) -> bool {
+        self.consecutive_failures > 0 && matches!(self.stale, Some(StaleReason::Failed(_)))
     }
 
     /// Re-evaluates the age bound at `now_ms` without a new observation (a timer fired).
@@ -521,13 +623,25 @@ impl Tracker {
             && !matches!(
                 self.stale,
                 Some(
-                    StaleReason::Failed(_) | StaleReason::Ended | StaleReason::NoNewSegment { .. }
+                    StaleReason::Failed(_)
+                        | StaleReason::Ended
+                        | StaleReason::NoNewSegment { .. }
+                        | StaleReason::SegmentUnavailable { .. }
                 )
             )
         {
             let age_ms = now_ms.saturating_sub(since.unwrap_or(now_ms));
             let bound_ms = policy.bound_ms(self.target_duration_ms());
-            self.set_stale(StaleReason::NoNewSegment { age_ms, bound_ms });
+            match (&self.stale, &self.last_error) {
+                // Never fetched, failing below the threshold until the bound: the failure.
+                (Some(StaleReason::NeverFetched), Some(e)) => {
+                    let e = e.clone();
+                    self.set_stale(StaleReason::Failed(e));
+                }
+                _ => {
+                    self.set_stale(StaleReason::NoNewSegment { age_ms, bound_ms });
+                }
+            }
         }
     }
 
@@ -548,11 +662,19 @@ impl Tracker {
     ) -> u64 {
         let td = self.target_duration_ms();
         let catch_up = catch_up_ms(td);
-        let mut delay = if self.consecutive_failures > 0 {
-            let exp = self.consecutive_failures.saturating_sub(1).min(16);
+        let failing = self.failing();
+        let mut delay = if failing {
+            let exp = self
+                .consecutive_failures
+                .saturating_sub(policy.failure_threshold())
+                .min(16);
             (td / 2)
                 .saturating_mul(1u64 << exp)
                 .min(max_backoff_ms.max(td / 2))
+        } else if self.consecutive_failures > 0 {
+            // A failure below the threshold: the HLS reload interval after a failed reload, so
+            // a short burst of errors is not counted several times within a few catch-up polls.
+            td / 2
         } else {
             let seg = self
                 .last
@@ -576,9 +698,7 @@ impl Tracker {
                 _ => td / 2,
             }
         };
-        if self.consecutive_failures == 0
-            && let Some(deadline) = self.watch_deadline_ms(policy)
-        {
+        if !failing && let Some(deadline) = self.watch_deadline_ms(policy) {
             delay = delay.min(deadline.saturating_sub(now_ms).saturating_add(1));
         }
         delay.clamp(MIN_POLL_MS, MAX_POLL_MS)
@@ -593,6 +713,27 @@ pub const MAX_POLL_MS: u64 = 60_000;
 /// The catch-up interval: a twentieth of the target duration, between 50 and 150 ms.
 pub fn catch_up_ms(target_duration_ms: u64) -> u64 {
     (target_duration_ms / 20).clamp(MIN_POLL_MS, 150)
+}
+
+/// Whether a fetch's outcome must be confirmed by a quick second fetch before it is applied to a
+/// tracker whose last playlist was `previous`: a transient failure ([`Failure::is_transient`]),
+/// or a playlist that would make the rendition stale at once on one reading (its media sequence
+/// went backwards, it lost segments at its end, or it ended). One such answer can be a passing
+/// glitch (a cache node with an old copy, a connection reset); the second answer is the one
+/// applied.
+pub fn needs_confirmation(
+    previous: Option<&Snapshot>,
+    outcome: &Result<Snapshot, Failure>,
+) -> bool {
+    match (outcome, previous) {
+        (Err(f), _) => f.is_transient(),
+        (Ok(s), Some(prev)) => {
+            s.media_sequence < prev.media_sequence
+                || s.head() < prev.head()
+                || (s.ended && !prev.ended)
+        }
+        (Ok(s), None) => s.ended,
+    }
 }
 
 /// The instance-level verdict.
@@ -761,6 +902,7 @@ mod tests {
         let p = Policy {
             staleness_multiplier: 1.25,
             recovery_updates: 1,
+            ..Policy::default()
         };
         let mut t = Tracker::new();
         obs(&mut t, snap(1, 3), 100, &p);
@@ -785,19 +927,33 @@ mod tests {
         assert!(v.flipped && t.is_fresh());
     }
 
+    /// Fails `failure` `n` times from `at`, 100 ms apart.
+    fn fail_times(t: &mut Tracker, failure: &Failure, n: u32, at: u64, p: &Policy) -> Vec<Verdict> {
+        (0..n)
+            .map(|i| t.fail(failure.clone(), at + u64::from(i) * 100, p))
+            .collect()
+    }
+
     #[test]
-    fn errors_are_stale_immediately_and_recovery_is_hysteretic() {
+    fn errors_are_stale_at_the_failure_threshold_and_recovery_is_hysteretic() {
         for failure in [
             Failure::Http(404),
             Failure::Http(500),
             Failure::Timeout,
             Failure::Connect("refused".into()),
-            Failure::TooLarge(1 << 20),
             Failure::Unparsable("garbage".into()),
+            Failure::Other("body cut short".into()),
         ] {
             let mut t = Tracker::new();
             obs(&mut t, snap(1, 6), 0, &policy());
-            let v = t.fail(failure.clone(), 500);
+            // Two failures in a row (each already confirmed by a retry) change nothing.
+            let v = fail_times(&mut t, &failure, 2, 300, &policy());
+            assert!(v.iter().all(|v| !v.flipped), "{failure}");
+            assert!(t.is_fresh(), "{failure}");
+            assert_eq!(t.consecutive_failures, 2);
+            assert_eq!(t.last_error, Some(failure.clone()));
+            // The third is the default threshold.
+            let v = t.fail(failure.clone(), 500, &policy());
             assert!(v.flipped, "{failure}");
             assert_eq!(t.stale, Some(StaleReason::Failed(failure.clone())));
             // The same playlist again is not an update: still stale, now recovering.
@@ -811,6 +967,187 @@ mod tests {
             obs(&mut t, snap(3, 6), 4_000, &policy());
             assert!(t.is_fresh(), "{failure}");
         }
+        // Failures that give the same answer every time count at once.
+        for failure in [
+            Failure::TooLarge(1 << 20),
+            Failure::TargetDuration(6_000),
+            Failure::Redirect("redirect to a ftp: URL".into()),
+            Failure::Refused("169.254.169.254 is link-local".into()),
+        ] {
+            let mut t = Tracker::new();
+            obs(&mut t, snap(1, 6), 0, &policy());
+            assert!(t.fail(failure.clone(), 500, &policy()).flipped, "{failure}");
+            assert_eq!(t.stale, Some(StaleReason::Failed(failure)));
+        }
+    }
+
+    #[test]
+    fn a_single_transient_failure_never_changes_the_verdict() {
+        // Scripted: a live playlist advancing every 2 s, polled every second, with one failed
+        // fetch in every stretch, never two in a row (what the benchmark's origins do).
+        let p = policy();
+        let mut t = Tracker::new();
+        let failures = [
+            Failure::Http(500),
+            Failure::Timeout,
+            Failure::Connect("connection reset".into()),
+            Failure::Http(404),
+            Failure::Unparsable("truncated".into()),
+        ];
+        let mut flips = 0;
+        for i in 0..200u64 {
+            let now = i * 1_000;
+            let v = if i % 3 == 1 {
+                t.fail(failures[(i as usize / 3) % failures.len()].clone(), now, &p)
+            } else {
+                obs(&mut t, snap(i / 2, 6), now, &p)
+            };
+            flips += u32::from(v.flipped && i > 0);
+            t.tick(now + 1, &p);
+        }
+        assert_eq!(flips, 0);
+        assert!(t.is_fresh());
+        // With a threshold of 1, the same script flips at the first failure.
+        let strict = Policy {
+            failure_threshold: 1,
+            ..p
+        };
+        let mut t = Tracker::new();
+        obs(&mut t, snap(0, 6), 0, &strict);
+        assert!(t.fail(Failure::Http(500), 1_000, &strict).flipped);
+    }
+
+    #[test]
+    fn the_age_bound_applies_while_failures_are_below_the_threshold() {
+        // A dead origin answering one error per poll, with a threshold it never reaches before
+        // the bound: still stale at the bound (1.5 x 2 s after the last new segment).
+        let p = Policy {
+            failure_threshold: 10,
+            ..policy()
+        };
+        let mut t = Tracker::new();
+        obs(&mut t, snap(1, 6), 0, &p);
+        let mut now = 0;
+        let mut stale_at = None;
+        while now < 10_000 {
+            now += t.next_poll_in_ms(false, now, &p, 30_000);
+            let v = t.fail(Failure::Http(503), now, &p);
+            if v.flipped {
+                stale_at = Some(now);
+                break;
+            }
+            if t.tick(t.deadline_ms(&p).unwrap() + 1, &p).flipped {
+                stale_at = t.deadline_ms(&p).map(|d| d + 1);
+                break;
+            }
+        }
+        assert_eq!(stale_at, Some(3_001));
+        assert!(matches!(t.stale, Some(StaleReason::NoNewSegment { .. })));
+        // The failure names the cause once the threshold is reached.
+        for i in 0..10 {
+            t.fail(Failure::Http(503), 4_000 + i, &p);
+        }
+        assert_eq!(t.stale, Some(StaleReason::Failed(Failure::Http(503))));
+    }
+
+    #[test]
+    fn an_origin_failing_from_the_start_is_judged_within_the_bound() {
+        // Never fetched, failing below the threshold (10): stale at the bound from the first
+        // failure (default target duration 6 s: 9 s), named by the failure.
+        let p = Policy {
+            failure_threshold: 10,
+            ..policy()
+        };
+        let mut t = Tracker::new();
+        t.fail(Failure::Timeout, 1_000, &p);
+        assert!(!t.is_judged());
+        assert_eq!(t.watch_deadline_ms(&p), Some(10_000));
+        t.fail(Failure::Timeout, 4_000, &p);
+        t.tick(10_000, &p);
+        assert!(!t.is_judged());
+        t.tick(10_001, &p);
+        assert_eq!(t.stale, Some(StaleReason::Failed(Failure::Timeout)));
+        // Without any failure, nothing is watched.
+        assert_eq!(Tracker::new().watch_deadline_ms(&p), None);
+    }
+
+    #[test]
+    fn an_unavailable_segment_holds_until_one_is_served() {
+        let p = policy();
+        let mut t = Tracker::new();
+        obs(&mut t, snap(1, 6), 0, &p);
+        let v = t.segment_unavailable("7.ts".into(), Failure::Http(404));
+        assert!(v.flipped);
+        assert_eq!(
+            t.stale.as_ref().map(StaleReason::code),
+            Some("SegmentUnavailable")
+        );
+        // New segments alone do not end it, nor does the age bound rename it.
+        for i in 2..6 {
+            obs(&mut t, snap(i, 6), i * 2_000, &p);
+        }
+        t.tick(60_000, &p);
+        assert_eq!(
+            t.stale,
+            Some(StaleReason::SegmentUnavailable {
+                uri: "7.ts".into(),
+                failure: Failure::Http(404)
+            })
+        );
+        // A served segment, then the hysteresis.
+        obs(&mut t, snap(6, 6), 61_000, &p);
+        t.segment_served(&p);
+        obs(&mut t, snap(7, 6), 62_000, &p);
+        assert!(!t.is_fresh());
+        obs(&mut t, snap(8, 6), 64_000, &p);
+        assert!(t.is_fresh());
+    }
+
+    #[test]
+    fn a_failure_during_recovery_starts_the_recovery_again() {
+        let p = policy();
+        let mut t = Tracker::new();
+        obs(&mut t, snap(1, 6), 0, &p);
+        t.tick(10_000, &p);
+        obs(&mut t, snap(2, 6), 10_100, &p);
+        assert_eq!(
+            t.stale,
+            Some(StaleReason::Recovering { seen: 1, needed: 2 })
+        );
+        let v = t.fail(Failure::Http(500), 11_000, &p);
+        assert!(!v.flipped);
+        assert_eq!(
+            t.stale,
+            Some(StaleReason::Recovering { seen: 0, needed: 2 })
+        );
+        obs(&mut t, snap(3, 6), 12_100, &p);
+        assert!(!t.is_fresh());
+        obs(&mut t, snap(4, 6), 14_100, &p);
+        assert!(t.is_fresh());
+    }
+
+    #[test]
+    fn suspicious_answers_need_confirmation() {
+        let prev = snap(100, 6);
+        let c = |s: Result<Snapshot, Failure>| needs_confirmation(Some(&prev), &s);
+        assert!(c(Err(Failure::Http(500))));
+        assert!(c(Err(Failure::Timeout)));
+        assert!(c(Err(Failure::Connect("reset".into()))));
+        assert!(c(Err(Failure::Unparsable("x".into()))));
+        assert!(!c(Err(Failure::TooLarge(1))));
+        assert!(!c(Err(Failure::Refused("x".into()))));
+        assert!(c(Ok(snap(3, 6))), "sequence reset");
+        assert!(c(Ok(snap(100, 3))), "segments lost at the end");
+        assert!(
+            c(Ok(Snapshot {
+                ended: true,
+                ..snap(101, 6)
+            })),
+            "ended"
+        );
+        assert!(!c(Ok(snap(100, 6))));
+        assert!(!c(Ok(snap(101, 6))));
+        assert!(!needs_confirmation(None, &Ok(snap(3, 6))));
     }
 
     #[test]
@@ -862,9 +1199,12 @@ mod tests {
     #[test]
     fn origin_down_at_start_up_is_simply_stale() {
         let mut t = Tracker::new();
-        let v = t.fail(Failure::Connect("refused".into()), 0);
+        let v = fail_times(&mut t, &Failure::Connect("refused".into()), 2, 0, &policy());
+        assert!(v.iter().all(|v| !v.flipped));
+        assert!(!t.is_judged(), "below the threshold: no verdict yet");
+        let v = t.fail(Failure::Connect("refused".into()), 500, &policy());
         assert!(!v.flipped, "it was never fresh");
-        assert!(!t.is_fresh());
+        assert!(t.is_judged() && !t.is_fresh());
         obs(&mut t, snap(1, 6), 1_000, &policy());
         assert!(
             !t.is_fresh(),
@@ -993,14 +1333,15 @@ mod tests {
         let mut t = Tracker::new();
         let delays: Vec<u64> = (0..8)
             .map(|i| {
-                t.fail(Failure::Connect("refused".into()), i * 10);
+                t.fail(Failure::Connect("refused".into()), i * 10, &policy());
                 t.next_poll_in_ms(false, i * 10, &p, 30_000)
             })
             .collect();
-        // Default TD before any playlist is 6 s: 3, 6, 12, 24, then capped at 30 s.
+        // Default TD before any playlist is 6 s: half of it up to the threshold (3), then
+        // doubling: 3, 6, 12, 24, then capped at 30 s.
         assert_eq!(
             delays,
-            vec![3_000, 6_000, 12_000, 24_000, 30_000, 30_000, 30_000, 30_000]
+            vec![3_000, 3_000, 3_000, 6_000, 12_000, 24_000, 30_000, 30_000]
         );
         assert!(delays.iter().all(|&d| d >= MIN_POLL_MS));
     }
@@ -1025,7 +1366,7 @@ mod tests {
             v.message
         );
         let mut failing = Tracker::new();
-        failing.fail(Failure::Http(404), 0);
+        fail_times(&mut failing, &Failure::Http(404), 3, 0, &policy());
         let v = aggregate(None, [("720p", &frozen), ("iframes", &frozen)]);
         assert_eq!(v.reason, "NoNewSegment", "one shared cause is named");
         let v = aggregate(None, [("720p", &frozen), ("360p", &failing)]);
@@ -1083,10 +1424,10 @@ mod tests {
                 bound_ms: 3_000
             })
         );
-        // A failure at first sight is a verdict too.
+        // Failures at first sight, up to the threshold, are a verdict too.
         let mut t = Tracker::new();
         t.observe(snap(10, 6), 0, &p);
-        t.fail(Failure::Http(503), 500);
+        fail_times(&mut t, &Failure::Http(503), 3, 500, &p);
         assert!(t.is_judged() && !t.is_fresh());
     }
 
@@ -1167,7 +1508,7 @@ mod tests {
                 let _ = t.deadline_ms(&p);
                 now = now.saturating_add(d);
             }
-            t.fail(Failure::Timeout, now);
+            t.fail(Failure::Timeout, now, &policy());
             let d = t.next_poll_in_ms(false, now, &p, u64::MAX);
             assert!((MIN_POLL_MS..=MAX_POLL_MS).contains(&d), "{d}");
         }
@@ -1176,6 +1517,8 @@ mod tests {
             let p = Policy {
                 staleness_multiplier: m,
                 recovery_updates: u32::MAX,
+                failure_threshold: u32::MAX,
+                check_segments: true,
             };
             assert!((1_000..=600_000).contains(&p.bound_ms(u64::MAX)), "{m}");
         }

@@ -8,11 +8,13 @@
 //! `starved`, and counted in `cvs_probe_starved_total`); only time spent on the request itself
 //! counts against the origin.
 
+use super::confirm::{self, Confirm};
 use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
 use super::redact::{redact_text, redact_url};
+use super::segments::{self, SegmentCheck, SegmentRef};
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Url;
@@ -71,6 +73,8 @@ pub struct EngineSettings {
     /// Most media playlists probed for one instance. A master listing more is not probed at
     /// all: the instance is stale (`TooManyRenditions`), and costs the others nothing.
     pub max_renditions: usize,
+    /// How a failed (or hanging, or suspicious) fetch is confirmed before it counts.
+    pub confirm: Confirm,
 }
 
 impl Default for EngineSettings {
@@ -80,6 +84,7 @@ impl Default for EngineSettings {
             max_backoff: Duration::from_secs(30),
             rediscover_every: Duration::from_secs(10),
             max_renditions: DEFAULT_MAX_RENDITIONS,
+            confirm: Confirm::default(),
         }
     }
 }
@@ -278,6 +283,8 @@ struct RenditionCtx {
     reports: mpsc::Sender<Report>,
     budget: Arc<Semaphore>,
     destinations: watch::Receiver<Arc<Destinations>>,
+    /// Media playlists of the instance, which spaces the segment checks (see `segments`).
+    renditions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn spawn_rendition(
@@ -351,6 +358,7 @@ async fn run_instance(
         reports: report_tx,
         budget: shared.fetcher.instance_budget(),
         destinations: destinations_rx,
+        renditions: Arc::default(),
     };
     let mut renditions: BTreeMap<String, RenditionTask> = BTreeMap::new();
     let mut master_error: Option<Failure> = None;
@@ -436,8 +444,14 @@ async fn run_instance(
                         next_master = Instant::now() + shared.settings.rediscover_every;
                     }
                     Err(e) => {
+                        // Like a media playlist: a transient failure (already confirmed by a
+                        // retry) counts only once the threshold of failures in a row is reached.
                         master_failures = master_failures.saturating_add(1);
-                        master_error = Some(e);
+                        if !e.is_transient()
+                            || master_failures >= target.policy.failure_threshold()
+                        {
+                            master_error = Some(e);
+                        }
                         let min_target = renditions
                             .values()
                             .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
@@ -484,7 +498,15 @@ async fn run_instance(
                 continue;
             }
         }
+        ctx.renditions
+            .store(renditions.len(), std::sync::atomic::Ordering::Relaxed);
         if !dirty {
+            continue;
+        }
+        if master_error.is_none() && master_failures > 0 && renditions.is_empty() {
+            // The master has failed fewer times than the threshold and nothing is known of the
+            // renditions yet: no verdict (not "no renditions").
+            dirty = false;
             continue;
         }
         let mut verdict = decision::aggregate(
@@ -587,14 +609,20 @@ async fn fetch_master(
         .probe_queue_wait
         .observe(queued.elapsed().as_secs_f64());
     let started = Instant::now();
-    let result = match shared.fetcher.get(&url, &destinations).await {
-        Ok(body) => fetch::parse_master(&body, &url),
-        Err(e) => Err(e),
-    };
+    let (result, attempts) = confirm::confirmed(
+        shared.settings.confirm,
+        || async {
+            let body = shared.fetcher.get(&url, &destinations).await?;
+            fetch::parse_master(&body, &url)
+        },
+        |r| r.as_ref().is_err_and(Failure::is_transient),
+    )
+    .await;
     drop(permit);
     shared
         .metrics
         .observe_probe("master", started.elapsed(), result.as_ref().err());
+    shared.metrics.observe_retry("master", attempts);
     result
 }
 
@@ -612,23 +640,25 @@ async fn run_rendition(
     let mut gauges = RenditionGauges::new(&shared.metrics);
     gauges.set_stale(!tracker.is_fresh());
     let mut starved = false;
+    let mut segment_check = SegmentCheck::default();
+    let turn = segments::turn_of(&key);
+    // The staleness deadline a verification poll has been started for (see below).
+    let mut verifying: Option<u64> = None;
 
     loop {
         let policy = *ctx.policy.borrow_and_update();
-        let deadline = tracker
-            .watch_deadline_ms(&policy)
+        let deadline_ms = tracker.watch_deadline_ms(&policy);
+        let deadline = deadline_ms
+            .filter(|d| verifying != Some(*d))
             .map(|ms| shared.instant(ms.saturating_add(1)));
         tokio::select! {
             _ = sleep_until(next_poll) => {}
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                let before = tracker.stale.clone();
-                let v = tracker.tick(shared.now_ms(), &policy);
-                gauges.set_stale(!tracker.is_fresh());
-                if tracker.stale != before
-                    && report(&ctx.reports, &key, &tracker, starved, v.flipped).await.is_err()
-                {
-                    return;
-                }
+                // No new segment seen by the deadline. What the prober saw before it may be
+                // late (a loaded machine, a poll delayed): judge on a poll started now, which
+                // the fetch below gives `verify_grace_ms` to answer.
+                verifying = deadline_ms;
+                next_poll = Instant::now();
                 continue;
             }
             changed = ctx.policy.changed() => {
@@ -677,16 +707,57 @@ async fn run_rendition(
         // Poll, but declare staleness on time even while a slow request is in flight. The time
         // spent waiting for a permit is credited: only the origin's time counts.
         let started = Instant::now();
-        let fetch = shared.fetcher.get(&uri, &destinations);
+        let started_ms = shared.now_ms();
+        let grace_ms = verify_grace_ms(tracker.target_duration_ms());
+        // A failed, hanging or suspicious answer is confirmed by a second request before it
+        // counts (see `confirm`), within the same permit.
+        let settings = shared.settings.confirm.for_poll(
+            tracker.target_duration_ms(),
+            tracker
+                .watch_deadline_ms(&policy)
+                .map(|d| d.saturating_add(waited_ms).saturating_sub(shared.now_ms())),
+        );
+        let previous = tracker.last;
+        let fetch = confirm::confirmed(
+            settings,
+            || async {
+                let body = shared.fetcher.get(&uri, &destinations).await?;
+                let snapshot = fetch::parse_media(&body)?;
+                Ok((snapshot, segments::newest_segment(&body)))
+            },
+            |r: &Result<(decision::Snapshot, Option<SegmentRef>), Failure>| match r {
+                Ok((s, _)) => decision::needs_confirmation(previous.as_ref(), &Ok(*s)),
+                Err(e) => e.is_transient(),
+            },
+        );
         tokio::pin!(fetch);
+        let mut late = false;
         let result = loop {
+            // Declared on time even while a request hangs: at the deadline, or a short grace
+            // after a request started just before it (or after it, to verify).
             let deadline = tracker
                 .watch_deadline_ms(&policy)
-                .filter(|_| !was_starved)
-                .map(|ms| shared.instant(ms.saturating_add(1).saturating_add(waited_ms)));
+                .filter(|_| !was_starved && !late)
+                .map(|ms| {
+                    shared.instant(
+                        ms.saturating_add(1)
+                            .saturating_add(waited_ms)
+                            .max(started_ms.saturating_add(grace_ms)),
+                    )
+                });
             tokio::select! {
                 r = &mut fetch => break r,
                 _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    // A timer that fires well after its instant means this process did not get
+                    // the CPU meanwhile: the answer may be here unread. The operator, not the
+                    // origin, is late: no verdict (counted as starved); the answer decides.
+                    let lag = deadline.map_or(Duration::ZERO, |d| Instant::now().saturating_duration_since(d));
+                    if lag > OWN_LAG {
+                        late = true;
+                        shared.metrics.probe_starved.inc();
+                        tracing::debug!(rendition = %key, ?lag, "the operator was late for a staleness deadline");
+                        continue;
+                    }
                     let v = tracker.tick(shared.now_ms().saturating_sub(waited_ms), &policy);
                     gauges.set_stale(!tracker.is_fresh());
                     if report(&ctx.reports, &key, &tracker, false, v.flipped).await.is_err() {
@@ -697,10 +768,16 @@ async fn run_rendition(
         };
         drop(permit);
         let now = shared.now_ms();
-        let outcome = result.and_then(|body| fetch::parse_media(&body));
+        let (outcome, attempts) = result;
         shared
             .metrics
             .observe_probe("media", started.elapsed(), outcome.as_ref().err());
+        shared.metrics.observe_retry("media", attempts);
+        let mut verify_now = false;
+        let (outcome, newest) = match outcome {
+            Ok((snapshot, newest)) => (Ok(snapshot), newest),
+            Err(e) => (Err(e), None),
+        };
         let verdict = match outcome {
             Ok(snapshot) => {
                 if let Some(change) = tracker.last_change_ms {
@@ -710,9 +787,51 @@ async fn run_rendition(
                         .observe(now.saturating_sub(change) as f64 / 1000.0);
                 }
                 let wall = jiff::Timestamp::now().as_millisecond();
-                tracker.observe_at(snapshot, now, Some(wall), &policy)
+                let mut seen = tracker.clone();
+                let v = seen.observe_at(snapshot, now, Some(wall), &policy);
+                let deadline = tracker.watch_deadline_ms(&policy);
+                let newly_frozen = !v.advanced
+                    && matches!(seen.stale, Some(decision::StaleReason::NoNewSegment { .. }))
+                    && !matches!(
+                        tracker.stale,
+                        Some(decision::StaleReason::NoNewSegment { .. })
+                    );
+                match deadline {
+                    // Asked for before the deadline, answered after it: it cannot tell whether
+                    // a segment came by then. Applied as of the deadline, and looked at again.
+                    Some(d) if newly_frozen && started_ms <= d => {
+                        verify_now = true;
+                        tracker.observe_at(snapshot, d, Some(wall), &policy)
+                    }
+                    _ => {
+                        tracker = seen;
+                        v
+                    }
+                }
             }
-            Err(failure) => tracker.fail(failure, now),
+            Err(failure) => tracker.fail(failure, now, &policy),
+        };
+        let mut flipped = verdict.flipped;
+        if verdict.advanced
+            && policy.check_segments
+            && let (Some(newest), Some(snapshot)) = (newest, tracker.last)
+        {
+            flipped |= check_segments(
+                &ctx,
+                &uri,
+                &destinations,
+                &newest,
+                snapshot.head(),
+                turn,
+                &mut segment_check,
+                &mut tracker,
+                &policy,
+            )
+            .await;
+        }
+        let verdict = decision::Verdict {
+            advanced: verdict.advanced,
+            flipped,
         };
         gauges.set_stale(!tracker.is_fresh());
         if report(&ctx.reports, &key, &tracker, false, verdict.flipped)
@@ -735,7 +854,89 @@ async fn run_rendition(
         let spread = (delay / 10).min(decision::catch_up_ms(tracker.target_duration_ms()));
         let delay = delay.saturating_sub(rng.u64(0..=spread));
         next_poll = shared.instant(now.saturating_add(delay.max(decision::MIN_POLL_MS)));
+        if verify_now {
+            next_poll = Instant::now();
+        }
     }
+}
+
+/// A deadline timer firing later than this after its instant shows the operator itself was
+/// short of CPU (see `run_rendition`).
+const OWN_LAG: Duration = Duration::from_millis(100);
+
+/// How long a poll started around the staleness deadline may take to answer before the playlist
+/// is declared stale anyway: a quarter of the target duration, at most 1 s. A poll slower than
+/// that is taken as hanging; one answering within it is the evidence the verdict rests on, so a
+/// slow answer (a loaded origin or operator) is not taken for a frozen playlist.
+fn verify_grace_ms(target_duration_ms: u64) -> u64 {
+    (target_duration_ms / 4).min(1_000)
+}
+
+/// Checks that the newest segment of a playlist that just advanced is served, when it is this
+/// rendition's turn (see `segments`), and its init segment once; applies what was found to the
+/// tracker. Returns whether the rendition's freshness flipped.
+#[allow(clippy::too_many_arguments)]
+async fn check_segments(
+    ctx: &RenditionCtx,
+    playlist: &Url,
+    destinations: &Destinations,
+    newest: &SegmentRef,
+    head: u64,
+    turn: u64,
+    check: &mut SegmentCheck,
+    tracker: &mut Tracker,
+    policy: &Policy,
+) -> bool {
+    let shared = &ctx.shared;
+    let renditions = ctx
+        .renditions
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(1);
+    let mut due: Vec<(&str, bool)> = Vec::new();
+    if let Some(map) = newest.map.as_deref().filter(|m| check.map_due(m)) {
+        due.push((map, true));
+    }
+    if check.due(head, turn, renditions) {
+        due.push((newest.uri.as_str(), false));
+    }
+    let was_fresh = tracker.is_fresh();
+    for (uri, is_map) in due {
+        let kind = if is_map { "init" } else { "segment" };
+        let result = match playlist.join(uri) {
+            Err(e) => Err(Failure::Unparsable(format!("bad segment URI: {e}"))),
+            Ok(url) => {
+                let permit = shared.fetcher.permit(&ctx.budget, &url).await;
+                let settings = shared
+                    .settings
+                    .confirm
+                    .for_poll(tracker.target_duration_ms(), None);
+                let (result, _) = confirm::confirmed(
+                    settings,
+                    || shared.fetcher.head(&url, destinations),
+                    |r| r.as_ref().is_err_and(Failure::is_transient),
+                )
+                .await;
+                drop(permit);
+                result
+            }
+        };
+        shared
+            .metrics
+            .segment_checks
+            .get_or_create(&crate::metrics::ProbeLabels {
+                playlist: kind,
+                outcome: result.as_ref().err().map_or("ok", Failure::kind),
+            })
+            .inc();
+        match check.record(uri, is_map, result, policy) {
+            segments::Outcome::Unchanged => {}
+            segments::Outcome::Unavailable { uri, failure } => {
+                tracker.segment_unavailable(redact_text(&uri), failure);
+            }
+            segments::Outcome::Served => tracker.segment_served(policy),
+        }
+    }
+    was_fresh != tracker.is_fresh()
 }
 
 async fn report(
@@ -816,6 +1017,12 @@ mod tests {
         hang_master: AtomicBool,
         master_reads: AtomicU64,
         hanging: usize,
+        /// Every `fail_every`-th read of `/v.m3u8` answers 500 (0: never).
+        fail_every: AtomicU64,
+        media_reads: AtomicU64,
+        /// Segments (`/{n}.ts`) answer 404 while set.
+        segments_missing: AtomicBool,
+        segment_reads: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -845,7 +1052,14 @@ mod tests {
         let app = Router::new()
             .route(
                 "/v.m3u8",
-                get(|State(o): State<Arc<Origin>>| async move { media(&o) }),
+                get(|State(o): State<Arc<Origin>>| async move {
+                    let n = o.media_reads.fetch_add(1, Ordering::SeqCst) + 1;
+                    let every = o.fail_every.load(Ordering::SeqCst);
+                    if every > 0 && n % every == 0 {
+                        return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                    Ok(media(&o))
+                }),
             )
             .route(
                 "/m.m3u8",
@@ -867,6 +1081,17 @@ mod tests {
                 }),
             )
             .route(
+                "/{segment}",
+                get(|State(o): State<Arc<Origin>>| async move {
+                    o.segment_reads.fetch_add(1, Ordering::SeqCst);
+                    if o.segments_missing.load(Ordering::SeqCst) {
+                        Err(axum::http::StatusCode::NOT_FOUND)
+                    } else {
+                        Ok("ts")
+                    }
+                }),
+            )
+            .route(
                 "/hang/{n}",
                 get(|| async { std::future::pending::<String>().await }),
             )
@@ -883,6 +1108,7 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             rediscover_every: Duration::from_millis(300),
             max_renditions: 10,
+            confirm: Confirm::default(),
         };
         ProbeEngine::new(settings, Arc::new(Metrics::default()))
             .unwrap()
@@ -983,6 +1209,76 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_failed_requests_never_change_the_verdict() {
+        // One read in three of the media playlist fails: never two in a row.
+        let origin = Arc::new(Origin::default());
+        origin.fail_every.store(3, Ordering::SeqCst);
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "i", &url);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        let (flipped, seen) =
+            watch_until(&e, "i", Duration::from_secs(8), |h| h != Some(true)).await;
+        assert!(!flipped, "a single failure flipped the instance: {seen:?}");
+        let absorbed = e
+            .shared
+            .metrics
+            .probe_retries
+            .get_or_create(&crate::metrics::ProbeLabels {
+                playlist: "media",
+                outcome: "recovered",
+            })
+            .get();
+        assert!(
+            absorbed >= 3,
+            "too few failures to prove anything: {absorbed}"
+        );
+        // Every read failing is still reported (a threshold of three confirmed failures, or the
+        // staleness bound, whichever first).
+        origin.fail_every.store(1, Ordering::SeqCst);
+        let (stale, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_playlist_advancing_while_its_segments_404_is_stale() {
+        let origin = Arc::new(Origin::default());
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "i", &url);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        origin.segments_missing.store(true, Ordering::SeqCst);
+        let (stale, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+        let h = e.health(&key("i")).unwrap();
+        assert_eq!(h.verdict.reason, "SegmentUnavailable", "{h:?}");
+        assert!(
+            h.verdict.message.contains("HTTP 404"),
+            "{}",
+            h.verdict.message
+        );
+        // One rendition checks every segment: one HEAD (and its retry) per failed check.
+        assert!(origin.segment_reads.load(Ordering::SeqCst) >= 6);
+        // Served again: healthy after the recovery hysteresis.
+        origin.segments_missing.store(false, Ordering::SeqCst);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_for_our_own_permits_is_not_staleness() {
         // One global permit, held in turn by an instance whose playlists hang for the whole
         // 1.5 s timeout; the healthy instance waits in the queue longer than its 1.5 s bound.
@@ -1002,7 +1298,19 @@ mod tests {
         let (healthy, seen) =
             watch_until(&e, "good", Duration::from_secs(10), |h| h == Some(true)).await;
         assert!(healthy, "{seen:?}");
-        probe(&e, "bad", &bad_url);
+        // Stale at its first (confirmed) failure, so the wait for its verdict stays short.
+        e.ensure(
+            &key("bad"),
+            ProbeTarget {
+                master_url: bad_url.clone(),
+                policy: Policy {
+                    failure_threshold: 1,
+                    ..Policy::default()
+                },
+                allowed_hosts: Vec::new(),
+                credentials: None,
+            },
+        );
         let (flipped, seen) =
             watch_until(&e, "good", Duration::from_secs(12), |h| h != Some(true)).await;
         assert!(!flipped, "the healthy instance flipped: {seen:?}");

@@ -157,19 +157,71 @@ impl Fetcher {
         }
     }
 
+    /// HEADs `url` (a segment, to check it is served), following redirects as [`Fetcher::get`]
+    /// does, within the request timeout. `Ok` for a 2xx answer. The caller holds a [`Permit`].
+    pub async fn head(&self, url: &Url, destinations: &Destinations) -> Result<(), Failure> {
+        let head = async {
+            let response = self
+                .send_following(reqwest::Method::HEAD, url, destinations)
+                .await?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(Failure::Http(status.as_u16()))
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, head).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
     async fn get_inner(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
+        let mut response = self
+            .send_following(reqwest::Method::GET, url, destinations)
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Failure::Http(status.as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_body_bytes)
+        {
+            return Err(Failure::TooLarge(self.max_body_bytes));
+        }
+        let mut body =
+            Vec::with_capacity(response.content_length().unwrap_or(4096).min(65536) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if (body.len() as u64).saturating_add(chunk.len() as u64) > self.max_body_bytes {
+                return Err(Failure::TooLarge(self.max_body_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Sends `method` to `url`, following at most `max_redirects` redirects to http(s) URLs
+    /// that `destinations` allow; returns the final response, whatever its status.
+    async fn send_following(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        destinations: &Destinations,
+    ) -> Result<reqwest::Response, Failure> {
         let mut current = url.clone();
         let mut hops = 0;
         // Whether every hop so far stayed on the first URL's origin: credentials never follow a
         // redirect to another host (see `Destinations::credentials_for`).
         let mut same_origin = true;
-        let mut response = loop {
+        let response = loop {
             destinations
                 .check(&current)
                 .and_then(|()| destination::check_literal(&current, self.allow_private))
                 .map_err(|r| Failure::Refused(r.0))?;
             same_origin &= destination::same_origin(url, &current);
-            let mut request = self.client.get(current.clone());
+            let mut request = self.client.request(method.clone(), current.clone());
             if let Some(c) = destinations.credentials_for(url, &current, same_origin) {
                 request = request.header(c.name.clone(), c.value.clone());
             }
@@ -200,25 +252,7 @@ impl Fetcher {
             }
             current = next;
         };
-        let status = response.status();
-        if !status.is_success() {
-            return Err(Failure::Http(status.as_u16()));
-        }
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.max_body_bytes)
-        {
-            return Err(Failure::TooLarge(self.max_body_bytes));
-        }
-        let mut body =
-            Vec::with_capacity(response.content_length().unwrap_or(4096).min(65536) as usize);
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if (body.len() as u64).saturating_add(chunk.len() as u64) > self.max_body_bytes {
-                return Err(Failure::TooLarge(self.max_body_bytes));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        Ok(response)
     }
 }
 

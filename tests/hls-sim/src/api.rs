@@ -47,6 +47,21 @@ pub enum FaultKind {
     /// (default 8 MiB), streamed.
     #[serde(rename = "oversize")]
     Oversize,
+    /// A realistic, healthy but imperfect origin: about one request in `params.one_in` (default
+    /// 100) fails as `params.failure` says (default `mixed`: a 500, a reset connection or a
+    /// timeout, chosen at random), never two requests in a row for one URL path in one region.
+    #[serde(rename = "flaky")]
+    Flaky,
+    /// The region runs behind: playlists and segments are served as they were `params.delay_ms`
+    /// (default 5000) ago, program date-times included.
+    #[serde(rename = "lag")]
+    Lag,
+    /// Segment publication is jittered: each segment appears up to `params.percent` / 2 % of the
+    /// target duration (default 30: +-15 %) before or after its nominal instant, so the time
+    /// between two publications varies by up to +-`percent` % (at most 90). Deterministic per
+    /// stream and segment, the same in every region.
+    #[serde(rename = "jitter")]
+    Jitter,
 }
 
 impl FaultKind {
@@ -63,6 +78,9 @@ impl FaultKind {
             FaultKind::Truncate => "truncate",
             FaultKind::Garbage => "garbage",
             FaultKind::Oversize => "oversize",
+            FaultKind::Flaky => "flaky",
+            FaultKind::Lag => "lag",
+            FaultKind::Jitter => "jitter",
         }
     }
 }
@@ -95,6 +113,21 @@ pub enum TruncateMode {
     Abort,
 }
 
+/// How a `flaky` request fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlakyFailure {
+    /// One of the three below, at random.
+    #[default]
+    Mixed,
+    /// Answer 500.
+    Http500,
+    /// Reset the connection without an answer.
+    Reset,
+    /// Answer only after `params.delay_ms` (default 10000), later than a prober waits.
+    Timeout,
+}
+
 /// Kind-specific parameters; unknown fields are refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +147,21 @@ pub struct FaultParams {
     /// `truncate`: how to cut (default `short`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<TruncateMode>,
+    /// Request faults (`http_404`, `http_500`, `refuse`, `hang`, `slow`, `truncate`, `garbage`,
+    /// `oversize`): apply to the first `count` matching requests only, then to none (the fault
+    /// stays listed until healed). Absent: every matching request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// `flaky`: about one request in this many fails (default 100, at least 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_in: Option<u32>,
+    /// `flaky`: how a request fails (default `mixed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FlakyFailure>,
+    /// `jitter`: the spread of the time between publications, in % of the target duration
+    /// (default 30, at most 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
 }
 
 /// `POST /faults`. `region`, `stream` and `rendition` narrow the scope; absent, `null` or `"*"`

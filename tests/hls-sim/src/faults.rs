@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{FaultInfo, FaultKind, FaultParams, ResourceFilter, TruncateMode};
+use crate::realism::{self, Claims, PerRequest};
 
 /// Default `slow` delay.
 pub const DEFAULT_DELAY_MS: u64 = 1000;
@@ -51,6 +52,8 @@ pub(crate) struct Fault {
     /// Names for reporting.
     pub region_name: Option<String>,
     pub stream_name: Option<String>,
+    /// State of a fault decided per request (`count`, `flaky`).
+    pub per_request: PerRequest,
 }
 
 impl Fault {
@@ -74,6 +77,7 @@ impl Fault {
     /// A `refuse` on whole regions: handled by closing listeners.
     pub fn is_listener_refuse(&self) -> bool {
         self.kind == FaultKind::Refuse
+            && self.params.count.is_none()
             && self.stream.is_none()
             && self.rendition.is_none()
             && self.resource == ResourceFilter::Any
@@ -118,6 +122,10 @@ pub(crate) struct Effect {
     pub freeze_at: Option<u64>,
     /// Sum of matching `reset` offsets.
     pub seq_offset: u64,
+    /// Largest matching `lag`.
+    pub lag_ms: u64,
+    /// Largest matching `jitter` spread (%).
+    pub jitter_percent: u32,
 }
 
 impl Effect {
@@ -127,7 +135,8 @@ impl Effect {
     }
 }
 
-/// Combines the faults matching a request, in the order they were applied. O(faults).
+/// Combines the faults matching a request, in the order they were applied. O(faults). Faults
+/// decided per request (`count`, `flaky`) are left out: see [`evaluate_claimed`].
 pub(crate) fn evaluate(
     faults: &[Arc<Fault>],
     region: usize,
@@ -135,9 +144,27 @@ pub(crate) fn evaluate(
     rendition: Option<&str>,
     resource: Resource,
 ) -> Effect {
+    evaluate_claimed(faults, region, stream, rendition, resource, Claims::NONE)
+}
+
+/// [`evaluate`] for a request that claimed `claims` (see [`realism::claim`]).
+pub(crate) fn evaluate_claimed(
+    faults: &[Arc<Fault>],
+    region: usize,
+    stream: Option<usize>,
+    rendition: Option<&str>,
+    resource: Resource,
+    claims: &Claims,
+) -> Effect {
     let mut e = Effect::default();
+    if let Some(outcome) = claims.flaky {
+        realism::apply_flaky(&mut e, outcome);
+    }
     for f in faults {
         if !f.matches(region, stream, rendition, resource) {
+            continue;
+        }
+        if realism::is_per_request(f) && !claims.counted.contains(&f.id) {
             continue;
         }
         match f.kind {
@@ -175,6 +202,12 @@ pub(crate) fn evaluate(
                 );
             }
             FaultKind::Reset => e.seq_offset += f.params.offset.unwrap_or(0),
+            FaultKind::Lag => e.lag_ms = e.lag_ms.max(f.params.delay_ms.unwrap_or(0)),
+            FaultKind::Jitter => {
+                e.jitter_percent = e.jitter_percent.max(f.params.percent.unwrap_or(0))
+            }
+            // Decided in `realism::claim`.
+            FaultKind::Flaky => {}
         }
     }
     e
@@ -197,6 +230,7 @@ mod tests {
             healed: CancellationToken::new(),
             region_name: None,
             stream_name: None,
+            per_request: PerRequest::default(),
         }
     }
 

@@ -37,6 +37,7 @@ mod faults;
 pub mod hls;
 pub mod media;
 mod origin;
+mod realism;
 mod server;
 mod state;
 

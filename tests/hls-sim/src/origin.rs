@@ -246,7 +246,16 @@ pub(crate) async fn handle(
         return Ok(r);
     }
     let resource = target.resource();
-    let scope = |shared: &Shared| shared.effect(region, target.stream, target.rendition, resource);
+    let claims = shared.claim(
+        region,
+        target.stream,
+        target.rendition,
+        resource,
+        req.uri().path(),
+    );
+    let scope = |shared: &Shared| {
+        shared.effect_claimed(region, target.stream, target.rendition, resource, &claims)
+    };
 
     // Connection-level faults first: refuse, hang, slow.
     let mut eff = scope(&shared);
@@ -306,6 +315,7 @@ pub(crate) async fn handle(
     };
     drop(renditions);
     let tl = stream.timeline;
+    let (now, eff) = crate::realism::reshape(now, eff, &tl, target.stream.unwrap_or(0));
     match target.what {
         What::Media(media_kind) => {
             if media_kind == MediaKind::IFrames && kind != RenditionKind::Video {

@@ -19,9 +19,10 @@ use crate::config::{Resolved, VideoRendition, sort_ladder};
 use crate::error::SimError;
 use crate::faults::{
     DEFAULT_DELAY_MS, DEFAULT_GARBAGE_BYTES, DEFAULT_OVERSIZE_BYTES, Effect, Fault, Resource,
-    evaluate,
+    evaluate, evaluate_claimed,
 };
 use crate::hls::{SegmentShape, Timeline, render_master};
+use crate::realism::{self, Claims, PerRequest};
 
 /// Current wall-clock time in unix ms.
 pub fn now_ms() -> u64 {
@@ -182,6 +183,39 @@ impl Shared {
         evaluate(&faults, region, stream, rendition, resource)
     }
 
+    /// Claims the per-request faults (`count`, `flaky`) for one request to `path`. Call once per
+    /// request, then evaluate with [`Shared::effect_claimed`].
+    pub fn claim(
+        &self,
+        region: usize,
+        stream: Option<usize>,
+        rendition: Option<&str>,
+        resource: Resource,
+        path: &str,
+    ) -> Claims {
+        let faults = self.fault_snapshot();
+        if faults.is_empty() {
+            return Claims::default();
+        }
+        realism::claim(&faults, region, stream, rendition, resource, path)
+    }
+
+    /// [`Shared::effect`] for a request that claimed `claims`.
+    pub fn effect_claimed(
+        &self,
+        region: usize,
+        stream: Option<usize>,
+        rendition: Option<&str>,
+        resource: Resource,
+        claims: &Claims,
+    ) -> Effect {
+        let faults = self.fault_snapshot();
+        if faults.is_empty() && claims.flaky.is_none() {
+            return Effect::default();
+        }
+        evaluate_claimed(&faults, region, stream, rendition, resource, claims)
+    }
+
     pub fn rendition_kind(&self, renditions: &Renditions, name: &str) -> Option<RenditionKind> {
         if renditions.video.iter().any(|v| v.name == name) {
             Some(RenditionKind::Video)
@@ -240,6 +274,7 @@ impl Shared {
             // The instant is read under the write lock: every request that did not see this
             // fault read its clock before it.
             let applied_at_ms = now_ms();
+            let count = params.count;
             let fault = Arc::new(Fault {
                 id: self.next_fault_id.fetch_add(1, Ordering::Relaxed),
                 kind: req.kind,
@@ -252,6 +287,7 @@ impl Shared {
                 healed,
                 region_name: region.map(|i| self.regions[i].name.clone()),
                 stream_name: stream.map(|i| self.streams[i].name.clone()),
+                per_request: PerRequest::new(count),
             });
             let mut list = Vec::with_capacity(guard.len() + 1);
             list.extend(guard.iter().cloned());
@@ -377,9 +413,16 @@ impl Shared {
                 rendition.as_deref(),
                 Resource::Media,
             );
+            let (t, eff) = realism::reshape(t, eff, tl, s);
             let view = eff.view_time(t);
             let snap = tl.snapshot(view);
-            let (seg, part) = tl.last_published_ms(view);
+            let (mut seg, part) = tl.last_published_ms(view);
+            if eff.jitter_percent > 0 && !tl.ll() {
+                seg = snap.last.map(|n| {
+                    realism::jittered_published_ms(tl, s, n, eff.jitter_percent)
+                        .saturating_add(eff.lag_ms)
+                });
+            }
             let offset = eff.seq_offset.min(snap.first);
             info.last_segment_published_unix_ms = info.last_segment_published_unix_ms.max(seg);
             info.last_part_published_unix_ms = info.last_part_published_unix_ms.max(part);
@@ -622,12 +665,16 @@ fn wildcard(o: &Option<String>) -> Option<&str> {
 fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimError> {
     let bad = |m: &str| Err(SimError::BadRequest(format!("{}: {m}", kind.as_str())));
     let allowed: &[&str] = match kind {
-        FaultKind::Slow => &["delay_ms"],
-        FaultKind::Garbage | FaultKind::Oversize => &["bytes"],
+        FaultKind::Slow => &["delay_ms", "count"],
+        FaultKind::Garbage | FaultKind::Oversize => &["bytes", "count"],
         FaultKind::Reset => &["offset"],
-        FaultKind::Http500 => &["status"],
-        FaultKind::Truncate => &["mode"],
-        _ => &[],
+        FaultKind::Http500 => &["status", "count"],
+        FaultKind::Truncate => &["mode", "count"],
+        FaultKind::Http404 | FaultKind::Refuse | FaultKind::Hang => &["count"],
+        FaultKind::Flaky => &["one_in", "failure", "delay_ms"],
+        FaultKind::Lag => &["delay_ms"],
+        FaultKind::Jitter => &["percent"],
+        FaultKind::Freeze => &[],
     };
     let given = [
         ("delay_ms", p.delay_ms.is_some()),
@@ -635,6 +682,10 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         ("offset", p.offset.is_some()),
         ("status", p.status.is_some()),
         ("mode", p.mode.is_some()),
+        ("count", p.count.is_some()),
+        ("one_in", p.one_in.is_some()),
+        ("failure", p.failure.is_some()),
+        ("percent", p.percent.is_some()),
     ];
     for (name, set) in given {
         if set && !allowed.contains(&name) {
@@ -673,7 +724,35 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         }
         FaultKind::Truncate => out.mode = Some(p.mode.unwrap_or_default()),
         FaultKind::Reset => out.offset = p.offset,
+        FaultKind::Flaky => {
+            let n = p.one_in.unwrap_or(realism::DEFAULT_ONE_IN);
+            if n < 2 {
+                return bad("one_in must be at least 2");
+            }
+            out.one_in = Some(n);
+            out.failure = Some(p.failure.unwrap_or_default());
+            let d = p.delay_ms.unwrap_or(realism::DEFAULT_FLAKY_DELAY_MS);
+            if d > 3_600_000 {
+                return bad("delay_ms must be <= 3600000");
+            }
+            out.delay_ms = Some(d);
+        }
+        FaultKind::Lag => {
+            let d = p.delay_ms.unwrap_or(realism::DEFAULT_LAG_MS);
+            if d > 3_600_000 {
+                return bad("delay_ms must be <= 3600000");
+            }
+            out.delay_ms = Some(d);
+        }
+        FaultKind::Jitter => {
+            let pc = p.percent.unwrap_or(realism::DEFAULT_JITTER_PERCENT);
+            if pc > realism::MAX_JITTER_PERCENT {
+                return bad("percent must be <= 90");
+            }
+            out.percent = Some(pc);
+        }
         _ => {}
     }
+    out.count = p.count;
     Ok(out)
 }

@@ -7,7 +7,10 @@
 //!   the real API server sees it.
 //! - `scale`: one operator probing about N media playlists: its CPU, peak RSS and probe request
 //!   rate in a steady window, then detection latency while at that scale.
-//! - `report`: prints the JSON lines the other two appended (`--json-out`) as Markdown tables.
+//! - `false-verdicts`: healthy but imperfect origins (segment publication jitter, a few requests
+//!   failing, never twice in a row for one playlist) for a long run, with real freezes injected
+//!   meanwhile: counts every `Healthy=False` nobody caused, and times the freezes.
+//! - `report`: prints the JSON lines the others appended (`--json-out`) as Markdown tables.
 //!
 //! Benchmarks print figures; nothing here is a timed assertion. Everything is on loopback, every
 //! phase has a deadline, and the whole run has `--max-runtime`; the operator and the simulator
@@ -19,7 +22,9 @@ use clap::{Args, Parser, Subcommand};
 use cvs_e2e::{Dist, dist};
 use cvs_operator::resources::{ClusteredStream, StreamInstance};
 use futures::StreamExt;
-use hls_sim::api::{FaultApplied, FaultKind, FaultRequest, Ready, ResourceFilter};
+use hls_sim::api::{
+    FaultApplied, FaultKind, FaultParams, FaultRequest, FlakyFailure, Ready, ResourceFilter,
+};
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -56,6 +61,9 @@ enum Command {
     Detection(DetectionArgs),
     /// One operator probing ~N playlists: CPU, peak RSS, probe rate, then detection at scale.
     Scale(ScaleArgs),
+    /// Healthy but imperfect origins (publication jitter, flaky requests) for a long run with
+    /// real freezes injected meanwhile: false Stale verdicts, and detection of the freezes.
+    FalseVerdicts(FalseVerdictArgs),
     /// Print the JSON lines written with --json-out as Markdown tables.
     Report {
         /// The JSON-lines file.
@@ -136,6 +144,35 @@ struct ScaleArgs {
     /// instance's first status write at once).
     #[arg(long)]
     cold_start: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct FalseVerdictArgs {
+    /// Segment duration of the simulated streams, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    target_duration: f64,
+    /// Media playlists to probe, 7 per StreamInstance, instances in two regions.
+    #[arg(long, default_value_t = 1_000)]
+    playlists: usize,
+    /// Length of the observed run (after every instance is Healthy).
+    #[arg(long, default_value = "30m")]
+    duration: humantime::Duration,
+    /// Spread of the time between two segment publications, in % of the target duration
+    /// (the simulator's `jitter` fault: each publication moves by up to half of it).
+    #[arg(long, default_value_t = 30)]
+    jitter_percent: u32,
+    /// About one request in this many fails (the simulator's `flaky` fault: a 500, a reset
+    /// connection or a 10 s hang, never twice in a row for one playlist).
+    #[arg(long, default_value_t = 100)]
+    fail_one_in: u32,
+    /// Freezes in flight at once during the run, each on its own stream.
+    #[arg(long, default_value_t = 3)]
+    parallel: usize,
+    /// Streams (2 StreamInstances each) created per batch while the operator runs.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -776,7 +813,9 @@ struct Rig {
 impl Rig {
     /// Starts the simulator with `streams` streams, creates one ClusteredStream per stream and
     /// one StreamInstance per stream and region, starts the operator and waits until every
-    /// instance is Healthy.
+    /// instance is Healthy. `prelude` faults are applied to the simulator before any object
+    /// exists.
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         common: &Common,
         scenario: &str,
@@ -785,6 +824,7 @@ impl Rig {
         healthy_timeout: Duration,
         cold_start: bool,
         batch: usize,
+        prelude: &[FaultRequest],
     ) -> anyhow::Result<Rig> {
         if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
             bail!(
@@ -825,6 +865,26 @@ impl Rig {
             streams * REGIONS.len() * PLAYLISTS_PER_INSTANCE
         ));
         let (sim, ready) = start_sim(&sim_bin, streams, td, &tag).await?;
+        // Faults that shape the origins from the start (before the operator sees them).
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        for req in prelude {
+            let r = http
+                .post(format!("{}/faults", ready.control))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(req)?)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("POST /faults: {}: {}", r.status(), r.text().await?);
+            }
+            say(format!(
+                "origin shaped from the start: {}",
+                serde_json::to_string(req)?
+            ));
+        }
         let stream_names: Vec<String> = (1..=streams)
             .map(|i| {
                 if streams >= 10_000 {
@@ -895,10 +955,6 @@ impl Rig {
         let (operator, op_addr) =
             start_operator(&operator_bin, &ns, &common.operator_args, &tag).await?;
         let op_log = operator.log.clone();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()?;
         let mut rig = Rig {
             client,
             ns,
@@ -1141,6 +1197,16 @@ async fn wait_health(
 /// Runs `freezes` freezes, `parallel` at a time, each worker on its own stream (picked at random
 /// from the rig's streams), region and rendition at random, at a random instant within a segment.
 async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<FreezeSample> {
+    freeze_campaign_until(rig, freezes, parallel, None).await
+}
+
+/// [`freeze_campaign`] that starts no freeze after `until`.
+async fn freeze_campaign_until(
+    rig: &Rig,
+    freezes: usize,
+    parallel: usize,
+    until: Option<Instant>,
+) -> Vec<FreezeSample> {
     let mut rng = fastrand::Rng::new();
     let mut streams = rig.streams.clone();
     rng.shuffle(&mut streams);
@@ -1156,7 +1222,9 @@ async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<Free
             let mut rng = fastrand::Rng::new();
             let mut out = Vec::new();
             let mut recovered: HashMap<String, u64> = HashMap::new();
-            while next.fetch_add(1, Ordering::Relaxed) < freezes {
+            while next.fetch_add(1, Ordering::Relaxed) < freezes
+                && until.is_none_or(|u| Instant::now() < u)
+            {
                 let region = REGIONS[rng.usize(..REGIONS.len())];
                 let rendition = FREEZABLE[rng.usize(..FREEZABLE.len())];
                 let name = instance_name(stream, region);
@@ -1233,7 +1301,11 @@ async fn freeze_campaign(rig: &Rig, freezes: usize, parallel: usize) -> Vec<Free
                 });
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % 10 == 0 || n == freezes {
-                    say(format!("{n} of {freezes} freezes done"));
+                    if freezes == usize::MAX {
+                        say(format!("{n} freezes done"));
+                    } else {
+                        say(format!("{n} of {freezes} freezes done"));
+                    }
                 }
             }
             out
@@ -1402,6 +1474,8 @@ struct ResultLine {
     detection: Option<DetectionSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scale: Option<ScaleSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    false_verdicts: Option<FalseVerdictSummary>,
     /// CPU over the freeze campaign.
     #[serde(default)]
     campaign_cpu: CpuReport,
@@ -1453,6 +1527,7 @@ async fn detection(args: DetectionArgs) -> anyhow::Result<()> {
         Duration::from_secs(120),
         false,
         args.parallel.max(1),
+        &[],
     )
     .await?;
     let result = async {
@@ -1492,6 +1567,7 @@ async fn detection(args: DetectionArgs) -> anyhow::Result<()> {
                 operator_args: args.common.operator_args.clone(),
                 detection: Some(summary),
                 scale: None,
+                false_verdicts: None,
                 campaign_cpu: cpu,
                 samples,
             },
@@ -1577,6 +1653,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         args.healthy_timeout.into(),
         args.cold_start,
         args.batch,
+        &[],
     )
     .await?;
     let result = async {
@@ -1702,7 +1779,178 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
                 operator_args: args.common.operator_args.clone(),
                 detection: Some(detection),
                 scale: Some(summary),
+                false_verdicts: None,
                 campaign_cpu,
+                samples,
+            },
+        )
+    }
+    .await;
+    rig.teardown().await;
+    result
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FalseVerdictSummary {
+    td_ms: u64,
+    instances: usize,
+    probed_playlists: f64,
+    /// The observed run, in seconds (after every instance was Healthy).
+    run_seconds: f64,
+    jitter_percent: u32,
+    fail_one_in: u32,
+    /// `Healthy=False` on an instance no freeze was working on: false verdicts.
+    false_stale: usize,
+    /// Which instances, and when (unix ms).
+    false_stale_at: Vec<(String, u64)>,
+    media_requests: f64,
+    failed_requests: f64,
+    retries_recovered: f64,
+    retries_confirmed: f64,
+    /// Machine load average (1, 5, 15 min) at the end of the run.
+    loadavg_end: String,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+async fn false_verdicts(args: FalseVerdictArgs) -> anyhow::Result<()> {
+    let label = args.common.label.clone().unwrap_or_else(|| {
+        format!(
+            "false-verdicts-td{}-{}",
+            args.target_duration, args.playlists
+        )
+    });
+    let instances = args.playlists.div_ceil(PLAYLISTS_PER_INSTANCE);
+    let streams = instances.div_ceil(REGIONS.len()).max(1);
+    let prelude = [
+        FaultRequest::new(FaultKind::Jitter).params(FaultParams {
+            percent: Some(args.jitter_percent),
+            ..FaultParams::default()
+        }),
+        FaultRequest::new(FaultKind::Flaky).params(FaultParams {
+            one_in: Some(args.fail_one_in),
+            failure: Some(FlakyFailure::Mixed),
+            ..FaultParams::default()
+        }),
+    ];
+    let mut rig = Rig::start(
+        &args.common,
+        "falseverdicts",
+        streams,
+        args.target_duration,
+        Duration::from_secs(300),
+        false,
+        args.batch,
+        &prelude,
+    )
+    .await?;
+    let result = async {
+        let http = rig.http.clone();
+        let text = |addr: SocketAddr| {
+            let http = http.clone();
+            async move {
+                anyhow::Ok(
+                    http.get(format!("http://{addr}/metrics"))
+                        .send()
+                        .await?
+                        .text()
+                        .await?,
+                )
+            }
+        };
+        let retries = |t: &str, outcome: &str| {
+            metric_sum(t, "cvs_probe_retries_total", &[("outcome", outcome)], &[])
+        };
+        let run: Duration = args.duration.into();
+        say(format!(
+            "observing for {run:?}: jitter +-{} %, one request in {} failing, freezes {} at a time",
+            args.jitter_percent, args.fail_one_in, args.parallel
+        ));
+        let since = now_ms();
+        let started = Instant::now();
+        let before = scrape(&rig.http, rig.op_addr).await?;
+        let before_text = text(rig.op_addr).await?;
+        let meter = CpuMeter::start(meter_pids(&rig), clk_tck());
+        let until = started + run;
+        let campaign = freeze_campaign_until(&rig, usize::MAX, args.parallel, Some(until));
+        let progress = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                say(format!(
+                    "{:.0} s: {} false Stale so far, {} Healthy, load {}",
+                    started.elapsed().as_secs_f64(),
+                    rig.board.spurious_since(since).len(),
+                    rig.board.count(Some(true)),
+                    loadavg()
+                ));
+            }
+        };
+        let samples = tokio::select! {
+            s = campaign => s,
+            _ = progress => unreachable!(),
+        };
+        let cpu = meter.read();
+        rig.check_alive()?;
+        let after = scrape(&rig.http, rig.op_addr).await?;
+        let after_text = text(rig.op_addr).await?;
+        let false_stale_at = rig.board.spurious_since(since);
+        let detection = summarize(
+            &samples,
+            rig.td_ms,
+            rig.streams.len() * REGIONS.len(),
+            false_stale_at.len(),
+        );
+        let summary = FalseVerdictSummary {
+            td_ms: rig.td_ms,
+            instances: rig.streams.len() * REGIONS.len(),
+            probed_playlists: after.probed_playlists,
+            run_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            jitter_percent: args.jitter_percent,
+            fail_one_in: args.fail_one_in,
+            false_stale: false_stale_at.len(),
+            false_stale_at,
+            media_requests: after.media_requests - before.media_requests,
+            failed_requests: after.failed_requests - before.failed_requests,
+            retries_recovered: retries(&after_text, "recovered")
+                - retries(&before_text, "recovered"),
+            retries_confirmed: retries(&after_text, "confirmed")
+                - retries(&before_text, "confirmed"),
+            loadavg_end: loadavg(),
+        };
+        println!(
+            "== {label}: TD {} ms, {} StreamInstances, {} media playlists, {:.0} s observed",
+            summary.td_ms, summary.instances, summary.probed_playlists, summary.run_seconds
+        );
+        println!(
+            "  false Stale verdicts: {} {:?}",
+            summary.false_stale, summary.false_stale_at
+        );
+        println!(
+            "  media requests {:.0}, failed (after confirmation) {:.0}; retries: {:.0} absorbed a glitch, {:.0} confirmed a failure",
+            summary.media_requests,
+            summary.failed_requests,
+            summary.retries_recovered,
+            summary.retries_confirmed
+        );
+        println!("  load average at the end: {}", summary.loadavg_end);
+        print_detection("  freezes during the run:", &detection);
+        println!("  CPU % of one core over the run: {:?}", cpu.processes);
+        write_result(
+            &args.common.json_out,
+            &ResultLine {
+                kind: "false-verdicts".into(),
+                label,
+                finished_unix_ms: now_ms(),
+                args: std::env::args().skip(1).collect(),
+                operator_args: args.common.operator_args.clone(),
+                detection: Some(detection),
+                scale: None,
+                false_verdicts: Some(summary),
+                campaign_cpu: cpu,
                 samples,
             },
         )
@@ -1918,6 +2166,10 @@ async fn main() -> std::process::ExitCode {
         Command::Scale(a) => {
             let max = a.common.max_runtime.into();
             (Box::pin(scale(a)), max)
+        }
+        Command::FalseVerdicts(a) => {
+            let max = a.common.max_runtime.into();
+            (Box::pin(false_verdicts(a)), max)
         }
     };
     // Dropping `run` (on timeout or a signal) drops the rig, which kills the operator and the
