@@ -9,8 +9,8 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
 .PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench
 
-## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
-## copilot bundle drift check and its Node tests, the player tests.
+## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the chart checks, the
+## e2e suite, the copilot bundle drift check and its Node tests, the player tests.
 test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test player-test
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
@@ -27,9 +27,12 @@ PLAYER_RUNS ?= 10
 player-bench:
 	PLAYER_RUNS=$(PLAYER_RUNS) tests/player/run.sh test/failover.test.mjs
 
-## helm lint of the chart (helm is built from its Go module and cached).
+## The chart without a cluster: helm lint --strict, values refused by values.schema.json, what the
+## defaults render, and helm template | kubeconform -strict (Kubernetes' schemas, our CRDs',
+## minimal ServiceMonitor/PrometheusRule ones) for the defaults and tests/chart/values-all.yaml.
+## helm and kubeconform are built from their Go modules and cached. See tests/chart/check.sh.
 chart-lint:
-	helm=$$(tests/env/build-helm.sh); $$helm lint --strict charts/cvs-operator
+	tests/chart/check.sh
 
 ## The merge over every master playlist fixture, each output parsed by m3u8-rs and by hls.js's own
 ## parser in Node (tests/js, hls.js pinned; `npm ci` runs when node_modules is missing). Part of
