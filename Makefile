@@ -7,11 +7,12 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
-.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench
+.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench argocd-health
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the chart checks, the
-## e2e suite, the copilot bundle drift check and its Node tests, the player tests.
-test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test player-test
+## Argo CD health checks, the e2e suite, the copilot bundle drift check and its Node tests, the
+## player tests.
+test: fmt-check clippy unit crd-drift chart-lint argocd-health e2e edge-drift edge-test player-test
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
 ## (real H.264/AAC, MPEG-TS and fMP4) through local Lambda@Edge edges while a region is killed,
@@ -33,6 +34,11 @@ player-bench:
 ## helm and kubeconform are built from their Go modules and cached. See tests/chart/check.sh.
 chart-lint:
 	tests/chart/check.sh
+
+## The Argo CD health checks (manifests/argocd/health/*.lua) on sample objects of every state,
+## under Debian's lua5.1 (gopher-lua's dialect) and lua5.4, installed when missing.
+argocd-health:
+	tests/argocd/run.sh
 
 ## The merge over every master playlist fixture, each output parsed by m3u8-rs and by hls.js's own
 ## parser in Node (tests/js, hls.js pinned; `npm ci` runs when node_modules is missing). Part of
