@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Content-Type of the steering manifest object.
 pub const STEERING_CONTENT_TYPE: &str = "application/json";
+/// The origin credentials of a ClusteredStream, or why they cannot be used.
+type Credentials = Result<Option<Arc<crate::probe::credentials::OriginCredentials>>, String>;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -114,6 +116,8 @@ struct ClusterMemory {
     targets: HashMap<(String, String, String), TargetMemory>,
     master: Option<(String, Time)>,
     steering: Option<(String, Time)>,
+    /// Each instance's open state as last offered to players (see [`crate::decide::reopen`]).
+    reopen: HashMap<String, crate::decide::reopen::Memo>,
 }
 
 struct InstanceMemory {
@@ -224,8 +228,27 @@ pub async fn stage(
         return Outcome::default();
     }
     forget_deleted(ctx);
+    // The same origin credentials as the probe, sent to the same hosts.
+    let credentials = ctx
+        .secrets
+        .credentials(
+            &ctx.client,
+            &cluster.namespace().unwrap_or_default(),
+            cluster.spec.health.origin_credentials.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string());
     let mut memory = publisher.take_memory(cluster_key);
-    let outcome = run(publisher, cluster, cluster_key, plan, members, &mut memory).await;
+    let outcome = run(
+        publisher,
+        cluster,
+        cluster_key,
+        plan,
+        members,
+        &credentials,
+        &mut memory,
+    )
+    .await;
     publisher.put_memory(cluster_key, memory);
     outcome
 }
@@ -264,6 +287,7 @@ async fn run(
     cluster_key: &str,
     plan: &ClusterPlan,
     members: &[Arc<StreamInstance>],
+    credentials: &Credentials,
     memory: &mut ClusterMemory,
 ) -> Outcome {
     // Forget instances that left, and origins that changed.
@@ -273,21 +297,50 @@ async fn run(
             .any(|i| i.name_any() == *name && i.spec.origin.url == m.origin_url)
     });
 
+    // A reopened instance is offered to players only once the copilot's cache has let it
+    // through everywhere (decide::reopen).
+    let pathways: Vec<(&str, bool)> = plan
+        .summaries
+        .iter()
+        .filter(|s| members.iter().any(|m| m.name_any() == s.name))
+        .map(|s| (s.name.as_str(), s.open))
+        .collect();
+    let offers = crate::decide::reopen::offers(
+        &pathways,
+        &memory.reopen,
+        Instant::now(),
+        crate::decide::reopen::settle_time(&cluster.spec),
+    );
+    memory.reopen = offers.memo.clone();
+
     // 1. Publish from what is known (a state change must not wait for origins).
-    let composed = compose_now(publisher, cluster, plan, members, memory);
+    let composed = compose_now(publisher, cluster, plan, members, memory, &offers.offered);
     let mut written = publish(publisher, cluster, cluster_key, &composed, memory).await;
 
     // 2. Refresh the masters that are due, and publish again if a contribution changed.
     let allowed = super::instance::allowed_hosts(&cluster.spec);
-    if refresh(publisher, members, &allowed, memory).await {
-        let again = compose_now(publisher, cluster, plan, members, memory);
+    if refresh(publisher, members, &allowed, credentials, memory).await {
+        let again = compose_now(publisher, cluster, plan, members, memory, &offers.offered);
         written |= publish(publisher, cluster, cluster_key, &again, memory).await;
         let outcome = report(publisher, cluster, &again, memory);
         log_written(cluster_key, written);
-        return outcome;
+        return recheck_for_reopen(outcome, offers.recheck);
     }
     log_written(cluster_key, written);
-    report(publisher, cluster, &composed, memory)
+    recheck_for_reopen(
+        report(publisher, cluster, &composed, memory),
+        offers.recheck,
+    )
+}
+
+/// Comes back when a reopened instance has settled, so it is offered without waiting for the
+/// next master refresh.
+fn recheck_for_reopen(mut outcome: Outcome, recheck: Option<Duration>) -> Outcome {
+    if let Some(r) = recheck {
+        let r = r.max(Duration::from_millis(200));
+        outcome.requeue = Some(outcome.requeue.map_or(r, |q| q.min(r)));
+    }
+    outcome
 }
 
 fn log_written(cluster_key: &str, written: bool) {
@@ -312,6 +365,7 @@ fn compose_now(
     plan: &ClusterPlan,
     members: &[Arc<StreamInstance>],
     memory: &ClusterMemory,
+    offered: &HashMap<String, bool>,
 ) -> Composed {
     let max_age = max_age(cluster);
     let instances: Vec<ComposeInstance<'_>> = plan
@@ -323,7 +377,8 @@ fn compose_now(
             region: &s.region,
             pathway: &s.region,
             cdn_domain: &s.domain,
-            open: s.open,
+            // Open, and settled if it just reopened.
+            open: s.open && offered.get(&s.name).copied().unwrap_or(true),
             healthy: s.healthy,
             contribution: memory
                 .instances
@@ -356,6 +411,7 @@ async fn refresh(
     publisher: &Publisher,
     members: &[Arc<StreamInstance>],
     allowed: &[String],
+    credentials: &Credentials,
     memory: &mut ClusterMemory,
 ) -> bool {
     let due: Vec<&Arc<StreamInstance>> = members
@@ -372,19 +428,25 @@ async fn refresh(
     }
     let fetches = due.iter().map(|i| async move {
         let url = i.spec.origin.url.clone();
-        let result = match reqwest::Url::parse(&url) {
+        let result = match (reqwest::Url::parse(&url), credentials) {
+            // Unusable credentials: the origin is not asked (it would refuse), and the last
+            // good master stays in the merge.
+            (Ok(_), Err(e)) => Err(format!("origin credentials unavailable: {e}")),
             // The same destination checks as the probe: the master's own host, public
             // addresses unless the operator allows private ones.
-            Ok(parsed) => match publisher
+            (Ok(parsed), Ok(credentials)) => match publisher
                 .fetcher
-                .get_with_permit(&parsed, &Destinations::new(&parsed, allowed))
+                .get_with_permit(
+                    &parsed,
+                    &Destinations::new(&parsed, allowed).with_credentials(credentials.clone()),
+                )
                 .await
             {
                 Ok(body) => parse_contribution(&body, &url, &publisher.settings.limits)
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
-            Err(e) => Err(format!("bad origin URL: {e}")),
+            (Err(e), _) => Err(format!("bad origin URL: {e}")),
         }
         // The reason goes to status, Events and logs: no credentials or token values.
         .map_err(|e| crate::probe::redact_text(&e));
