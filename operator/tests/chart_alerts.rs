@@ -6,9 +6,6 @@ use cvs_operator::metrics::{ConditionLabels, HealthLabels, Metrics};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Metrics the rule uses that come with leader election; accepted while that is not merged.
-const ADDED_BY_LEADER_ELECTION: &[&str] = &["cvs_leader"];
-
 /// The metrics with one sample in each labelled family (an empty family renders nothing), the
 /// StreamInstance `Open=False` flip counted as the cluster reconciler counts it.
 fn rendered() -> String {
@@ -112,7 +109,7 @@ fn every_metric_the_alerts_use_is_exported() {
     );
     for name in &used {
         assert!(
-            known.contains(name) || ADDED_BY_LEADER_ELECTION.contains(&name.as_str()),
+            known.contains(name),
             "the PrometheusRule names {name}, which the operator does not export; exported: {known:?}"
         );
     }
