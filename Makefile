@@ -8,10 +8,12 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
 .PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench player-chain-bench
+.PHONY: argocd-health image image-test
 
-## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
-## copilot bundle drift check and its Node tests, the player tests.
-test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test player-test
+## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the chart checks, the
+## Argo CD health checks, the image packing check, the e2e suite, the copilot bundle drift check
+## and its Node tests, the player tests.
+test: fmt-check clippy unit crd-drift chart-lint argocd-health image-test e2e edge-drift edge-test player-test
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
 ## (real H.264/AAC, MPEG-TS and fMP4) through local Lambda@Edge edges while a region is killed,
@@ -37,9 +39,39 @@ player-bench:
 player-chain-bench:
 	PLAYER_RUNS=$(PLAYER_RUNS) tests/player/run.sh test/chain.test.mjs
 
-## helm lint of the chart (helm is built from its Go module and cached).
+## The chart without a cluster: helm lint --strict, values refused by values.schema.json, what the
+## defaults render, and helm template | kubeconform -strict (Kubernetes' schemas, our CRDs',
+## minimal ServiceMonitor/PrometheusRule ones) for the defaults and tests/chart/values-all.yaml.
+## helm and kubeconform are built from their Go modules and cached. See tests/chart/check.sh.
 chart-lint:
-	helm=$$(tests/env/build-helm.sh); $$helm lint --strict charts/cvs-operator
+	tests/chart/check.sh
+
+## The Argo CD health checks (manifests/argocd/health/*.lua) on sample objects of every state,
+## under Debian's lua5.1 (gopher-lua's dialect) and lua5.4, installed when missing.
+argocd-health:
+	tests/argocd/run.sh
+
+## make image: the operator as a static musl binary in an OCI image from scratch, built without a
+## container engine (crane, from its Go module, cached), written as an OCI archive to IMAGE_OUT,
+## then read back and checked (tests/image/inspect.py). Installs the musl target (rustup) and
+## Debian's musl-tools when missing. A release build for another target: minutes on 2 cores and a
+## target/x86_64-unknown-linux-musl of its own. Load it with
+## `skopeo copy oci-archive:target/image/cvs-operator.oci.tar docker://REGISTRY/cvs-operator:TAG`
+## or `podman load -i`. See image/pack.sh; Containerfile does the same with an engine.
+IMAGE_OUT ?= $(or $(CARGO_TARGET_DIR),target)/image/cvs-operator.oci.tar
+image:
+	image/setup.sh --c
+	$(CARGO) build --release --locked --target x86_64-unknown-linux-musl -p operator --bin cvs-operator
+	bin="$${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/cvs-operator"; \
+	version=$$(sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1); \
+	image/pack.sh --binary "$$bin" --out '$(IMAGE_OUT)' --version "$$version" >/dev/null; \
+	python3 tests/image/inspect.py '$(IMAGE_OUT)' --version "$$version" --run-output "cvs-operator $$version"; \
+	echo "$(IMAGE_OUT)"
+
+## The image packing of `make image` on a tiny static stand-in binary, read back and checked
+## (seconds; the operator's own musl release build is left to `make image`).
+image-test:
+	tests/image/check.sh
 
 ## The merge over every master playlist fixture, each output parsed by m3u8-rs and by hls.js's own
 ## parser in Node (tests/js, hls.js pinned; `npm ci` runs when node_modules is missing). Part of

@@ -106,6 +106,35 @@ async fn chart_installs_and_grants_exactly_what_the_operator_needs() {
         }
     }
 
+    // Leader election: the Lease in the release namespace, read, created and renewed; nothing
+    // else (no list, watch or delete; no other namespace).
+    let can_i_lease = |verb: &str, namespace: &str| {
+        let out = kubectl(
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "auth",
+                "can-i",
+                verb,
+                "leases.coordination.k8s.io",
+                "-n",
+                namespace,
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for verb in ["get", "create", "update"] {
+        assert_eq!(can_i_lease(verb, &ns), "yes", "{verb} leases in {ns}");
+    }
+    for verb in ["list", "watch", "delete", "patch"] {
+        assert_eq!(can_i_lease(verb, &ns), "no", "{verb} leases in {ns}");
+    }
+    assert_eq!(
+        can_i_lease("get", "default"),
+        "no",
+        "get leases in another namespace"
+    );
     // The tenant policy (on by default) may read its own Namespace's annotations, nothing more;
     // Secrets are not readable unless originCredentials.secretAccess is set.
     let plain = |args: &[&str]| {
@@ -175,4 +204,31 @@ async fn chart_installs_and_grants_exactly_what_the_operator_needs() {
     .await;
     let log = operator.log_text();
     assert!(!log.contains("forbidden"), "{log}");
+}
+
+/// The example event (manifests/event, the kustomization Argo CD syncs) passes every rule of the
+/// CRDs in the real API server, the cross-field (CEL) ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_event_kustomization_is_accepted_by_the_api_server() {
+    install_crds();
+    let ns = namespace("event");
+    let dir = repo_root().join("manifests/event");
+    let rendered = kubectl_ok(&["kustomize", dir.to_str().unwrap()], None);
+    assert_eq!(
+        rendered.matches("kind: StreamInstance").count(),
+        3,
+        "{rendered}"
+    );
+    assert_eq!(
+        rendered.matches("kind: ClusteredStream").count(),
+        1,
+        "{rendered}"
+    );
+    assert_eq!(rendered.matches("namespace: live").count(), 4, "{rendered}");
+    let here = rendered.replace("namespace: live", &format!("namespace: {ns}"));
+    let out = kubectl_ok(
+        &["apply", "--dry-run=server", "-n", &ns, "-f", "-"],
+        Some(&here),
+    );
+    assert_eq!(out.matches("(server dry run)").count(), 4, "{out}");
 }
