@@ -7,13 +7,13 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
-.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench player-chain-bench
+.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench player-chain-bench deny deny-advisories fuzz
 .PHONY: argocd-health image image-test
 
-## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the chart checks, the
-## Argo CD health checks, the image packing check, the e2e suite, the copilot bundle drift check
-## and its Node tests, the player tests.
-test: fmt-check clippy unit crd-drift chart-lint argocd-health image-test e2e edge-drift edge-test player-test
+## make test: fmt check, clippy -D warnings, the dependency policy (cargo-deny), unit and property
+## tests, CRD drift check, the chart checks, the Argo CD health checks, the image packing check,
+## the e2e suite, the copilot bundle drift check and its Node tests, the player tests.
+test: fmt-check clippy deny unit crd-drift chart-lint argocd-health image-test e2e edge-drift edge-test player-test
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
 ## (real H.264/AAC, MPEG-TS and fMP4) through local Lambda@Edge edges while a region is killed,
@@ -38,6 +38,21 @@ player-bench:
 ## player's last request to the region and first segment from another. About 35 minutes here.
 player-chain-bench:
 	PLAYER_RUNS=$(PLAYER_RUNS) tests/player/run.sh test/chain.test.mjs
+
+## Licences, bans and sources of every Rust dependency against deny.toml (cargo-deny is built
+## from crates.io once and cached). The advisory database is fetched from GitHub, so it has its
+## own target for machines that reach it.
+deny:
+	deny=$$(tests/env/build-cargo-deny.sh); $$deny --locked check licenses bans sources
+
+deny-advisories:
+	deny=$$(tests/env/build-cargo-deny.sh); $$deny --locked check advisories
+
+## make fuzz: every cargo fuzz target for FUZZ_SECONDS (default 600) each, on nightly; prints
+## executions and coverage per target. Not part of `make test` (the property tests are).
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 ## The chart without a cluster: helm lint --strict, values refused by values.schema.json, what the
 ## defaults render, and helm template | kubeconform -strict (Kubernetes' schemas, our CRDs',
