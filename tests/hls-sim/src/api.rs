@@ -47,6 +47,12 @@ pub enum FaultKind {
     /// (default 8 MiB), streamed.
     #[serde(rename = "oversize")]
     Oversize,
+    /// LL-HLS blocking playlist reload misbehaves (`params.blocking`): `ignore` answers a
+    /// `_HLS_msn`/`_HLS_part` request at once with the playlist as it is, `hang` holds it until
+    /// heal (past the RFC's three target durations), `error` answers 400. Plain reloads, segments
+    /// and parts are served as usual.
+    #[serde(rename = "blocking_reload")]
+    BlockingReload,
 }
 
 impl FaultKind {
@@ -63,6 +69,7 @@ impl FaultKind {
             FaultKind::Truncate => "truncate",
             FaultKind::Garbage => "garbage",
             FaultKind::Oversize => "oversize",
+            FaultKind::BlockingReload => "blocking_reload",
         }
     }
 }
@@ -95,6 +102,19 @@ pub enum TruncateMode {
     Abort,
 }
 
+/// How `blocking_reload` misbehaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockingMisbehaviour {
+    /// Answer at once, as if `_HLS_msn`/`_HLS_part` were absent.
+    #[default]
+    Ignore,
+    /// Hold the request until the fault is healed.
+    Hang,
+    /// Answer 400 Bad Request.
+    Error,
+}
+
 /// Kind-specific parameters; unknown fields are refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +134,9 @@ pub struct FaultParams {
     /// `truncate`: how to cut (default `short`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<TruncateMode>,
+    /// `blocking_reload`: how it misbehaves (default `ignore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<BlockingMisbehaviour>,
 }
 
 /// `POST /faults`. `region`, `stream` and `rendition` narrow the scope; absent, `null` or `"*"`

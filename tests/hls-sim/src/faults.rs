@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{FaultInfo, FaultKind, FaultParams, ResourceFilter, TruncateMode};
+use crate::api::{
+    BlockingMisbehaviour, FaultInfo, FaultKind, FaultParams, ResourceFilter, TruncateMode,
+};
 
 /// Default `slow` delay.
 pub const DEFAULT_DELAY_MS: u64 = 1000;
@@ -118,6 +120,8 @@ pub(crate) struct Effect {
     pub freeze_at: Option<u64>,
     /// Sum of matching `reset` offsets.
     pub seq_offset: u64,
+    /// The oldest matching `blocking_reload`, with its heal token (wakes `hang`).
+    pub blocking: Option<(BlockingMisbehaviour, CancellationToken)>,
 }
 
 impl Effect {
@@ -175,6 +179,11 @@ pub(crate) fn evaluate(
                 );
             }
             FaultKind::Reset => e.seq_offset += f.params.offset.unwrap_or(0),
+            FaultKind::BlockingReload => {
+                if e.blocking.is_none() {
+                    e.blocking = Some((f.params.blocking.unwrap_or_default(), f.healed.clone()));
+                }
+            }
         }
     }
     e

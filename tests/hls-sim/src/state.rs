@@ -624,6 +624,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         FaultKind::Reset => &["offset"],
         FaultKind::Http500 => &["status"],
         FaultKind::Truncate => &["mode"],
+        FaultKind::BlockingReload => &["blocking"],
         _ => &[],
     };
     let given = [
@@ -632,6 +633,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         ("offset", p.offset.is_some()),
         ("status", p.status.is_some()),
         ("mode", p.mode.is_some()),
+        ("blocking", p.blocking.is_some()),
     ];
     for (name, set) in given {
         if set && !allowed.contains(&name) {
@@ -669,6 +671,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
             out.status = Some(s);
         }
         FaultKind::Truncate => out.mode = Some(p.mode.unwrap_or_default()),
+        FaultKind::BlockingReload => out.blocking = Some(p.blocking.unwrap_or_default()),
         FaultKind::Reset => out.offset = p.offset,
         _ => {}
     }
