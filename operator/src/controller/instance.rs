@@ -311,6 +311,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .map(|c| Policy {
             staleness_multiplier: c.spec.health.staleness_multiplier,
             recovery_updates: c.spec.health.recovery_updates,
+            part_staleness_multiplier: c.spec.health.part_staleness_multiplier,
         })
         .unwrap_or_default();
 

@@ -11,6 +11,7 @@
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
+use super::llhls;
 use super::redact::{redact_text, redact_url};
 use crate::metrics::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
@@ -589,6 +590,10 @@ async fn fetch_master(
 }
 
 /// Probes one media playlist until the instance goes away (its report channel closes).
+///
+/// LL-HLS: while its playlist offers blocking reload, the next request is a blocking one for
+/// the next part, sent as soon as the previous answered, holding a slot of the blocking pool
+/// instead of the ordinary permits; the rules are in [`llhls`].
 async fn run_rendition(
     key: String,
     mut uri_rx: watch::Receiver<Url>,
@@ -602,11 +607,16 @@ async fn run_rendition(
     let mut gauges = RenditionGauges::new(&shared.metrics);
     gauges.set_stale(!tracker.is_fresh());
     let mut starved = false;
+    // LL-HLS: blocking-reload state, and what the last playlist said.
+    let mut ll = llhls::Blocking::default();
+    let mut ll_info: Option<llhls::LlInfo> = None;
 
     loop {
         let policy = *ctx.policy.borrow_and_update();
+        // A blocking reload dropped at the deadline is confirmed first: that reload decides.
         let deadline = tracker
             .watch_deadline_ms(&policy)
+            .filter(|_| !ll.confirm_owed())
             .map(|ms| shared.instant(ms.saturating_add(1)));
         tokio::select! {
             _ = sleep_until(next_poll) => {}
@@ -627,56 +637,111 @@ async fn run_rendition(
             }
         }
 
-        // Wait for the operator's own permits. A deadline passing meanwhile is not the origin's
-        // doing: the rendition keeps its verdict and is reported starved.
         let uri = uri_rx.borrow_and_update().clone();
         let destinations = ctx.destinations.borrow().clone();
-        let queued = Instant::now();
-        shared.metrics.probes_queued.inc();
-        let permit = {
-            let acquire = shared.fetcher.permit(&ctx.budget, &uri);
-            tokio::pin!(acquire);
-            loop {
-                let deadline = tracker
-                    .watch_deadline_ms(&policy)
-                    .map(|ms| shared.instant(ms.saturating_add(1)))
-                    .filter(|_| !starved);
-                tokio::select! {
-                    p = &mut acquire => break p,
-                    _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                        starved = true;
-                        shared.metrics.probe_starved.inc();
-                        tracing::debug!(rendition = %key, "staleness deadline passed while waiting for a probe permit");
-                        if report(&ctx.reports, &key, &tracker, true, false).await.is_err() {
-                            shared.metrics.probes_queued.dec();
-                            return;
+        let mut plan = ll.plan(
+            shared.now_ms(),
+            tracker.consecutive_failures == 0,
+            ll_info.map(|i| i.next),
+        );
+        let blocking_permit = match plan {
+            llhls::Plan::Blocking(_) => {
+                let permit = shared.fetcher.try_blocking_permit(&uri);
+                if permit.is_none() {
+                    tracing::debug!(rendition = %key, "blocking-reload pool full; polling plainly");
+                    plan = llhls::Plan::Plain { confirm: false };
+                }
+                permit
+            }
+            llhls::Plan::Plain { .. } => None,
+        };
+        if plan == (llhls::Plan::Plain { confirm: false }) {
+            // Parts are judged on blocking reloads and their confirmations only: at the plain
+            // cadence they would look late.
+            tracker.parts = None;
+        }
+
+        // Wait for the operator's own permits (a blocking reload holds a slot of its own pool
+        // instead). A deadline passing meanwhile is not the origin's doing: the rendition keeps
+        // its verdict and is reported starved.
+        let mut waited_ms = 0;
+        let permit = if blocking_permit.is_some() {
+            None
+        } else {
+            let queued = Instant::now();
+            shared.metrics.probes_queued.inc();
+            let permit = {
+                let acquire = shared.fetcher.permit(&ctx.budget, &uri);
+                tokio::pin!(acquire);
+                loop {
+                    let deadline = tracker
+                        .watch_deadline_ms(&policy)
+                        .map(|ms| shared.instant(ms.saturating_add(1)))
+                        .filter(|_| !starved);
+                    tokio::select! {
+                        p = &mut acquire => break p,
+                        _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                            starved = true;
+                            shared.metrics.probe_starved.inc();
+                            tracing::debug!(rendition = %key, "staleness deadline passed while waiting for a probe permit");
+                            if report(&ctx.reports, &key, &tracker, true, false).await.is_err() {
+                                shared.metrics.probes_queued.dec();
+                                return;
+                            }
                         }
                     }
                 }
-            }
+            };
+            shared.metrics.probes_queued.dec();
+            let waited = queued.elapsed();
+            shared
+                .metrics
+                .probe_queue_wait
+                .observe(waited.as_secs_f64());
+            waited_ms = waited.as_millis() as u64;
+            Some(permit)
         };
-        shared.metrics.probes_queued.dec();
-        let waited = queued.elapsed();
-        shared
-            .metrics
-            .probe_queue_wait
-            .observe(waited.as_secs_f64());
-        let waited_ms = waited.as_millis() as u64;
         let was_starved = std::mem::take(&mut starved);
 
         // Poll, but declare staleness on time even while a slow request is in flight. The time
-        // spent waiting for a permit is credited: only the origin's time counts.
+        // spent waiting for a permit is credited: only the origin's time counts. A blocking
+        // reload still held at the deadline is dropped instead, and confirmed by a plain one:
+        // a server that hangs blocking requests must not make a live stream look frozen.
+        let (url, timeout) = match plan {
+            llhls::Plan::Blocking(next) => (
+                llhls::blocking_url(&uri, next),
+                Duration::from_millis(llhls::blocking_timeout_ms(tracker.target_duration_ms())),
+            ),
+            llhls::Plan::Plain { .. } => (uri.clone(), shared.settings.limits.request_timeout),
+        };
+        // A confirmation gets one part bound past the deadline it confirms.
+        let grace_ms = match plan {
+            llhls::Plan::Plain { confirm: true } => tracker
+                .parts
+                .map(|p| p.bound_ms(&policy, tracker.target_duration_ms()))
+                .unwrap_or(0),
+            _ => 0,
+        };
         let started = Instant::now();
-        let fetch = shared.fetcher.get(&uri, &destinations);
+        let fetch = shared.fetcher.get_within(&url, &destinations, timeout);
         tokio::pin!(fetch);
         let result = loop {
             let deadline = tracker
                 .watch_deadline_ms(&policy)
                 .filter(|_| !was_starved)
-                .map(|ms| shared.instant(ms.saturating_add(1).saturating_add(waited_ms)));
+                .map(|ms| {
+                    shared.instant(
+                        ms.saturating_add(1)
+                            .saturating_add(waited_ms)
+                            .saturating_add(grace_ms),
+                    )
+                });
             tokio::select! {
-                r = &mut fetch => break r,
+                r = &mut fetch => break Some(r),
                 _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    if blocking_permit.is_some() {
+                        break None;
+                    }
                     let v = tracker.tick(shared.now_ms().saturating_sub(waited_ms), &policy);
                     gauges.set_stale(!tracker.is_fresh());
                     if report(&ctx.reports, &key, &tracker, false, v.flipped).await.is_err() {
@@ -686,33 +751,112 @@ async fn run_rendition(
             }
         };
         drop(permit);
+        drop(blocking_permit);
         let now = shared.now_ms();
-        let outcome = result.and_then(|body| fetch::parse_media(&body));
-        shared
-            .metrics
-            .observe_probe("media", started.elapsed(), outcome.as_ref().err());
-        let verdict = match outcome {
-            Ok(snapshot) => {
-                if let Some(change) = tracker.last_change_ms {
-                    shared
-                        .metrics
-                        .staleness_age
-                        .observe(now.saturating_sub(change) as f64 / 1000.0);
-                }
-                let wall = jiff::Timestamp::now().as_millisecond();
-                tracker.observe_at(snapshot, now, Some(wall), &policy)
-            }
-            Err(failure) => tracker.fail(failure, now),
+        let elapsed = started.elapsed();
+        let outcome = result.map(|r| {
+            r.and_then(|body| {
+                let snapshot = fetch::parse_media(&body)?;
+                let info = llhls::parse(&body, snapshot.media_sequence, snapshot.segment_count);
+                Ok((snapshot, info))
+            })
+        });
+        let label = match plan {
+            llhls::Plan::Blocking(_) => "media_blocking",
+            llhls::Plan::Plain { .. } => "media",
         };
+        shared.metrics.observe_probe(
+            label,
+            elapsed,
+            outcome.as_ref().and_then(|o| o.as_ref().err()),
+        );
+        let mut after = None;
+        let verdict = match (plan, outcome) {
+            (llhls::Plan::Blocking(_), outcome) => {
+                let answer = match &outcome {
+                    None => llhls::Answer::DeadlinePassed,
+                    Some(Ok((_, info))) => llhls::Answer::Playlist {
+                        next: info.filter(llhls::LlInfo::offers_blocking).map(|i| i.next),
+                    },
+                    Some(Err(failure)) => llhls::Answer::Failed(failure.clone()),
+                };
+                let part_target = ll_info.and_then(|i| i.part_target_ms).unwrap_or(1_000);
+                let was_blocking = ll.is_blocking();
+                after = Some(ll.answered(
+                    &answer,
+                    elapsed.as_millis() as u64,
+                    tracker.target_duration_ms(),
+                    part_target,
+                    now,
+                ));
+                if was_blocking && !ll.is_blocking() {
+                    shared.metrics.probe_blocking_fallbacks.inc();
+                    tracing::info!(rendition = %key, ?answer, "LL-HLS blocking reload misbehaves; polling plainly");
+                }
+                match outcome {
+                    Some(Ok((snapshot, info))) => Some(apply_playlist(
+                        &shared,
+                        &mut tracker,
+                        &mut ll,
+                        &mut ll_info,
+                        snapshot,
+                        info,
+                        now,
+                        &policy,
+                    )),
+                    // No verdict: a plain reload confirms at once.
+                    _ => None,
+                }
+            }
+            (llhls::Plan::Plain { confirm }, Some(Ok((snapshot, info)))) => {
+                if confirm {
+                    let was_blocking = ll.is_blocking();
+                    ll.confirmed(info.map(|i| i.next), now);
+                    if was_blocking && !ll.is_blocking() {
+                        shared.metrics.probe_blocking_fallbacks.inc();
+                        tracing::info!(rendition = %key, "LL-HLS blocking reload held while parts arrived; polling plainly");
+                    }
+                }
+                Some(apply_playlist(
+                    &shared,
+                    &mut tracker,
+                    &mut ll,
+                    &mut ll_info,
+                    snapshot,
+                    info,
+                    now,
+                    &policy,
+                ))
+            }
+            (llhls::Plan::Plain { .. }, Some(Err(failure))) => Some(tracker.fail(failure, now)),
+            (llhls::Plan::Plain { .. }, None) => None,
+        };
+        if ll.fallbacks > 0 && !ll.is_blocking() {
+            tracker.parts = None;
+        }
         gauges.set_stale(!tracker.is_fresh());
-        if report(&ctx.reports, &key, &tracker, false, verdict.flipped)
-            .await
-            .is_err()
+        if let Some(verdict) = &verdict
+            && report(&ctx.reports, &key, &tracker, false, verdict.flipped)
+                .await
+                .is_err()
         {
             return;
         }
+        // LL-HLS: the next blocking reload (or its confirmation) goes out at once; the server
+        // holds it until the next part.
+        let immediate = match after {
+            Some(llhls::After::Pause(ms)) => Some(ms),
+            Some(llhls::After::Confirm) => Some(0),
+            _ if ll.is_blocking() && tracker.consecutive_failures == 0 => Some(0),
+            _ => None,
+        };
+        if let Some(ms) = immediate {
+            next_poll = Instant::now() + Duration::from_millis(ms);
+            continue;
+        }
+        let advanced = verdict.as_ref().is_some_and(|v| v.advanced);
         let delay = tracker.next_poll_in_ms(
-            verdict.advanced,
+            advanced,
             now,
             &policy,
             shared.settings.max_backoff.as_millis() as u64,
@@ -726,6 +870,44 @@ async fn run_rendition(
         let delay = delay.saturating_sub(rng.u64(0..=spread));
         next_poll = shared.instant(now.saturating_add(delay.max(decision::MIN_POLL_MS)));
     }
+}
+
+/// Applies a playlist read at `now`: follows what it offers for LL-HLS (arming or moving the
+/// part clock while parts are judged, before the tracker checks the deadlines), then observes
+/// its segments.
+#[allow(clippy::too_many_arguments)]
+fn apply_playlist(
+    shared: &Shared,
+    tracker: &mut Tracker,
+    ll: &mut llhls::Blocking,
+    ll_info: &mut Option<llhls::LlInfo>,
+    snapshot: decision::Snapshot,
+    info: Option<llhls::LlInfo>,
+    now: u64,
+    policy: &Policy,
+) -> decision::Verdict {
+    *ll_info = info;
+    let judged = ll.offered(info.as_ref());
+    match (
+        judged,
+        info.and_then(|i| i.part_target_ms.map(|pt| (pt, i.next))),
+    ) {
+        (true, Some((part_target, next))) => match &mut tracker.parts {
+            Some(clock) => {
+                clock.observe(part_target, next, now);
+            }
+            None => tracker.parts = Some(llhls::PartClock::new(part_target, next, now)),
+        },
+        _ => tracker.parts = None,
+    }
+    if let Some(change) = tracker.last_change_ms {
+        shared
+            .metrics
+            .staleness_age
+            .observe(now.saturating_sub(change) as f64 / 1000.0);
+    }
+    let wall = jiff::Timestamp::now().as_millisecond();
+    tracker.observe_at(snapshot, now, Some(wall), policy)
 }
 
 async fn report(
@@ -784,6 +966,10 @@ impl Drop for RenditionGauges {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_llhls_tests.rs"]
+mod llhls_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod destination;
 pub mod engine;
 pub mod fetch;
+pub mod llhls;
 pub mod redact;
 
 pub use engine::{EngineSettings, InstanceHealth, InstanceKey, ProbeEngine, ProbeTarget};
