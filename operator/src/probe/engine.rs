@@ -644,10 +644,12 @@ async fn run_rendition(
             tracker.consecutive_failures == 0,
             ll_info.map(|i| i.next),
         );
+        let mut pool_full = false;
         let blocking_permit = match plan {
             llhls::Plan::Blocking(_) => {
                 let permit = shared.fetcher.try_blocking_permit(&uri);
                 if permit.is_none() {
+                    pool_full = true;
                     tracing::debug!(rendition = %key, "blocking-reload pool full; polling plainly");
                     plan = llhls::Plan::Plain { confirm: false };
                 }
@@ -847,7 +849,7 @@ async fn run_rendition(
         let immediate = match after {
             Some(llhls::After::Pause(ms)) => Some(ms),
             Some(llhls::After::Confirm) => Some(0),
-            _ if ll.is_blocking() && tracker.consecutive_failures == 0 => Some(0),
+            _ if ll.is_blocking() && !pool_full && tracker.consecutive_failures == 0 => Some(0),
             _ => None,
         };
         if let Some(ms) = immediate {

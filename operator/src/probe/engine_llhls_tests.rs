@@ -26,11 +26,15 @@ async fn sim(part_ms: u64) -> SimHandle {
 }
 
 fn engine() -> ProbeEngine {
+    engine_with(FetchLimits {
+        allow_private: true,
+        ..FetchLimits::default()
+    })
+}
+
+fn engine_with(limits: FetchLimits) -> ProbeEngine {
     let settings = EngineSettings {
-        limits: FetchLimits {
-            allow_private: true,
-            ..FetchLimits::default()
-        },
+        limits,
         max_backoff: Duration::from_secs(2),
         rediscover_every: Duration::from_secs(1),
         max_renditions: 10,
@@ -87,7 +91,10 @@ fn video(sim: &SimHandle) -> String {
 }
 
 async fn start(sim: &SimHandle) -> ProbeEngine {
-    let e = engine();
+    start_with(sim, engine()).await
+}
+
+async fn start_with(sim: &SimHandle, e: ProbeEngine) -> ProbeEngine {
     e.ensure(
         &key(),
         ProbeTarget {
@@ -147,7 +154,8 @@ async fn an_ll_hls_rendition_is_probed_with_blocking_reloads_and_a_freeze_seen_o
             .as_deref()
             .unwrap_or("")
             .starts_with("no new part"),
-        "{stale:?}"
+        "{stale:?}, {} fallbacks",
+        e.shared.metrics.probe_blocking_fallbacks.get()
     );
     assert_eq!(e.shared.metrics.probe_blocking_fallbacks.get(), 0);
     sim.heal_fault(f.id).await.unwrap();
@@ -220,4 +228,27 @@ async fn a_misbehaving_blocking_server_is_left_for_plain_polling_without_a_false
         );
         sim.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_free_blocking_slot_an_ll_hls_rendition_is_polled_at_the_hls_cadence() {
+    let sim = sim(500).await;
+    let e = start_with(
+        &sim,
+        engine_with(FetchLimits {
+            allow_private: true,
+            blocking_concurrency: 0,
+            ..FetchLimits::default()
+        }),
+    )
+    .await;
+    let plain = requests(&e, "media");
+    sleep(Duration::from_secs(4)).await;
+    let plain = requests(&e, "media") - plain;
+    // Three playlists at the HLS cadence with catch-up polls (about 10 a second in all here),
+    // never a loop (thousands).
+    assert!(plain <= 120, "{plain} plain reloads in 4 s");
+    assert_eq!(requests(&e, "media_blocking"), 0);
+    assert_eq!(e.health(&key()).unwrap().verdict.healthy, Some(true));
+    sim.shutdown().await;
 }

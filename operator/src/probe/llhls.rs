@@ -16,7 +16,9 @@
 //!   before the hold limit (a 503 after holding is what the RFC asks for, and no misbehaviour);
 //! - a blocking request our own timeout ended (it hangs past the three target durations);
 //! - a plain reload, made when the part deadline passed while a blocking request was held,
-//!   that shows newer parts (it held the request although the part had arrived).
+//!   that shows newer parts (it held the request although the part had arrived): this one
+//!   counts only when it happens [`MAX_STRIKES`] times in a row, without an answered blocking
+//!   request between, since a loaded prober or network can delay one answer past the deadline.
 //!
 //! A held request that passes the part deadline is never a verdict by itself: the prober drops
 //! it and confirms with a plain reload, so a server that hangs blocking requests cannot make a
@@ -271,6 +273,10 @@ pub struct Blocking {
     pub mode: Mode,
     strikes: u32,
     good_in_a_row: u32,
+    /// Consecutive blocking requests held past the part deadline while parts arrived (reset by
+    /// any answered one: a loaded prober or network can delay one answer, a hanging server
+    /// delays them all).
+    held_strikes: u32,
     /// A plain reload to confirm is owed: the next plan.
     confirm_owed: bool,
     /// The blocking request being confirmed was held past the part deadline.
@@ -355,6 +361,7 @@ impl Blocking {
         if strike {
             self.strike(now_ms);
         } else if matches!(answer, Answer::Playlist { .. }) {
+            self.held_strikes = 0;
             self.good_in_a_row = self.good_in_a_row.saturating_add(1);
             if self.good_in_a_row >= FORGIVE_AFTER {
                 self.strikes = 0;
@@ -369,7 +376,10 @@ impl Blocking {
         if let (true, Some(next), Some(asked)) = (self.held_past_deadline, next, self.asked)
             && next > asked
         {
-            self.strike(now_ms);
+            self.held_strikes = self.held_strikes.saturating_add(1);
+            if self.held_strikes >= MAX_STRIKES {
+                self.fall_back(now_ms);
+            }
         }
         self.held_past_deadline = false;
     }
@@ -382,14 +392,22 @@ impl Blocking {
     fn strike(&mut self, now_ms: u64) {
         self.good_in_a_row = 0;
         self.strikes = self.strikes.saturating_add(1);
-        if self.strikes >= MAX_STRIKES && self.mode == Mode::Blocking {
-            self.mode = Mode::FellBack {
-                retry_at_ms: now_ms.saturating_add(RETRY_AFTER_MS),
-            };
-            self.strikes = 0;
-            self.confirm_owed = false;
-            self.fallbacks = self.fallbacks.saturating_add(1);
+        if self.strikes >= MAX_STRIKES {
+            self.fall_back(now_ms);
         }
+    }
+
+    fn fall_back(&mut self, now_ms: u64) {
+        if self.mode != Mode::Blocking {
+            return;
+        }
+        self.mode = Mode::FellBack {
+            retry_at_ms: now_ms.saturating_add(RETRY_AFTER_MS),
+        };
+        self.strikes = 0;
+        self.held_strikes = 0;
+        self.confirm_owed = false;
+        self.fallbacks = self.fallbacks.saturating_add(1);
     }
 
     pub fn is_blocking(&self) -> bool {
@@ -540,7 +558,10 @@ mod tests {
         t.observe(snap(11), 100, &p);
         assert!(t.is_fresh());
         for (i, now) in [600, 1_100, 1_600].into_iter().enumerate() {
-            t.parts.as_mut().unwrap().observe(500, pos(17, i as u64 + 1), now);
+            t.parts
+                .as_mut()
+                .unwrap()
+                .observe(500, pos(17, i as u64 + 1), now);
             t.observe(snap(11), now, &p);
         }
         assert!(t.is_fresh());
@@ -779,6 +800,18 @@ mod tests {
             .collect();
         script(&mut b, &hanging);
         assert!(matches!(b.mode, Mode::FellBack { .. }));
+        // One answer delayed past the deadline now and then (a loaded prober) is no hang.
+        let mut b2 = Blocking::default();
+        b2.offered(parse(LL.as_bytes(), 100, 1).as_ref());
+        let delayed: Vec<(Answer, u64)> = (0..30)
+            .map(|i| match i % 3 {
+                0 => (Answer::DeadlinePassed, 1_500),
+                1 => (playlist(20 + i, 1), 5),
+                _ => (playlist(20 + i, 2), 400),
+            })
+            .collect();
+        script(&mut b2, &delayed);
+        assert!(b2.is_blocking(), "{:?}", b2.mode);
         // It is tried again after the retry interval, once a playlist offers it.
         assert_eq!(
             b.plan(RETRY_AFTER_MS + 10_000, true, Some(pos(20, 0))),
