@@ -62,6 +62,7 @@ fn policy() -> impl Strategy<Value = Policy> {
     (1.0f64..4.0, 1u32..4).prop_map(|(staleness_multiplier, recovery_updates)| Policy {
         staleness_multiplier,
         recovery_updates,
+        ..Policy::default()
     })
 }
 
