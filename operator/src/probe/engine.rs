@@ -803,6 +803,7 @@ async fn run_rendition(
                         &mut ll_info,
                         snapshot,
                         info,
+                        true,
                         now,
                         &policy,
                     )),
@@ -819,6 +820,7 @@ async fn run_rendition(
                         tracing::info!(rendition = %key, "LL-HLS blocking reload held while parts arrived; polling plainly");
                     }
                 }
+                // Parts are judged on blocking reloads and their confirmations only.
                 Some(apply_playlist(
                     &shared,
                     &mut tracker,
@@ -826,6 +828,7 @@ async fn run_rendition(
                     &mut ll_info,
                     snapshot,
                     info,
+                    confirm,
                     now,
                     &policy,
                 ))
@@ -876,7 +879,9 @@ async fn run_rendition(
 
 /// Applies a playlist read at `now`: follows what it offers for LL-HLS (arming or moving the
 /// part clock while parts are judged, before the tracker checks the deadlines), then observes
-/// its segments.
+/// its segments. `judge_parts`: it came from a blocking reload or its confirmation; a plain poll
+/// at the HLS cadence (no blocking slot, or not blocking yet) never arms the part clock, whose
+/// bound is far shorter than that cadence.
 #[allow(clippy::too_many_arguments)]
 fn apply_playlist(
     shared: &Shared,
@@ -885,11 +890,12 @@ fn apply_playlist(
     ll_info: &mut Option<llhls::LlInfo>,
     snapshot: decision::Snapshot,
     info: Option<llhls::LlInfo>,
+    judge_parts: bool,
     now: u64,
     policy: &Policy,
 ) -> decision::Verdict {
     *ll_info = info;
-    let judged = ll.offered(info.as_ref());
+    let judged = ll.offered(info.as_ref()) && judge_parts;
     match (
         judged,
         info.and_then(|i| i.part_target_ms.map(|pt| (pt, i.next))),

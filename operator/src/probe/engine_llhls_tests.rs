@@ -243,11 +243,17 @@ async fn without_a_free_blocking_slot_an_ll_hls_rendition_is_polled_at_the_hls_c
     )
     .await;
     let plain = requests(&e, "media");
-    sleep(Duration::from_secs(4)).await;
+    // Never stale meanwhile: plain polls at the HLS cadence must not arm the part clock.
+    let end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < end {
+        let h = e.health(&key()).unwrap();
+        assert_eq!(h.verdict.healthy, Some(true), "{h:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
     let plain = requests(&e, "media") - plain;
     // Three playlists at the HLS cadence with catch-up polls (about 10 a second in all here),
     // never a loop (thousands).
-    assert!(plain <= 120, "{plain} plain reloads in 4 s");
+    assert!(plain <= 180, "{plain} plain reloads in 6 s");
     assert_eq!(requests(&e, "media_blocking"), 0);
     assert_eq!(e.health(&key()).unwrap().verdict.healthy, Some(true));
     sim.shutdown().await;
