@@ -1,5 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cvs_operator::controller::leader;
 use cvs_operator::{controller, crd, metrics::Metrics, server};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print both CustomResourceDefinitions as one multi-document YAML stream.
     Crd,
     /// Merge instances' master playlists as the operator does and print the merged master (or
@@ -110,9 +111,74 @@ struct RunArgs {
     #[arg(long, env = "CVS_CDN_SCHEME", default_value = "https",
           value_parser = ["https", "http"])]
     cdn_scheme: String,
+    /// Who decides which AWS resources (state table, SNS topic, S3 objects, CloudFront
+    /// distributions, edge function) a namespace's ClusteredStreams may use: `off` (any the
+    /// operator's AWS role can use) or `namespace-annotations` (the `cvs.dev/allowed-*`
+    /// annotations on the Namespace, set by the cluster administrator; deny by default). See
+    /// SECURITY.md.
+    #[arg(long, env = "CVS_TENANT_POLICY", value_enum, default_value_t = controller::tenancy::TenantPolicy::Off)]
+    tenant_policy: controller::tenancy::TenantPolicy,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+/// Leader election: with several replicas, only the holder of a coordination.k8s.io Lease
+/// probes and acts; the others stand by and take over when it goes.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Leader election")]
+struct ElectionArgs {
+    /// Run as one of several replicas: act only while holding the Lease (the Helm chart turns
+    /// this on). Off, the process acts alone and at once.
+    #[arg(long = "leader-election", env = "CVS_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease: the operator's own.
+    #[arg(long = "leader-election-namespace", env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease (coordination.k8s.io/v1).
+    #[arg(
+        long = "leader-election-lease-name",
+        env = "CVS_LEADER_ELECTION_LEASE_NAME",
+        default_value = "cvs-operator"
+    )]
+    leader_election_lease_name: String,
+    /// This replica's name in the Lease, unique per process (default: the host name and the
+    /// process id).
+    #[arg(long = "leader-election-identity", env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+    /// How long a standby waits, after it last saw the leader renew, before taking over: the
+    /// time a crashed leader's work stops (whole seconds in the Lease, rounded up).
+    #[arg(long, env = "CVS_LEASE_DURATION", default_value = "15s")]
+    lease_duration: humantime::Duration,
+    /// A leader that could not renew its Lease for this long stops acting (it exits with code 4
+    /// and is restarted as a standby). Shorter than --lease-duration.
+    #[arg(long, env = "CVS_LEASE_RENEW_DEADLINE", default_value = "10s")]
+    lease_renew_deadline: humantime::Duration,
+    /// How often the leader renews the Lease and a standby reads it (a standby also watches
+    /// it, so a released Lease is taken at once).
+    #[arg(long, env = "CVS_LEASE_RETRY_PERIOD", default_value = "2s")]
+    lease_retry_period: humantime::Duration,
+}
+
+impl ElectionArgs {
+    fn settings(&self) -> Result<leader::Settings, leader::SettingsError> {
+        let settings = leader::Settings {
+            namespace: self.leader_election_namespace.clone().unwrap_or_default(),
+            lease_name: self.leader_election_lease_name.clone(),
+            identity: self
+                .leader_election_identity
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(leader::default_identity),
+            lease_duration: self.lease_duration.into(),
+            renew_deadline: self.lease_renew_deadline.into(),
+            retry_period: self.lease_retry_period.into(),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -194,6 +260,17 @@ fn probe_stall_bound(
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
+    let election = if args.election.leader_election {
+        match args.election.settings() {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                eprintln!("cvs-operator: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    } else {
+        None
+    };
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (is KUBECONFIG set, or are we in a cluster?)")?;
@@ -208,6 +285,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let metrics = Arc::new(Metrics::default());
     let health = controller::Health::default();
+    let election_status = if election.is_some() {
+        leader::Status::default()
+    } else {
+        leader::Status::without_election()
+    };
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -222,6 +304,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         listener,
         metrics.clone(),
         health.clone(),
+        election_status.clone(),
         steering.clone(),
         wait_stop(stop_rx.clone()),
     ));
@@ -229,6 +312,40 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+
+    // With election, nothing below runs until this process leads; a standby that is asked to
+    // stop simply exits. Losing the Lease later ends the process (see controller::leader).
+    let release = match election {
+        Some(settings) => {
+            let (mut leading, release) = leader::Elector::new(
+                client.clone(),
+                settings,
+                election_status.clone(),
+                metrics.clone(),
+            )
+            .start();
+            let stopped = tokio::select! {
+                led = leading.wait_for(|l| *l) => {
+                    if led.is_err() {
+                        anyhow::bail!("the leader election task ended");
+                    }
+                    false
+                }
+                () = wait_stop(stop_rx.clone()) => true,
+            };
+            if stopped {
+                give_up(&release).await;
+                http.await.context("HTTP server task failed")??;
+                tracing::info!("cvs-operator stopped cleanly (standby)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(release)
+        }
+        None => {
+            metrics.leader.set(1);
+            None
+        }
+    };
 
     let settings = cvs_operator::probe::EngineSettings {
         limits: cvs_operator::probe::fetch::FetchLimits {
@@ -275,11 +392,24 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reconcile_concurrency: args.reconcile_concurrency,
         detail_refresh: args.status_refresh_interval.into(),
         probe_stall: probe_stall_bound(args.rediscover_interval.into(), args.probe_timeout.into()),
+        tenant_policy: args.tenant_policy,
     };
     controller::run(wiring, health, wait_stop(stop_rx)).await;
+    // Nothing acts any more: hand over at once rather than after the lease duration.
+    if let Some(release) = release {
+        give_up(&release).await;
+    }
     http.await.context("HTTP server task failed")??;
     tracing::info!("cvs-operator stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the elector to release the Lease (if held) and waits for it, at most a few seconds.
+async fn give_up(release: &tokio::sync::mpsc::Sender<leader::ReleaseRequest>) {
+    let (done, released) = tokio::sync::oneshot::channel();
+    if release.send(done).await.is_ok() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), released).await;
+    }
 }
 
 async fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
@@ -313,7 +443,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
             .map_err(anyhow::Error::from),
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Merge(args) => merge(args).await,
     };
     match result {
@@ -341,6 +471,63 @@ mod tests {
         if std::env::var_os("CVS_LISTEN").is_none() {
             assert!(args.listen.ip().is_loopback(), "{}", args.listen);
         }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    /// Leader election is off for a binary run by hand; on, it takes its defaults and refuses
+    /// to run without a namespace for the Lease.
+    #[test]
+    fn leader_election_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["cvs-operator", "run"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Run(args) => args,
+                _ => panic!("run"),
+            }
+        };
+        if std::env::var_os("CVS_LEADER_ELECTION").is_none() {
+            assert!(!parse(&[]).election.leader_election);
+        }
+        let args = parse(&[
+            "--leader-election",
+            "--leader-election-namespace",
+            "cvs-system",
+            "--leader-election-identity",
+            "pod-a",
+        ]);
+        let settings = args.election.settings().unwrap();
+        assert_eq!(settings.lease_name, "cvs-operator");
+        assert_eq!(settings.identity, "pod-a");
+        assert_eq!(settings.lease_duration, std::time::Duration::from_secs(15));
+        assert_eq!(settings.renew_deadline, std::time::Duration::from_secs(10));
+        assert_eq!(settings.retry_period, std::time::Duration::from_secs(2));
+        if std::env::var_os("POD_NAMESPACE").is_none() {
+            assert_eq!(
+                parse(&["--leader-election"])
+                    .election
+                    .settings()
+                    .unwrap_err(),
+                leader::SettingsError::NoNamespace
+            );
+        }
+        let args = parse(&[
+            "--leader-election-namespace",
+            "ns",
+            "--lease-duration",
+            "5s",
+            "--lease-renew-deadline",
+            "6s",
+        ]);
+        assert!(matches!(
+            args.election.settings(),
+            Err(leader::SettingsError::Timings { .. })
+        ));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub sns_dropped: Counter,
     pub sns_replayed: Counter,
     pub items_retired: Counter,
+    /// 1 while this process leads (holds the leader election Lease, or runs without election).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -229,7 +231,14 @@ impl Default for Metrics {
             "State-table items closed because their StreamInstance was deleted",
             items_retired.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process is the leader (the only replica that probes and acts), else 0",
+            leader.clone(),
+        );
         Self {
+            leader,
             sns_replayed,
             items_retired,
             state_writes,

@@ -237,6 +237,8 @@ pub struct Notifier {
     /// waiting here is not replayed from the table.
     queued: Arc<Mutex<HashMap<(String, String), u64>>>,
     metrics: Arc<Metrics>,
+    /// Every publishing task and delivery record, so a shutdown can wait for them.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// The region in an SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:NAME`).
@@ -257,7 +259,29 @@ impl Notifier {
             delivery: Default::default(),
             queued: Default::default(),
             metrics,
+            tasks: Default::default(),
         }
+    }
+
+    /// Stops publishing, for a shutdown or a handover to another replica: each topic's task
+    /// sends the events already queued, in order, and records their delivery, then ends.
+    /// Waits at most `within`, then stops the tasks (false: something was still unsent; those
+    /// changes stay owed in the table, and whoever reads the items next announces the last
+    /// change of each with its original sequence).
+    pub async fn shutdown(&self, within: Duration) -> bool {
+        // Dropping the senders lets each worker empty its queue and end.
+        let stops: Vec<Arc<AtomicBool>> = lock(&self.topics)
+            .drain()
+            .map(|(_, queue)| queue.stop)
+            .collect();
+        self.tasks.close();
+        let finished = tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok();
+        for stop in stops {
+            stop.store(true, Ordering::Relaxed);
+        }
+        finished
     }
 
     /// Whether an event of `domain` (in `cluster`) with this sequence (or a later one) is
@@ -331,13 +355,14 @@ impl Notifier {
         let conf = aws_sdk_sns::config::Builder::from(&self.sdk)
             .region(aws_config::Region::new(region))
             .build();
-        tokio::spawn(worker(
+        self.tasks.spawn(worker(
             topic_arn.to_owned(),
             rx,
             aws_sdk_sns::Client::from_conf(conf),
             self.delivery.clone(),
             self.metrics.clone(),
             stop.clone(),
+            self.tasks.clone(),
         ));
         TopicQueue { tx, stop }
     }
@@ -382,6 +407,7 @@ async fn worker(
     delivery: Arc<Mutex<HashMap<String, Delivery>>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    tasks: tokio_util::task::TaskTracker,
 ) {
     use aws_sdk_sns::error::ProvideErrorMetadata;
     while let Some(out) = rx.recv().await {
@@ -476,7 +502,7 @@ async fn worker(
         }
         if delivered && let Some(ack) = out.ack {
             // Off the publishing path: a slow table must not hold up the next event.
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 if let Err(e) = ack.table.mark_announced(&ack.domain, ack.version).await {
                     tracing::warn!(domain = %ack.domain, version = ack.version, error = %e,
                         "cannot record an event as delivered; it may be sent again after a restart");
@@ -667,5 +693,48 @@ mod tests {
             &BTreeSet::from([other.to_owned()]),
         );
         assert_eq!(n.sizes(), (1, 1, 1));
+    }
+
+    /// A shutdown (or a handover) sends what is already queued, in order, before it returns:
+    /// nothing decided by this process is left for the next leader to replay out of order, or
+    /// for this one to send after it gave up the Lease.
+    #[tokio::test]
+    async fn shutdown_sends_every_queued_event_then_stops() {
+        use std::sync::atomic::AtomicUsize;
+        let published = Arc::new(AtomicUsize::new(0));
+        let counter = published.clone();
+        // A slow SNS: each Publish takes 50 ms.
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                (
+                    [("content-type", "text/xml")],
+                    "<PublishResponse><PublishResult><MessageId>m</MessageId></PublishResult></PublishResponse>",
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{addr}"))
+            .credentials_provider(aws_sdk_sns::config::SharedCredentialsProvider::new(
+                aws_sdk_sns::config::Credentials::for_tests(),
+            ))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let n = Notifier::start(sdk, Arc::new(Metrics::default()));
+        let mut e = event(1, 1);
+        for seq in 1..=5 {
+            e.sequence = seq;
+            n.publish("arn:aws:sns:us-east-1:123456789012:t", &e, None);
+        }
+        assert!(n.shutdown(Duration::from_secs(10)).await);
+        assert_eq!(published.load(Ordering::SeqCst), 5);
+        assert_eq!(n.delivery("live/event").delivered, 5);
+        assert_eq!(n.sizes().0, 0, "no queue is left");
     }
 }

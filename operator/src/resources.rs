@@ -189,6 +189,36 @@ pub struct HealthPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub allowed_hosts: Vec<AllowedHost>,
+
+    /// Credentials the origins need, from a Secret in this ClusteredStream's namespace. They are
+    /// sent to each instance's master host and to `allowedHosts`, never on a redirect to another
+    /// host, and never appear in status, Events, logs, metrics or SNS. Without them, put nothing
+    /// secret in `origin.url` either: it is readable by anyone who can read the StreamInstance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_credentials: Option<OriginCredentialsSpec>,
+}
+
+/// Where the origin credentials are. The Secret must carry the label
+/// `cvs.dev/origin-credentials: "true"` and hold `username` and `password` (type
+/// `kubernetes.io/basic-auth`: `Authorization: Basic`), or `bearer-token` (`Authorization:
+/// Bearer`), or, with `headerName`, `header-value`. A missing or malformed Secret is a
+/// configuration error (`CredentialsReady=False` on each instance): the instances are not
+/// probed meanwhile, and their recorded health stands.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginCredentialsSpec {
+    /// Name of the Secret, in the ClusteredStream's own namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub secret_name: String,
+
+    /// Send the Secret's `header-value` in this header instead of `Authorization`, for
+    /// example `X-MediaPackage-CDNIdentifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub header_name: Option<String>,
 }
 
 /// A host name, lower case, with an optional port.
@@ -217,6 +247,7 @@ impl Default for HealthPolicy {
             recovery_updates: default_recovery_updates(),
             part_staleness_multiplier: default_part_staleness_multiplier(),
             allowed_hosts: Vec::new(),
+            origin_credentials: None,
         }
     }
 }

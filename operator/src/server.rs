@@ -1,10 +1,12 @@
 //! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the controllers and
-//! the probe engine are running and not stuck), `/readyz` (the caches have synced and no watch
-//! is failing; both answer 503 with the reason when they fail) and
+//! the probe engine are running and not stuck, and the leader election loop goes round),
+//! `/readyz` (a leader: the caches have synced and no watch is failing; a standby: it can read
+//! the leader election Lease; both answer 503 with the reason when they fail) and
 //! `/steering/<namespace>/<name>.json`, the content steering manifest of a ClusteredStream as
 //! last decided (for local use and tests; players load the copy published to S3 through the CDN).
 
 use crate::controller::Health;
+use crate::controller::leader;
 use crate::controller::publish::SteeringStore;
 use crate::metrics::Metrics;
 use axum::Router;
@@ -20,6 +22,7 @@ use tokio::net::TcpListener;
 struct AppState {
     metrics: Arc<Metrics>,
     health: Health,
+    election: leader::Status,
     steering: SteeringStore,
 }
 
@@ -34,13 +37,26 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
-    match state.health.liveness(std::time::Instant::now()) {
+    let now = std::time::Instant::now();
+    match state
+        .election
+        .liveness(now)
+        .and_then(|()| state.health.liveness(now))
+    {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
+/// A standby is ready while it follows the Lease: readiness must not keep it out of a rollout
+/// or a PodDisruptionBudget's count, and it is what takes over. A leader is ready once its
+/// caches have synced.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    match state.election.standby_readiness(std::time::Instant::now()) {
+        Some(Ok(what)) => return (StatusCode::OK, format!("ready ({what})\n")),
+        Some(Err(why)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        None => {}
+    }
     match state.health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
@@ -81,6 +97,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     health: Health,
+    election: leader::Status,
     steering: SteeringStore,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -92,6 +109,7 @@ pub async fn serve(
         .with_state(AppState {
             metrics,
             health,
+            election,
             steering,
         });
     axum::serve(listener, app)

@@ -530,3 +530,120 @@ impl Drop for StaticOrigin {
         self.task.abort();
     }
 }
+
+impl Operator {
+    /// Waits (bounded) for the process to exit by itself; returns its exit code.
+    pub async fn wait_exit(mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "operator did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of an unlabelled metric on `/metrics` (None when absent or unreadable).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics").await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+/// An SNS topic with an SQS queue subscribed to it, in moto: what a subscriber of the
+/// operator's events receives.
+pub struct EventInbox {
+    pub topic_arn: String,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    received: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+impl EventInbox {
+    /// Creates topic `name`, queue `name` and the subscription.
+    pub async fn create(name: &str) -> anyhow::Result<Self> {
+        let aws = aws_config().await;
+        let sns = aws_sdk_sns::Client::new(&aws);
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let topic_arn = sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await?
+            .topic_arn
+            .context("no topic ARN")?;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await?
+            .queue_url
+            .context("no queue URL")?;
+        let queue_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .context("no queue ARN")?;
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await?;
+        Ok(Self {
+            topic_arn,
+            sqs,
+            queue_url,
+            received: Default::default(),
+        })
+    }
+
+    /// Every event received so far, in arrival order: the SNS envelope's Message parsed, with
+    /// the message text as sent under `_raw` and the envelope's attributes under `_attributes`.
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("SQS receive");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(m.body.as_deref().unwrap_or("{}")).unwrap();
+                let raw = envelope["Message"].as_str().unwrap().to_owned();
+                let mut event: serde_json::Value = serde_json::from_str(&raw).unwrap();
+                event["_raw"] = raw.into();
+                event["_attributes"] = envelope["MessageAttributes"].clone();
+                self.received.lock().unwrap().push(event);
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .expect("SQS delete");
+            }
+        }
+        self.received.lock().unwrap().clone()
+    }
+}

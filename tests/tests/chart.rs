@@ -106,6 +106,38 @@ async fn chart_installs_and_grants_exactly_what_the_operator_needs() {
         }
     }
 
+    // The tenant policy (on by default) may read its own Namespace's annotations, nothing more;
+    // Secrets are not readable unless originCredentials.secretAccess is set.
+    let plain = |args: &[&str]| {
+        let mut all = vec![
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "auth",
+            "can-i",
+        ];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&kubectl(&all, None).stdout)
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(plain(&["get", &format!("namespaces/{ns}")]), "yes");
+    assert_eq!(plain(&["get", "namespaces/kube-system"]), "no");
+    assert_eq!(plain(&["list", "namespaces"]), "no");
+    assert_eq!(plain(&["get", "secrets", "-n", &ns]), "no");
+    let with_secrets = helm_template(
+        &ns,
+        &[
+            "--set",
+            &format!("watchNamespace={ns}"),
+            "--set",
+            "originCredentials.secretAccess=true",
+        ],
+    );
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&with_secrets));
+    assert_eq!(plain(&["get", "secrets", "-n", &ns]), "yes");
+    assert_eq!(plain(&["list", "secrets", "-n", &ns]), "no");
+    assert_eq!(plain(&["watch", "secrets", "-n", &ns]), "no");
+
     let example = std::fs::read_to_string(repo_root().join("manifests/example.yaml")).unwrap();
     kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&example));
     let operator = Operator::start_full(

@@ -11,7 +11,6 @@ use hls_sim::{SimConfig, SimHandle, Simulator};
 use kube::api::Api;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const EAST: &str = "us-east-1";
@@ -23,9 +22,7 @@ struct Fixture {
     ns: String,
     table: String,
     dynamodb: aws_sdk_dynamodb::Client,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    received: Mutex<Vec<Value>>,
+    queue: EventInbox,
     ddb_proxy: TcpProxy,
     sns_proxy: TcpProxy,
     operator: Option<Operator>,
@@ -47,41 +44,8 @@ impl Fixture {
         .unwrap();
         let ns = namespace(test);
         let aws = aws_config().await;
-        let sns = aws_sdk_sns::Client::new(&aws);
-        let sqs = aws_sdk_sqs::Client::new(&aws);
-        let topic = sns
-            .create_topic()
-            .name(&ns)
-            .send()
-            .await
-            .unwrap()
-            .topic_arn
-            .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(&ns)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-            .clone();
-        sns.subscribe()
-            .topic_arn(&topic)
-            .protocol("sqs")
-            .endpoint(queue_arn)
-            .send()
-            .await
-            .unwrap();
+        let queue = EventInbox::create(&ns).await.unwrap();
+        let topic = queue.topic_arn.clone();
 
         let table = format!("{ns}-state");
         let manifest = format!(
@@ -98,9 +62,7 @@ impl Fixture {
             sim,
             table,
             dynamodb: aws_sdk_dynamodb::Client::new(&aws),
-            sqs,
-            queue_url,
-            received: Mutex::new(Vec::new()),
+            queue,
             ddb_proxy,
             sns_proxy,
             operator: None,
@@ -166,33 +128,7 @@ impl Fixture {
 
     /// Every event received so far (the SNS envelope's Message parsed, with its attributes).
     async fn events(&self) -> Vec<Value> {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let mut fresh = Vec::new();
-        for m in out.messages.unwrap_or_default() {
-            let envelope: Value = serde_json::from_str(m.body.as_deref().unwrap_or("{}")).unwrap();
-            let mut event: Value =
-                serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
-            event["_attributes"] = envelope["MessageAttributes"].clone();
-            fresh.push(event);
-            self.sqs
-                .delete_message()
-                .queue_url(&self.queue_url)
-                .receipt_handle(m.receipt_handle.unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        let mut received = self.received.lock().unwrap();
-        received.extend(fresh);
-        received.clone()
+        self.queue.events().await
     }
 
     async fn wait_event(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {

@@ -219,9 +219,18 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             i.spec.clustered_stream == name && i.metadata.namespace.as_deref() == Some(ns.as_str())
         })
         .collect();
-    if let Some(action) = super::edge::finalize(ctx, cluster, &members).await? {
+    // What the namespace may use (with --tenant-policy): refused resources are never touched.
+    let judgement = super::tenancy::judge(ctx, cluster, &members).await;
+    let edge_members = match &judgement {
+        Some(j) => j.effective_members(&members),
+        None => members.clone(),
+    };
+    if let Some(action) = super::edge::finalize(ctx, cluster, &edge_members).await? {
         return Ok(action);
     }
+    let effective = judgement.as_ref().map(|j| j.effective(cluster));
+    let original = cluster;
+    let cluster = effective.as_ref().unwrap_or(cluster);
     // Observe.
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let claims = claims(ctx);
@@ -246,8 +255,28 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
 
     // Then the state table, and an SNS event for each change it records.
     let cluster_key = format!("{ns}/{name}");
-    let synced = sync_state(ctx, cluster, &cluster_key, &plan, &members, &duplicates).await;
+    let synced = if judgement.as_ref().is_some_and(|j| !j.table) {
+        StateSync {
+            ok: true,
+            condition: Desired::new(
+                "StateSynced",
+                Status::False,
+                "NotAllowedByNamespace",
+                format!(
+                    "the state table {:?} is not in the namespace's {}; nothing is read or written",
+                    table.name,
+                    crate::decide::tenancy::ALLOWED_STATE_TABLES
+                ),
+            ),
+            replication: None,
+        }
+    } else {
+        sync_state(ctx, cluster, &cluster_key, &plan, &members, &duplicates).await
+    };
     let mut desired_conditions = plan.conditions.clone();
+    if let Some(j) = &judgement {
+        desired_conditions.push(j.condition());
+    }
     desired_conditions.push(synced.condition.clone());
     // TableReplicated is decided only when the table is checked; between checks it stays as
     // written, so it is carried over from the current status.
@@ -267,9 +296,28 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     let published = super::publish::stage(ctx, cluster, &cluster_key, &plan, &members).await;
     desired_conditions.extend(published.conditions.iter().cloned());
     let mut retry_soon = !synced.ok;
-    if let Some(edge) = super::edge::deploy(ctx, cluster, &members).await {
+    if let Some(edge) = super::edge::deploy(ctx, cluster, &edge_members).await {
         retry_soon |= edge.retry;
         desired_conditions.push(edge.condition);
+    } else if original.spec.copilot.as_ref().is_some_and(|c| c.enabled) {
+        // Enabled, but refused by the namespace's policy.
+        desired_conditions.push(Desired::new(
+            "EdgeDeployed",
+            Status::False,
+            "NotAllowedByNamespace",
+            "the copilot is not deployed: see the ResourcesAllowed condition",
+        ));
+    }
+    if original.spec.notifications.is_some() && cluster.spec.notifications.is_none() {
+        desired_conditions.push(Desired::new(
+            "EventsDelivered",
+            Status::False,
+            "NotAllowedByNamespace",
+            format!(
+                "the SNS topic is not in the namespace's {}; no event is published",
+                crate::decide::tenancy::ALLOWED_SNS_TOPICS
+            ),
+        ));
     }
     if cluster.spec.notifications.is_some() {
         let d = ctx.notifier.delivery(&cluster_key);
@@ -307,6 +355,20 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
         for t in transitions {
             count_transition(ctx, "ClusteredStream", &t.type_, &t.to.status);
+            if t.type_ == "ResourcesAllowed" && t.to.status == "False" {
+                publish(
+                    ctx,
+                    original,
+                    Event {
+                        type_: EventType::Warning,
+                        reason: "ResourceNotAllowed".into(),
+                        note: Some(t.to.message.clone()),
+                        action: "Reconcile".into(),
+                        secondary: None,
+                    },
+                )
+                .await;
+            }
             if t.type_ == "Ready" && t.from.is_some() {
                 let type_ = if t.to.status == "True" {
                     EventType::Normal

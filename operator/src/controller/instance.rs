@@ -5,6 +5,7 @@ use super::{
     Context, Error, OPERATOR_NAME, RETRY_AFTER_ERROR, apply_status, count_transition, publish,
 };
 use crate::conditions::{self, Desired, Status};
+use crate::probe::credentials::{CredentialsError, OriginCredentials};
 use crate::probe::decision::Policy;
 use crate::probe::engine::RenditionHealth;
 use crate::probe::{InstanceHealth, InstanceKey, ProbeTarget};
@@ -35,6 +36,8 @@ pub const MAX_STATUS_RENDITIONS: usize = 50;
 pub const MAX_STATUS_URI_BYTES: usize = 512;
 /// Longest rendition error or condition message written to status, in bytes.
 pub const MAX_STATUS_TEXT_BYTES: usize = 1024;
+/// How soon an instance whose origin credentials cannot be used is looked at again.
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(10);
 
 /// The part of a StreamInstance's status this reconciler decides, before timestamps.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,6 +236,51 @@ pub fn plan(
     }
 }
 
+/// Pure stage: the `CredentialsReady` condition, when the ClusteredStream names origin
+/// credentials. While they cannot be used the instance is not probed: an instance never judged
+/// shows `Healthy=Unknown` (reason `CredentialsUnavailable`) instead of `AwaitingProbe`, and a
+/// recorded verdict stands, so a configuration error never flips health or moves an audience.
+pub fn add_credentials(
+    plan: &mut InstancePlan,
+    credentials: Option<Result<&OriginCredentials, &CredentialsError>>,
+    secret_name: &str,
+) {
+    let Some(result) = credentials else {
+        return;
+    };
+    match result {
+        Ok(c) => plan.conditions.push(Desired::new(
+            "CredentialsReady",
+            Status::True,
+            "SecretRead",
+            format!(
+                "Secret {secret_name:?}: {} credentials in the {} header",
+                c.scheme, c.name
+            ),
+        )),
+        Err(e) => {
+            let message = truncate(
+                &format!(
+                    "{e}; the instance is not probed until it is fixed, and its recorded health stands"
+                ),
+                MAX_STATUS_TEXT_BYTES,
+            );
+            for c in plan.conditions.iter_mut() {
+                if matches!(c.type_, "Healthy" | "Stale") && c.reason == "AwaitingProbe" {
+                    c.reason = "CredentialsUnavailable";
+                    c.message = message.clone();
+                }
+            }
+            plan.conditions.push(Desired::new(
+                "CredentialsReady",
+                Status::False,
+                e.reason(),
+                message,
+            ));
+        }
+    }
+}
+
 fn rendition_status(r: &RenditionHealth) -> RenditionStatus {
     RenditionStatus {
         uri: truncate(&r.uri, MAX_STATUS_URI_BYTES),
@@ -323,7 +371,25 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .as_ref()
         .map(|c| allowed_hosts(&c.spec))
         .unwrap_or_default();
+    let credentials_spec = cluster
+        .as_ref()
+        .and_then(|c| c.spec.health.origin_credentials.clone());
+    let credentials = ctx
+        .secrets
+        .credentials(&ctx.client, &ns, credentials_spec.as_ref())
+        .await;
     let origin = match Url::parse(&instance.spec.origin.url) {
+        Err(e) => {
+            ctx.probes.retain(|k| k != &key);
+            Err(e.to_string())
+        }
+        // Credentials named but unusable: a configuration error, not the origin's. The
+        // instance is not probed (a probe without them would see 401s and call the origin
+        // stale), so no verdict is made and the recorded one stands.
+        Ok(_) if credentials.is_err() => {
+            ctx.probes.retain(|k| k != &key);
+            Ok(())
+        }
         Ok(master_url) => {
             // Renditions and redirects may be on the master's own host and the hosts the
             // ClusteredStream allows, nowhere else.
@@ -331,18 +397,15 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
                 master_url,
                 policy,
                 allowed_hosts,
+                credentials: credentials.clone().ok().flatten(),
             };
             ctx.probes.ensure(&key, target);
             Ok(())
         }
-        Err(e) => {
-            ctx.probes.retain(|k| k != &key);
-            Err(e.to_string())
-        }
     };
     let health = ctx.probes.health(&key);
     let status = instance.status.clone().unwrap_or_default();
-    let plan = plan(
+    let mut plan = plan(
         cluster.is_some(),
         &instance.spec.clustered_stream,
         origin,
@@ -350,6 +413,22 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         &status,
         jiff::Timestamp::now(),
     );
+    let shown = match &credentials {
+        Ok(Some(c)) => Some(Ok(c.as_ref())),
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+    };
+    let secret_name = credentials_spec
+        .as_ref()
+        .map(|c| c.secret_name.as_str())
+        .unwrap_or_default();
+    add_credentials(&mut plan, shown, secret_name);
+    // A configuration error is looked at again soon, so a fixed Secret is picked up quickly.
+    let requeue = if credentials.is_err() {
+        ctx.detail_refresh.min(CREDENTIALS_RETRY)
+    } else {
+        ctx.detail_refresh
+    };
 
     let generation = instance.metadata.generation;
     let conditions_current = status.observed_generation == generation
@@ -366,7 +445,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .get(&key)
         .is_none_or(|at| at.elapsed() >= ctx.detail_refresh);
     if conditions_current && shape_current && (details_current || !details_due) {
-        return Ok(Action::requeue(ctx.detail_refresh));
+        return Ok(Action::requeue(requeue));
     }
 
     let mut next = conditions::merge(
@@ -414,6 +493,12 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             ("Bound", "False") => Some((EventType::Warning, "ClusteredStreamNotFound")),
             ("Healthy", "False") => Some((EventType::Warning, "Stale")),
             ("Healthy", "True") if t.from.is_some() => Some((EventType::Normal, "Healthy")),
+            ("CredentialsReady", "False") => {
+                Some((EventType::Warning, "OriginCredentialsUnavailable"))
+            }
+            ("CredentialsReady", "True") if t.from.is_some() => {
+                Some((EventType::Normal, "OriginCredentialsRead"))
+            }
             _ => None,
         };
         if let Some((type_, reason)) = event {
@@ -431,7 +516,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             .await;
         }
     }
-    Ok(Action::requeue(ctx.detail_refresh))
+    Ok(Action::requeue(requeue))
 }
 
 pub fn error_policy(instance: Arc<StreamInstance>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -616,6 +701,54 @@ mod tests {
         assert_eq!(cond(&p, "Healthy").reason, "AwaitingEvidence");
         assert_eq!(p.renditions.len(), 1);
         assert_eq!(p.health_changed_at, None);
+    }
+
+    /// Unusable origin credentials are a configuration error: a `CredentialsReady=False`
+    /// condition naming the Secret; an instance never judged is Unknown for that reason, and a
+    /// recorded verdict stands (no flip, so no failover).
+    #[test]
+    fn unusable_credentials_never_flip_health() {
+        let missing = CredentialsError::NotFound("origin-auth".into());
+        let mut p = plan(true, "e", Ok(()), None, &none(), ts(1));
+        add_credentials(&mut p, Some(Err(&missing)), "origin-auth");
+        let c = cond(&p, "CredentialsReady");
+        assert_eq!((c.status, c.reason), (Status::False, "SecretNotFound"));
+        assert!(c.message.contains("\"origin-auth\""), "{}", c.message);
+        let h = cond(&p, "Healthy");
+        assert_eq!(
+            (h.status, h.reason),
+            (Status::Unknown, "CredentialsUnavailable")
+        );
+        assert_eq!(cond(&p, "Stale").status, Status::Unknown);
+
+        let healthy = written(
+            plan(true, "e", Ok(()), Some(&health(true)), &none(), ts(5)),
+            ts(100),
+        );
+        let mut p = plan(true, "e", Ok(()), None, &healthy, ts(200));
+        add_credentials(&mut p, Some(Err(&missing)), "origin-auth");
+        assert!(p.conditions.iter().all(|c| c.type_ != "Healthy"));
+        let after = written(p, ts(200));
+        assert_eq!(
+            conditions::find(&after.conditions, "Healthy"),
+            conditions::find(&healthy.conditions, "Healthy")
+        );
+        assert_eq!(after.health_changed_at, healthy.health_changed_at);
+
+        let ok = OriginCredentials {
+            name: reqwest::header::AUTHORIZATION,
+            value: reqwest::header::HeaderValue::from_static("Basic c2VjcmV0"),
+            scheme: "Basic",
+        };
+        let mut p = plan(true, "e", Ok(()), None, &none(), ts(1));
+        add_credentials(&mut p, Some(Ok(&ok)), "origin-auth");
+        let c = cond(&p, "CredentialsReady");
+        assert_eq!(c.status, Status::True);
+        assert!(!c.message.contains("c2VjcmV0"), "{}", c.message);
+        // Without credentials named, no condition.
+        let mut p = plan(true, "e", Ok(()), None, &none(), ts(1));
+        add_credentials(&mut p, None, "");
+        assert!(p.conditions.iter().all(|c| c.type_ != "CredentialsReady"));
     }
 
     #[test]

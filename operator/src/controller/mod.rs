@@ -13,7 +13,10 @@ pub mod cluster;
 pub mod edge;
 pub mod health;
 pub mod instance;
+pub mod leader;
 pub mod publish;
+pub mod secrets;
+pub mod tenancy;
 
 pub use health::Health;
 
@@ -94,6 +97,12 @@ pub struct Context {
     pub health: Health,
     /// The merged master playlist and steering manifest publication stage.
     pub publisher: Arc<publish::Publisher>,
+    /// Origin-credentials Secrets, read by name and cached briefly.
+    pub secrets: secrets::SecretCache,
+    /// Who decides which AWS resources a namespace may use.
+    pub tenant_policy: tenancy::TenantPolicy,
+    /// Namespaces' allow-lists, read by name and cached briefly.
+    pub namespaces: tenancy::NamespaceCache,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -219,6 +228,8 @@ pub struct Wiring {
     pub probe_stall: Duration,
     /// Publishes the merged master playlist and the steering manifest.
     pub publisher: Arc<publish::Publisher>,
+    /// Who decides which AWS resources a namespace may use.
+    pub tenant_policy: tenancy::TenantPolicy,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -442,6 +453,7 @@ pub async fn run(
         detail_refresh,
         probe_stall,
         publisher,
+        tenant_policy,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -512,8 +524,12 @@ pub async fn run(
         swept: Default::default(),
         health: health.clone(),
         publisher,
+        secrets: Default::default(),
+        tenant_policy,
+        namespaces: Default::default(),
     });
 
+    let notifier = ctx.notifier.clone();
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
     // no finalizer: probes are in memory. The same round checks that the probe engine still
     // publishes verdicts, for the liveness check.
@@ -661,8 +677,19 @@ pub async fn run(
         .map(move |()| cluster_health.stopped("cluster"));
 
     tokio::join!(instance_loop, cluster_loop);
+    // Nothing decides any more; the events already decided are sent (bounded), so that a
+    // replica taking over next neither misses nor repeats them.
+    if !notifier.shutdown(NOTIFIER_DRAIN).await {
+        tracing::warn!(
+            "SNS events were still being sent at shutdown; the changes they report stay owed in \
+             the table and are announced by the next leader"
+        );
+    }
     tracing::info!("controllers stopped");
 }
+
+/// Longest wait at shutdown for the SNS event being sent (and its delivery record).
+const NOTIFIER_DRAIN: Duration = Duration::from_secs(2);
 
 /// A controller's own errors (its queue) are logged at WARN; a failed reconciliation was already
 /// logged by its error policy, and its watches' errors by [`watch_objects`].
@@ -925,6 +952,9 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            secrets: Default::default(),
+            tenant_policy: Default::default(),
+            namespaces: Default::default(),
         })
     }
 

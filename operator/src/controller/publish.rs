@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Content-Type of the steering manifest object.
 pub const STEERING_CONTENT_TYPE: &str = "application/json";
+/// The origin credentials of a ClusteredStream, or why they cannot be used.
+type Credentials = Result<Option<Arc<crate::probe::credentials::OriginCredentials>>, String>;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -224,8 +226,27 @@ pub async fn stage(
         return Outcome::default();
     }
     forget_deleted(ctx);
+    // The same origin credentials as the probe, sent to the same hosts.
+    let credentials = ctx
+        .secrets
+        .credentials(
+            &ctx.client,
+            &cluster.namespace().unwrap_or_default(),
+            cluster.spec.health.origin_credentials.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string());
     let mut memory = publisher.take_memory(cluster_key);
-    let outcome = run(publisher, cluster, cluster_key, plan, members, &mut memory).await;
+    let outcome = run(
+        publisher,
+        cluster,
+        cluster_key,
+        plan,
+        members,
+        &credentials,
+        &mut memory,
+    )
+    .await;
     publisher.put_memory(cluster_key, memory);
     outcome
 }
@@ -264,6 +285,7 @@ async fn run(
     cluster_key: &str,
     plan: &ClusterPlan,
     members: &[Arc<StreamInstance>],
+    credentials: &Credentials,
     memory: &mut ClusterMemory,
 ) -> Outcome {
     // Forget instances that left, and origins that changed.
@@ -279,7 +301,7 @@ async fn run(
 
     // 2. Refresh the masters that are due, and publish again if a contribution changed.
     let allowed = super::instance::allowed_hosts(&cluster.spec);
-    if refresh(publisher, members, &allowed, memory).await {
+    if refresh(publisher, members, &allowed, credentials, memory).await {
         let again = compose_now(publisher, cluster, plan, members, memory);
         written |= publish(publisher, cluster, cluster_key, &again, memory).await;
         let outcome = report(publisher, cluster, &again, memory);
@@ -356,6 +378,7 @@ async fn refresh(
     publisher: &Publisher,
     members: &[Arc<StreamInstance>],
     allowed: &[String],
+    credentials: &Credentials,
     memory: &mut ClusterMemory,
 ) -> bool {
     let due: Vec<&Arc<StreamInstance>> = members
@@ -372,19 +395,25 @@ async fn refresh(
     }
     let fetches = due.iter().map(|i| async move {
         let url = i.spec.origin.url.clone();
-        let result = match reqwest::Url::parse(&url) {
+        let result = match (reqwest::Url::parse(&url), credentials) {
+            // Unusable credentials: the origin is not asked (it would refuse), and the last
+            // good master stays in the merge.
+            (Ok(_), Err(e)) => Err(format!("origin credentials unavailable: {e}")),
             // The same destination checks as the probe: the master's own host, public
             // addresses unless the operator allows private ones.
-            Ok(parsed) => match publisher
+            (Ok(parsed), Ok(credentials)) => match publisher
                 .fetcher
-                .get_with_permit(&parsed, &Destinations::new(&parsed, allowed))
+                .get_with_permit(
+                    &parsed,
+                    &Destinations::new(&parsed, allowed).with_credentials(credentials.clone()),
+                )
                 .await
             {
                 Ok(body) => parse_contribution(&body, &url, &publisher.settings.limits)
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
-            Err(e) => Err(format!("bad origin URL: {e}")),
+            (Err(e), _) => Err(format!("bad origin URL: {e}")),
         }
         // The reason goes to status, Events and logs: no credentials or token values.
         .map_err(|e| crate::probe::redact_text(&e));

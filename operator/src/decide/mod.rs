@@ -8,6 +8,7 @@
 
 pub mod master;
 pub mod steering;
+pub mod tenancy;
 
 use master::{Contribution, MergeError, MergeInput, MergeSettings, Merged, SteeringTag};
 use steering::{PathwayState, SteeringDecision};

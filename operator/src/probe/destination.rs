@@ -16,6 +16,7 @@
 //! not resolve, are checked before each request. A refusal is a stale reason of its own
 //! (`DestinationRefused`).
 
+use super::credentials::OriginCredentials;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -181,10 +182,12 @@ impl Resolve for GuardedResolver {
 }
 
 /// The hosts one instance's probes may reach: its master's own host and port, plus the hosts
-/// its ClusteredStream allows (`host` for any port, or `host:port`).
+/// its ClusteredStream allows (`host` for any port, or `host:port`); and the origin credentials
+/// sent to them, if any.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Destinations {
     hosts: Vec<String>,
+    credentials: Option<std::sync::Arc<OriginCredentials>>,
 }
 
 fn authority(url: &Url) -> Option<(String, u16)> {
@@ -203,16 +206,52 @@ impl Destinations {
         if let Some((host, port)) = authority(master) {
             hosts.push(format!("{host}:{port}"));
         }
-        Self { hosts }
+        Self {
+            hosts,
+            credentials: None,
+        }
     }
 
     /// Allows every http(s) host: for tools and tests that probe without a master.
     pub fn any() -> Self {
         Self {
             hosts: vec!["*".into()],
+            credentials: None,
         }
     }
 
+    /// These destinations, with `credentials` sent to them (see [`Self::credentials_for`]).
+    pub fn with_credentials(
+        mut self,
+        credentials: Option<std::sync::Arc<OriginCredentials>>,
+    ) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The credentials to send with a request to `url`, reached from `first` (the URL the
+    /// request started at) through redirects that never left `first`'s origin when
+    /// `same_origin_so_far`. Credentials go only to an allowed host, and follow a redirect only
+    /// while it stays on the same scheme, host and port: a redirect to another host (even an
+    /// allowed one, a CDN) or from https to http never carries them.
+    pub fn credentials_for(
+        &self,
+        first: &Url,
+        url: &Url,
+        same_origin_so_far: bool,
+    ) -> Option<&OriginCredentials> {
+        let credentials = self.credentials.as_deref()?;
+        let allowed = self.check(url).is_ok();
+        (allowed && same_origin_so_far && same_origin(first, url)).then_some(credentials)
+    }
+}
+
+/// Whether two URLs share scheme, host and port.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && authority(a).is_some() && authority(a) == authority(b)
+}
+
+impl Destinations {
     /// Checks the scheme and host of `url` (addresses are the resolver's and [`check_literal`]'s
     /// business).
     pub fn check(&self, url: &Url) -> Result<(), Refused> {
@@ -367,6 +406,67 @@ mod tests {
             v6.check(&Url::parse("http://[::2]:9000/v.m3u8").unwrap())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn credentials_go_to_allowed_hosts_and_never_follow_a_redirect_elsewhere() {
+        use super::super::credentials::OriginCredentials;
+        let u = |s: &str| Url::parse(s).unwrap();
+        let master = u("https://origin.example.com/live/master.m3u8");
+        let creds = std::sync::Arc::new(OriginCredentials {
+            name: reqwest::header::AUTHORIZATION,
+            value: reqwest::header::HeaderValue::from_static("Bearer t"),
+            scheme: "Bearer",
+        });
+        let d =
+            Destinations::new(&master, &["cdn.example.net".into()]).with_credentials(Some(creds));
+        let send = |first: &str, url: &str, same: bool| {
+            d.credentials_for(&u(first), &u(url), same).is_some()
+        };
+        // The master's host, and a rendition listed on an allowed host.
+        assert!(send(master.as_str(), master.as_str(), true));
+        assert!(send(
+            "https://cdn.example.net/v.m3u8",
+            "https://cdn.example.net/v.m3u8",
+            true
+        ));
+        // A redirect on the same origin keeps them; to another host (allowed or not), to
+        // another port, or from https to http, drops them; and once dropped they stay dropped.
+        assert!(send(
+            master.as_str(),
+            "https://origin.example.com/other/v.m3u8",
+            true
+        ));
+        assert!(!send(
+            master.as_str(),
+            "https://cdn.example.net/v.m3u8",
+            true
+        ));
+        assert!(!send(
+            master.as_str(),
+            "https://evil.example.org/v.m3u8",
+            true
+        ));
+        assert!(!send(
+            master.as_str(),
+            "https://origin.example.com:8443/v.m3u8",
+            true
+        ));
+        assert!(!send(
+            master.as_str(),
+            "http://origin.example.com/v.m3u8",
+            true
+        ));
+        assert!(!send(master.as_str(), master.as_str(), false));
+        // A host that is not allowed never gets them, not even as the first URL.
+        assert!(!send(
+            "https://evil.example.org/x",
+            "https://evil.example.org/x",
+            true
+        ));
+        // Without credentials nothing is sent.
+        let none = Destinations::new(&master, &[]);
+        assert!(none.credentials_for(&master, &master, true).is_none());
     }
 
     #[test]

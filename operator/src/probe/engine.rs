@@ -8,6 +8,7 @@
 //! `starved`, and counted in `cvs_probe_starved_total`); only time spent on the request itself
 //! counts against the origin.
 
+use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
@@ -46,11 +47,17 @@ pub struct ProbeTarget {
     /// Hosts besides the master's own that renditions and redirects may be on (`host` for any
     /// port, or `host:port`). See [`super::destination`].
     pub allowed_hosts: Vec<String>,
+    /// The header sent to the master's host and the allowed hosts (never on a redirect to
+    /// another host), from the Secret the ClusteredStream names.
+    pub credentials: Option<Arc<OriginCredentials>>,
 }
 
 impl ProbeTarget {
     fn destinations(&self) -> Arc<Destinations> {
-        Arc::new(Destinations::new(&self.master_url, &self.allowed_hosts))
+        Arc::new(
+            Destinations::new(&self.master_url, &self.allowed_hosts)
+                .with_credentials(self.credentials.clone()),
+        )
     }
 }
 
@@ -468,7 +475,10 @@ async fn run_instance(
                 if new.policy != target.policy {
                     let _ = policy_tx.send(new.policy);
                 }
-                if new.master_url != target.master_url || new.allowed_hosts != target.allowed_hosts {
+                if new.master_url != target.master_url
+                    || new.allowed_hosts != target.allowed_hosts
+                    || new.credentials != target.credentials
+                {
                     let _ = destinations_tx.send(new.destinations());
                 }
                 target = new;
@@ -1087,6 +1097,7 @@ mod tests {
                 master_url: url.clone(),
                 policy: Policy::default(),
                 allowed_hosts: Vec::new(),
+                credentials: None,
             },
         );
     }

@@ -198,18 +198,20 @@ impl Fetcher {
     ) -> Result<Vec<u8>, Failure> {
         let mut current = url.clone();
         let mut hops = 0;
+        // Whether every hop so far stayed on the first URL's origin: credentials never follow a
+        // redirect to another host (see `Destinations::credentials_for`).
+        let mut same_origin = true;
         let mut response = loop {
             destinations
                 .check(&current)
                 .and_then(|()| destination::check_literal(&current, self.allow_private))
                 .map_err(|r| Failure::Refused(r.0))?;
-            let response = self
-                .client
-                .get(current.clone())
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(classify)?;
+            same_origin &= destination::same_origin(url, &current);
+            let mut request = self.client.get(current.clone()).timeout(timeout);
+            if let Some(c) = destinations.credentials_for(url, &current, same_origin) {
+                request = request.header(c.name.clone(), c.value.clone());
+            }
+            let response = request.send().await.map_err(classify)?;
             let status = response.status().as_u16();
             let location = response.headers().get(reqwest::header::LOCATION);
             let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location)
@@ -697,6 +699,80 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, Failure::Redirect(_)), "{path}: {err:?}");
         }
+    }
+
+    /// The credentials header reaches the first URL's origin (through a same-origin redirect
+    /// too) and never a redirect to another host, even one the instance allows.
+    #[tokio::test]
+    async fn credentials_stay_on_the_origin_across_redirects() {
+        use axum::Router;
+        use axum::http::HeaderMap;
+        use axum::response::Redirect;
+        type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+        let seen: Seen = Arc::default();
+        let app = |seen: Seen, host: &'static str| {
+            Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    seen.lock()
+                        .unwrap()
+                        .push((format!("{host}{}", uri.path()), auth));
+                    let target = uri.query().unwrap_or("").to_owned();
+                    if target.is_empty() {
+                        axum::response::Response::new(axum::body::Body::from(MEDIA))
+                    } else {
+                        axum::response::IntoResponse::into_response(Redirect::temporary(&target))
+                    }
+                }
+            })
+        };
+        let bind = |ip: &'static str, seen: Seen| async move {
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app(seen, ip)).await });
+            format!("http://{addr}")
+        };
+        let origin = bind("127.0.0.1", seen.clone()).await;
+        let other = bind("127.0.0.2", seen.clone()).await;
+        let fetcher = Fetcher::new(&FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        })
+        .unwrap();
+        let master = Url::parse(&format!("{origin}/master.m3u8")).unwrap();
+        let creds = Arc::new(crate::probe::credentials::OriginCredentials {
+            name: reqwest::header::AUTHORIZATION,
+            value: reqwest::header::HeaderValue::from_static("Bearer t0k"),
+            scheme: "Bearer",
+        });
+        let d = Destinations::new(&master, &["127.0.0.2".into()]).with_credentials(Some(creds));
+        for path in [
+            format!("/same?{origin}/landing-same"),
+            format!("/away?{other}/landing-other"),
+        ] {
+            let url = Url::parse(&format!("{origin}{path}")).unwrap();
+            fetcher.get(&url, &d).await.unwrap();
+        }
+        fetcher
+            .get(&Url::parse(&format!("{other}/direct")).unwrap(), &d)
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let bearer = Some("Bearer t0k".to_owned());
+        assert_eq!(
+            seen,
+            vec![
+                ("127.0.0.1/same".into(), bearer.clone()),
+                ("127.0.0.1/landing-same".into(), bearer.clone()),
+                ("127.0.0.1/away".into(), bearer.clone()),
+                ("127.0.0.2/landing-other".into(), None),
+                ("127.0.0.2/direct".into(), bearer),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! still publishing. `decision` is pure; `fetch` and `engine` do the I/O; `redact` strips
 //! secrets from URLs before they leave the probe (the controllers use it too).
 
+pub mod credentials;
 pub mod decision;
 pub mod destination;
 pub mod engine;

@@ -53,6 +53,64 @@ pub struct SimConfig {
     /// Container of the segments: MPEG-TS (`N.ts`) or fMP4 (`N.m4s` + `EXT-X-MAP` `init.mp4`,
     /// which needs `media_dir`).
     pub segment_format: SegmentFormat,
+    /// Require credentials on every request but `/healthz`: a request without them, or with
+    /// others, gets a 401. `None` = open origin.
+    pub auth: Option<OriginAuth>,
+}
+
+/// Credentials an origin requires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginAuth {
+    /// `Authorization: Basic base64(username:password)`.
+    Basic { username: String, password: String },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `<name>: <value>` (for example a CDN identifier header).
+    Header { name: String, value: String },
+}
+
+impl OriginAuth {
+    /// The header (lower-case name) and the exact value a request must carry.
+    pub fn expected(&self) -> (String, String) {
+        use base64::Engine as _;
+        match self {
+            OriginAuth::Basic { username, password } => (
+                "authorization".into(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ),
+            ),
+            OriginAuth::Bearer(token) => ("authorization".into(), format!("Bearer {token}")),
+            OriginAuth::Header { name, value } => (name.to_ascii_lowercase(), value.clone()),
+        }
+    }
+
+    /// Parses `basic:USER:PASSWORD`, `bearer:TOKEN` or `header:NAME:VALUE`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?}: expected basic:USER:PASSWORD, bearer:TOKEN or header:NAME:VALUE");
+        match s.split_once(':').ok_or_else(bad)? {
+            ("basic", rest) => {
+                let (username, password) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(OriginAuth::Basic {
+                    username: username.into(),
+                    password: password.into(),
+                })
+            }
+            ("bearer", token) if !token.is_empty() => Ok(OriginAuth::Bearer(token.into())),
+            ("header", rest) => {
+                let (name, value) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(OriginAuth::Header {
+                    name: name.into(),
+                    value: value.into(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -73,6 +131,7 @@ impl Default for SimConfig {
             stagger: true,
             media_dir: None,
             segment_format: SegmentFormat::Ts,
+            auth: None,
         }
     }
 }
@@ -92,6 +151,8 @@ pub(crate) struct Resolved {
     pub format: SegmentFormat,
     /// Real media, loaded by [`SimConfig::load_media`].
     pub media: Option<Arc<MediaLibrary>>,
+    /// The header (lower-case name) and value every request must carry, if any.
+    pub auth: Option<(String, String)>,
 }
 
 impl Resolved {
@@ -183,6 +244,7 @@ impl SimConfig {
             stagger: self.stagger,
             format: self.segment_format,
             media: None,
+            auth: self.auth.as_ref().map(OriginAuth::expected),
         })
     }
 

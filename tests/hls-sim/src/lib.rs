@@ -53,7 +53,7 @@ pub use api::{
     FrozenInfo, FrozenStream, Healed, HealedAll, Ready, RenditionUpdate, RenditionsChanged,
     ResourceFilter, Topology, TruncateMode,
 };
-pub use config::{RenditionSpec, SimConfig, VideoRendition};
+pub use config::{OriginAuth, RenditionSpec, SimConfig, VideoRendition};
 pub use error::SimError;
 pub use media::{MediaLibrary, SegmentFormat};
 pub use state::now_ms;
@@ -196,6 +196,13 @@ impl SimHandle {
     }
 
     /// The JSON printed once ready: `{"control": URL, "regions": {NAME: URL}}`.
+    /// Requests answered 401 because they lacked the credentials `SimConfig::auth` requires.
+    pub fn auth_rejections(&self) -> u64 {
+        self.shared
+            .auth_rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn ready(&self) -> Ready {
         Ready {
             control: self.control_url(),

@@ -68,6 +68,10 @@ struct Cli {
     /// Tokio worker threads [default: number of CPUs].
     #[arg(long)]
     threads: Option<usize>,
+    /// Require credentials on every request but /healthz (else 401): basic:USER:PASSWORD,
+    /// bearer:TOKEN or header:NAME:VALUE.
+    #[arg(long, value_parser = hls_sim::OriginAuth::parse)]
+    require_auth: Option<hls_sim::OriginAuth>,
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, String> {
@@ -135,6 +139,7 @@ fn build_config(cli: &Cli) -> Result<SimConfig, String> {
         stagger: !cli.align_streams,
         media_dir: cli.media.clone(),
         segment_format: cli.segment_format,
+        auth: cli.require_auth.clone(),
     })
 }
 

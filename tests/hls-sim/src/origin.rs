@@ -229,6 +229,22 @@ pub(crate) async fn handle(
         return Ok(r);
     }
     let target = parse_target(&shared, req.uri().path());
+    if let Some((name, value)) = &shared.cfg.auth
+        && target.what != What::Health
+        && req
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            != Some(value.as_str())
+    {
+        shared.auth_rejected.fetch_add(1, Ordering::Relaxed);
+        let mut r = status_response(401);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"hls-sim\""),
+        );
+        return Ok(r);
+    }
     let resource = target.resource();
     let scope = |shared: &Shared| shared.effect(region, target.stream, target.rendition, resource);
 

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     /// Woken on every fault change (blocked playlist requests re-check).
     pub fault_changed: Notify,
     pub shutdown: CancellationToken,
+    /// Requests answered 401 for want of the required credentials.
+    pub auth_rejected: AtomicU64,
 }
 
 fn build_renditions(video: Vec<VideoRendition>, cfg: &Resolved) -> Renditions {
@@ -152,6 +154,7 @@ impl Shared {
             next_fault_id: AtomicU64::new(1),
             fault_changed: Notify::new(),
             shutdown,
+            auth_rejected: AtomicU64::new(0),
         }
     }
 
