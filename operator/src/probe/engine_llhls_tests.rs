@@ -101,6 +101,7 @@ async fn start_with(sim: &SimHandle, e: ProbeEngine) -> ProbeEngine {
             master_url: Url::parse(&sim.master_url("r", "s0001").unwrap()).unwrap(),
             policy: Policy::default(),
             allowed_hosts: Vec::new(),
+            credentials: None,
         },
     );
     let healthy = wait_for(&e, Duration::from_secs(15), |h| {
