@@ -151,19 +151,17 @@ async fn a_frozen_ll_hls_rendition_is_stale_on_parts(name: &str, td_ms: u64, par
     })
     .await;
     let applied = f.sim.apply_fault(f.freeze_720p()).await.expect("fault");
-    let stale = f.wait_healthy(EAST, false, DETECT).await;
+    // The 720p media playlist is judged on parts. Its I-frame playlist (plain HLS, frozen too)
+    // is judged on segments, usually later; but its bound runs from first sight, so a freeze
+    // soon after start can make it first: wait for the media playlist's own verdict.
+    let stale = f
+        .wait_stale_with(EAST, "/720p/index.m3u8: no new part")
+        .await;
     let seen = hls_sim::now_ms();
     let (reason, message) = stale_condition(&stale);
-    // The 720p media playlist is judged on parts; its I-frame playlist (plain HLS, frozen too)
-    // on segments, later. Either the reason is NoNewPart, or the causes are mixed and the
-    // part verdict is named.
     assert!(
-        reason == "NoNewPart" || (reason == "RenditionsStale" && message.contains("no new part")),
+        reason == "NoNewPart" || reason == "RenditionsStale",
         "{reason}: {message}"
-    );
-    assert!(
-        message.contains("/720p/index.m3u8: no new part"),
-        "{message}"
     );
     // Within the part bound from the last part published, with a generous margin for this
     // machine (the benchmark measures it).
