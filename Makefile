@@ -7,7 +7,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
-.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench
+.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench player-chain-bench
 
 ## make test: fmt check, clippy -D warnings, unit tests, CRD drift check, the e2e suite, the
 ## copilot bundle drift check and its Node tests, the player tests.
@@ -15,8 +15,11 @@ test: fmt-check clippy unit crd-drift chart-lint e2e edge-drift edge-test player
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
 ## (real H.264/AAC, MPEG-TS and fMP4) through local Lambda@Edge edges while a region is killed,
-## closed (404), loses its origin (502) or freezes then closes. Installs chromium, ffmpeg and the
-## pinned npm packages when missing. About 2 minutes; artefacts in target/player/<stamp>/.
+## closed (404), loses its origin (502) or freezes then closes; then through the whole operator
+## chain (tests/demo.sh in .cvs-env-player: the master the operator publishes to moto's S3, edges
+## running the copilot zip it deployed to moto's Lambda) while a region is closed by kubectl patch,
+## frozen or refuses connections, with content steering on and off. Installs chromium, ffmpeg and
+## the pinned npm packages when missing. About 6 minutes; artefacts in target/player/<stamp>/.
 player-test:
 	tests/player/run.sh
 
@@ -26,6 +29,13 @@ player-test:
 PLAYER_RUNS ?= 10
 player-bench:
 	PLAYER_RUNS=$(PLAYER_RUNS) tests/player/run.sh test/failover.test.mjs
+
+## make player-chain-bench: the audience-side failover through the operator chain, PLAYER_RUNS
+## times (default 10) each of patch/freeze/refuse with steering on and off: p50/p90/max from the
+## fault to each stage (detection, table write, steering manifest, copilot 404) and to the
+## player's last request to the region and first segment from another. About 35 minutes here.
+player-chain-bench:
+	PLAYER_RUNS=$(PLAYER_RUNS) tests/player/run.sh test/chain.test.mjs
 
 ## helm lint of the chart (helm is built from its Go module and cached).
 chart-lint:

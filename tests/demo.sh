@@ -7,10 +7,13 @@
 #   - etcd + kube-apiserver, DynamoDB Local and moto (tests/env/up.sh, state dir .cvs-env-demo);
 #   - the HLS origin simulator: one live event in us-east-1, eu-west-1 and ap-southeast-1 with real
 #     H.264/AAC media (2 s segments, the same media sequence clock in every region);
-#   - one local CloudFront-like edge per region (tests/player/edge.mjs) running the REAL copilot
-#     bundle (edge-lambda/bundle/ + a config.json, viewer-request) against DynamoDB Local;
 #   - the operator, with manifests/demo.yaml applied (automatic failover, the merged master and
-#     its steering manifest published to two S3 buckets in moto);
+#     its steering manifest published to two S3 buckets in moto, the copilot deployed to moto's
+#     Lambda);
+#   - one local CloudFront-like edge per region (tests/player/edge.mjs) running the copilot zip the
+#     operator deployed (kept on its way to moto by tests/demo/lambda-capture.mjs and matched to
+#     the version's CodeSha256 by tests/demo/deployed-copilot.py: the committed bundle and the
+#     config.json the operator baked; viewer-request) against DynamoDB Local;
 #   - the player page server (tests/player/serve.mjs), which proxies the published master and
 #     steering manifest and maps the CloudFront domains to the local edges;
 #   - a headless viewer (hls.js in Chromium, tests/player/watch.mjs) when /usr/bin/chromium exists.
@@ -176,28 +179,7 @@ control=$(json "$run/origin.json" "['control']")
 declare -A origin edge
 for r in "${regions[@]}"; do origin[$r]=$(json "$run/origin.json" "['regions']['$r']"); done
 
-step "Starting one edge per region with the copilot bundle (viewer-request)"
-copilot="$CVS_STATE_DIR/copilot"
-rm -rf "$copilot"
-mkdir -p "$copilot"
-cp edge-lambda/bundle/* "$copilot/"
-ln -s "$repo/edge-lambda/node_modules" "$copilot/node_modules"
-# What the operator bakes into the zip (edge-lambda/README.md, "config.json"); 2 s state cache.
-cat >"$copilot/config.json" <<JSON
-{"version": 1, "table": "$table", "homeRegion": "us-east-1", "trigger": "viewer-request",
- "cacheSeconds": 2}
-JSON
-for r in "${regions[@]}"; do
-  # AWS_REGION is the edge's region, as in a Lambda@Edge replica; the credentials and
-  # AWS_ENDPOINT_URL_DYNAMODB (DynamoDB Local) come from tests/env.
-  start "edge-$r" env AWS_REGION="$r" node tests/player/edge.mjs --origin "${origin[$r]}" \
-    --domain "${domain[$r]}" --handler "$copilot/index.js" --event-type viewer-request \
-    --ready-file "$run/edge-$r.json"
-  wait_file "$run/edge-$r.json" "edge-$r"
-  edge[$r]=$(json "$run/edge-$r.json" "['url']")
-done
-
-step "Creating the SNS topic and the S3 buckets in moto"
+step "Creating the SNS topic, the S3 buckets and the copilot's role in moto"
 auth() { echo "Authorization: AWS4-HMAC-SHA256 Credential=$AWS_ACCESS_KEY_ID/20260101/$1/$2/aws4_request, SignedHeaders=host, Signature=0"; }
 topic=$(curl -sf -XPOST "$AWS_ENDPOINT_URL_SNS/" -d "Action=CreateTopic&Name=cvs-demo" \
   -H "$(auth us-east-1 sns)" | sed -n 's:.*<TopicArn>\(.*\)</TopicArn>.*:\1:p')
@@ -217,6 +199,14 @@ for b in "${buckets[@]}"; do
     || { echo "could not set the read policy of bucket $b in moto" >&2; exit 1; }
 done
 
+# The copilot's execution role (moto's CreateFunction wants it to exist), as manifests/demo.yaml
+# names it.
+code=$(curl -s -o "$run/role.out" -w '%{http_code}' -XPOST "$AWS_ENDPOINT_URL_IAM/" -H "$(auth us-east-1 iam)" \
+  --data-urlencode Action=CreateRole --data-urlencode Version=2010-05-08 --data-urlencode RoleName=cvs-demo-copilot \
+  --data-urlencode 'AssumeRolePolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":["lambda.amazonaws.com","edgelambda.amazonaws.com"]},"Action":"sts:AssumeRole"}]}')
+[[ $code == 200 ]] || grep -q EntityAlreadyExists "$run/role.out" \
+  || { echo "could not create the copilot's role in moto ($code): $(cat "$run/role.out")" >&2; exit 1; }
+
 step "Applying the CRDs and manifests/demo.yaml to namespace $ns"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/clusteredstreams.cvs.dev crd/streaminstances.cvs.dev >/dev/null
@@ -226,10 +216,18 @@ sed -e "s|\${ORIGIN_US_EAST_1}|${origin[us-east-1]}|g" -e "s|\${ORIGIN_EU_WEST_1
 kubectl apply -n "$ns" -f "$run/demo.yaml" >&2
 
 step "Starting the operator"
+# Its Lambda requests go through lambda-capture.mjs, which keeps the zips it deploys (moto keeps
+# them but does not give them back); everything else reaches moto directly.
+captured="$CVS_STATE_DIR/copilot-zips"
+rm -rf "$captured"
+start lambda-capture node tests/demo/lambda-capture.mjs --upstream "$AWS_ENDPOINT_URL_LAMBDA" \
+  --dir "$captured" --ready-file "$run/lambda-capture.json"
+wait_file "$run/lambda-capture.json" lambda-capture
 op_port=$(free_port)
 operator_url="http://127.0.0.1:$op_port"
 # The origins are on loopback, which the probe refuses unless told.
-start operator "$target/debug/cvs-operator" run --namespace "$ns" --listen "127.0.0.1:$op_port" \
+start operator env AWS_ENDPOINT_URL_LAMBDA="$(json "$run/lambda-capture.json" "['url']")" \
+  "$target/debug/cvs-operator" run --namespace "$ns" --listen "127.0.0.1:$op_port" \
   --allow-private-origins
 op_pid=${pids[-1]}
 for _ in $(seq 300); do
@@ -247,6 +245,34 @@ for _ in $(seq 600); do
 done
 curl -sf -o /dev/null "$AWS_ENDPOINT_URL_S3/${buckets[0]}/$master_key" \
   || { echo "no master published within 2 minutes; kubectl get cstream -n $ns -o yaml says why" >&2; exit 1; }
+
+step "Starting one edge per region with the copilot the operator deployed (viewer-request)"
+# The operator publishes the copilot (edge-lambda/bundle/ plus the config.json it bakes from the
+# ClusteredStream's spec) as a Lambda version in moto; the edges run that very zip (the one sent
+# whose SHA-256 is the version's CodeSha256).
+arn=""
+for _ in $(seq 600); do
+  arn=$(kubectl get clusteredstream "$cluster" -n "$ns" \
+    -o jsonpath='{.status.conditions[?(@.type=="EdgeDeployed")].status} {.status.conditions[?(@.type=="EdgeDeployed")].message}' 2>/dev/null \
+    | sed -n 's/^True \([^ ]*\) .*/\1/p')
+  [[ -n "$arn" ]] && break
+  kill -0 "$op_pid" 2>/dev/null || break
+  sleep 0.2
+done
+[[ -n "$arn" ]] || { echo "the operator did not deploy the copilot within 2 minutes; kubectl get cstream -n $ns -o yaml says why" >&2; exit 1; }
+copilot="$CVS_STATE_DIR/copilot"
+tests/demo/deployed-copilot.py "$arn" "$captured" "$copilot" >"$run/copilot.json"
+ln -s "$repo/edge-lambda/node_modules" "$copilot/node_modules"
+echo "copilot $arn: $(json "$run/copilot.json" "['config']")" >&2
+for r in "${regions[@]}"; do
+  # AWS_REGION is the edge's region, as in a Lambda@Edge replica; the credentials and
+  # AWS_ENDPOINT_URL_DYNAMODB (DynamoDB Local) come from tests/env.
+  start "edge-$r" env AWS_REGION="$r" node tests/player/edge.mjs --origin "${origin[$r]}" \
+    --domain "${domain[$r]}" --handler "$copilot/index.js" --event-type viewer-request \
+    --ready-file "$run/edge-$r.json"
+  wait_file "$run/edge-$r.json" "edge-$r"
+  edge[$r]=$(json "$run/edge-$r.json" "['url']")
+done
 
 step "Starting the player page server"
 page_port=$(free_port)
@@ -299,15 +325,18 @@ The demo is running (namespace '$ns', ClusteredStream '$cluster', manifests/demo
 ================================================================================================
 TXT
 
-cat >"$run/demo.json" <<JSON
+# Written whole, then renamed: its presence says the chain is up (tests/player/test/chain.test.mjs).
+cat >"$run/demo.json.tmp" <<JSON
 {"namespace": "$ns", "cluster": "$cluster", "controlUrl": "$control", "operatorUrl": "$operator_url",
  "s3Endpoint": "$AWS_ENDPOINT_URL_S3", "buckets": ["${buckets[0]}", "${buckets[1]}"],
  "masterKey": "$master_key", "steeringKey": "$steering_key", "table": "$table",
- "kubectl": "$(command -v kubectl)", "viewerLog": $([[ -n $viewer_log ]] && echo "\"$viewer_log\"" || echo null),
- "timelineFile": "$run/timeline.txt",
+ "kubectl": "$(command -v kubectl)", "kubeconfig": "$KUBECONFIG", "dynamodbEndpoint": "$AWS_ENDPOINT_URL_DYNAMODB",
+ "viewerLog": $([[ -n $viewer_log ]] && echo "\"$viewer_log\"" || echo null),
+ "timelineFile": "$run/timeline.txt", "page": "$page", "operatorLog": "$logs/demo-operator.log",
  "instances": [$(sep=""; for r in "${regions[@]}"; do
    printf '%s{"name": "%s-%s", "region": "%s", "domain": "%s", "edge": "%s"}' "$sep" "$cluster" "$r" "$r" "${domain[$r]}" "${edge[$r]}"; sep=", "; done)]}
 JSON
+mv "$run/demo.json.tmp" "$run/demo.json"
 
 status=0
 if ((script)); then

@@ -116,6 +116,8 @@ struct ClusterMemory {
     targets: HashMap<(String, String, String), TargetMemory>,
     master: Option<(String, Time)>,
     steering: Option<(String, Time)>,
+    /// Each instance's open state as last offered to players (see [`crate::decide::reopen`]).
+    reopen: HashMap<String, crate::decide::reopen::Memo>,
 }
 
 struct InstanceMemory {
@@ -295,21 +297,50 @@ async fn run(
             .any(|i| i.name_any() == *name && i.spec.origin.url == m.origin_url)
     });
 
+    // A reopened instance is offered to players only once the copilot's cache has let it
+    // through everywhere (decide::reopen).
+    let pathways: Vec<(&str, bool)> = plan
+        .summaries
+        .iter()
+        .filter(|s| members.iter().any(|m| m.name_any() == s.name))
+        .map(|s| (s.name.as_str(), s.open))
+        .collect();
+    let offers = crate::decide::reopen::offers(
+        &pathways,
+        &memory.reopen,
+        Instant::now(),
+        crate::decide::reopen::settle_time(&cluster.spec),
+    );
+    memory.reopen = offers.memo.clone();
+
     // 1. Publish from what is known (a state change must not wait for origins).
-    let composed = compose_now(publisher, cluster, plan, members, memory);
+    let composed = compose_now(publisher, cluster, plan, members, memory, &offers.offered);
     let mut written = publish(publisher, cluster, cluster_key, &composed, memory).await;
 
     // 2. Refresh the masters that are due, and publish again if a contribution changed.
     let allowed = super::instance::allowed_hosts(&cluster.spec);
     if refresh(publisher, members, &allowed, credentials, memory).await {
-        let again = compose_now(publisher, cluster, plan, members, memory);
+        let again = compose_now(publisher, cluster, plan, members, memory, &offers.offered);
         written |= publish(publisher, cluster, cluster_key, &again, memory).await;
         let outcome = report(publisher, cluster, &again, memory);
         log_written(cluster_key, written);
-        return outcome;
+        return recheck_for_reopen(outcome, offers.recheck);
     }
     log_written(cluster_key, written);
-    report(publisher, cluster, &composed, memory)
+    recheck_for_reopen(
+        report(publisher, cluster, &composed, memory),
+        offers.recheck,
+    )
+}
+
+/// Comes back when a reopened instance has settled, so it is offered without waiting for the
+/// next master refresh.
+fn recheck_for_reopen(mut outcome: Outcome, recheck: Option<Duration>) -> Outcome {
+    if let Some(r) = recheck {
+        let r = r.max(Duration::from_millis(200));
+        outcome.requeue = Some(outcome.requeue.map_or(r, |q| q.min(r)));
+    }
+    outcome
 }
 
 fn log_written(cluster_key: &str, written: bool) {
@@ -334,6 +365,7 @@ fn compose_now(
     plan: &ClusterPlan,
     members: &[Arc<StreamInstance>],
     memory: &ClusterMemory,
+    offered: &HashMap<String, bool>,
 ) -> Composed {
     let max_age = max_age(cluster);
     let instances: Vec<ComposeInstance<'_>> = plan
@@ -345,7 +377,8 @@ fn compose_now(
             region: &s.region,
             pathway: &s.region,
             cdn_domain: &s.domain,
-            open: s.open,
+            // Open, and settled if it just reopened.
+            open: s.open && offered.get(&s.name).copied().unwrap_or(true),
             healthy: s.healthy,
             contribution: memory
                 .instances

@@ -3,10 +3,12 @@
 //!
 //! - [`master`]: the merged multi-region master playlist.
 //! - [`steering`]: the HLS Content Steering manifest.
+//! - [`reopen`]: when a reopened region is offered to players again (after the copilot's cache).
 //! - [`compose`]: both, from each instance's state and contribution, as the publication stage
 //!   and `cvs-operator merge` build them.
 
 pub mod master;
+pub mod reopen;
 pub mod steering;
 pub mod tenancy;
 

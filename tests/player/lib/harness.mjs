@@ -299,6 +299,28 @@ export async function waitFor(fn, timeoutMs, what, everyMs = 200) {
   }
 }
 
+/**
+ * The p50/p90/max table of `metrics` over `results` grouped by `keys` (field names), as lines of
+ * text after `title`; a missing value (a stage not in that variant) is left out of its figures.
+ */
+export function summarize(title, results, keys, metrics) {
+  const lines = [title, `${keys.map((k) => k.padEnd(15)).join(' ')} ${'metric'.padEnd(20)}  n    p50    p90    max`];
+  const groups = new Map();
+  for (const r of results) {
+    const k = keys.map((f) => r[f]).join('|');
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  for (const [k, rs] of groups) {
+    for (const metric of metrics) {
+      const v = rs.map((r) => r[metric]).filter((x) => typeof x === 'number');
+      if (!v.length) continue;
+      const f = (x) => String(Math.round(x)).padStart(6);
+      lines.push(`${k.split('|').map((x) => x.padEnd(15)).join(' ')} ${metric.padEnd(20)} ${String(v.length).padStart(2)} ${f(percentile(v, 50))} ${f(percentile(v, 90))} ${f(Math.max(...v))}`);
+    }
+  }
+  return lines;
+}
+
 /** Nearest-rank percentile of numbers. */
 export function percentile(values, p) {
   if (!values.length) return NaN;

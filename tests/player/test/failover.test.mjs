@@ -18,7 +18,7 @@ import { startEdge } from '../lib/edge.mjs';
 import * as switchable from '../handlers/switchable.mjs';
 import {
   artefactRoot, buildRedundantMaster, currentTimeAt, launchBrowser, longestStall, makeMedia,
-  openPlayer, percentile, request, startPageServer, startSim, waitFor,
+  openPlayer, request, startPageServer, startSim, summarize, waitFor,
 } from '../lib/harness.mjs';
 
 const TD = 1; // segment duration, seconds
@@ -198,20 +198,8 @@ for (const [format, steering] of COMBOS) {
 after(() => {
   if (!results.length) return;
   fs.writeFileSync(path.join(root, 'results.json'), JSON.stringify(results, null, 1));
-  const lines = [`player failover (hls.js, TD ${TD} s, ${RUNS} run(s) each; ms from the fault; artefacts ${root})`,
-    'variant        scenario        metric                n    p50    p90    max'];
-  const groups = new Map();
-  for (const r of results) {
-    const k = `${r.format}|${r.scenario}`;
-    groups.set(k, [...(groups.get(k) ?? []), r]);
-  }
-  for (const [k, rs] of groups) {
-    const [format, scenario] = k.split('|');
-    for (const metric of ['lastToFailedMs', 'firstOtherSegmentMs', 'stallMs']) {
-      const v = rs.map((r) => r[metric]);
-      lines.push(`${format.padEnd(14)} ${scenario.padEnd(15)} ${metric.padEnd(20)} ${String(v.length).padStart(2)} ${String(percentile(v, 50)).padStart(6)} ${String(percentile(v, 90)).padStart(6)} ${String(Math.max(...v)).padStart(6)}`);
-    }
-  }
+  const lines = summarize(`player failover (hls.js, TD ${TD} s, ${RUNS} run(s) each; ms from the fault; artefacts ${root})`,
+    results, ['format', 'scenario'], ['lastToFailedMs', 'firstOtherSegmentMs', 'stallMs']);
   console.log(lines.join('\n'));
   fs.writeFileSync(path.join(root, 'summary.txt'), `${lines.join('\n')}\n`);
 });
