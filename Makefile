@@ -169,10 +169,15 @@ demo-check:
 ## test` environment is never reused or stopped), installs the CRDs, runs each scenario of BENCH,
 ## always stops the environment, and prints the results as Markdown tables.
 ##   make bench BENCH=scale-td6                  one scenario (or a space-separated list)
+##   make bench BENCH="detection-ll-part1 detection-ll-part05 detection-ll-part1-plain detection-ll-part05-plain"
+##                                               the LL-HLS scenarios (blocking reload vs plain polling)
 ##   make bench BENCH_OPERATOR_ARGS=--operator-arg=--probe-concurrency=512
 ##   make bench BENCH_ENV_ARGS=                   with DynamoDB Local and moto as well
 ## Each scenario is bounded (--max-runtime, 15 min by default); the default set took 13 min on 2 cores.
-BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k false-verdicts-td2
+# LL-HLS detection (blocking reload, judged on parts) at part targets 1 s and 0.5 s, and the same
+# LL-HLS streams polled plainly (no blocking slot: segments only) for the request-rate comparison.
+BENCH_LL := detection-ll-part1 detection-ll-part05 detection-ll-part1-plain detection-ll-part05-plain
+BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k false-verdicts-td2 $(BENCH_LL)
 BENCH ?= detection-td2 detection-td6 scale-td6 scale-td2
 BENCH_STAMP := $(shell date +%Y%m%d-%H%M%S)
 BENCH_OUT ?= $(or $(CARGO_TARGET_DIR),target)/bench/$(BENCH_STAMP).jsonl
@@ -189,6 +194,10 @@ bench_scale-td2-5k := scale --target-duration 2 --playlists 5000 --duration 120s
 # Healthy but imperfect origins (publication jitter +-30 % of TD, 1 % of requests failing, never
 # twice in a row per playlist) for 30 min with freezes injected meanwhile: false Stale verdicts.
 bench_false-verdicts-td2 := false-verdicts --target-duration 2 --playlists 1000 --duration 30m --parallel 3 --max-runtime 45m
+bench_detection-ll-part1 := detection --target-duration 4 --part-target 1 --freezes 60 --parallel 20
+bench_detection-ll-part05 := detection --target-duration 2 --part-target 0.5 --freezes 60 --parallel 20
+bench_detection-ll-part1-plain := $(bench_detection-ll-part1) --operator-arg=--probe-blocking-concurrency=0
+bench_detection-ll-part05-plain := $(bench_detection-ll-part05) --operator-arg=--probe-blocking-concurrency=0
 
 bench-build:
 	$(CARGO) build --release --locked -p operator -p hls-sim -p cvs-e2e \

@@ -79,6 +79,17 @@ struct RunArgs {
     /// Playlist requests in flight at once for one StreamInstance.
     #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
     probe_instance_concurrency: usize,
+    /// LL-HLS blocking playlist reloads held at once, across every probe. They take none of the
+    /// permits above; a rendition that finds this pool full polls plainly meanwhile.
+    #[arg(long, env = "CVS_PROBE_BLOCKING_CONCURRENCY", default_value_t = 1024)]
+    probe_blocking_concurrency: usize,
+    /// LL-HLS blocking playlist reloads held at once to one origin host (host and port).
+    #[arg(
+        long,
+        env = "CVS_PROBE_BLOCKING_HOST_CONCURRENCY",
+        default_value_t = 256
+    )]
+    probe_blocking_host_concurrency: usize,
     /// How often each master playlist is fetched again to follow added or removed renditions.
     #[arg(long, env = "CVS_REDISCOVER_INTERVAL", default_value = "10s")]
     rediscover_interval: humantime::Duration,
@@ -345,6 +356,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             per_host: args.probe_host_concurrency,
             per_instance: args.probe_instance_concurrency,
             allow_private: args.allow_private_origins,
+            blocking_concurrency: args.probe_blocking_concurrency,
+            blocking_per_host: args.probe_blocking_host_concurrency,
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),

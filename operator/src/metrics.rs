@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Staleness deadlines that passed while the probe waited for the operator's own limits
     /// (not declared stale: the operator, not the origin, was late).
     pub probe_starved: Counter,
+    /// LL-HLS renditions that left blocking playlist reload because the server misbehaved.
+    pub probe_blocking_fallbacks: Counter,
     /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
     pub probe_task_restarts: Counter,
     /// Second requests sent to confirm a failed, hanging or suspicious answer, by playlist and
@@ -182,6 +184,12 @@ impl Default for Metrics {
             "Staleness deadlines that passed while a probe waited for the operator's own concurrency limits (not counted as stale)",
             probe_starved.clone(),
         );
+        let probe_blocking_fallbacks = Counter::default();
+        registry.register(
+            "probe_blocking_fallbacks",
+            "LL-HLS renditions that fell back from blocking playlist reload to plain polling because the server misbehaved (answered early, refused the parameters, or held requests past the part deadline or the RFC limit)",
+            probe_blocking_fallbacks.clone(),
+        );
         let probe_task_restarts = Counter::default();
         registry.register(
             "probe_task_restarts",
@@ -267,6 +275,7 @@ impl Default for Metrics {
             probe_queue_wait,
             probes_queued,
             probe_starved,
+            probe_blocking_fallbacks,
             probe_task_restarts,
             probe_retries,
             segment_checks,

@@ -191,6 +191,15 @@ pub struct HealthPolicy {
     #[serde(default = "default_true")]
     pub segment_checks: bool,
 
+    /// LL-HLS: a rendition whose media playlist offers blocking reload
+    /// (`EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES` and `EXT-X-PART-INF`) is probed with
+    /// `_HLS_msn`/`_HLS_part` requests and is stale when no new part arrives within this many
+    /// `PART-TARGET`s (never more than the segment bound). The default 3 is the smallest
+    /// `PART-HOLD-BACK` RFC 8216bis allows: a player that close to the live edge stalls after that.
+    #[serde(default = "default_part_staleness_multiplier")]
+    #[schemars(range(min = 1.5, max = 20.0))]
+    pub part_staleness_multiplier: f64,
+
     /// Hosts besides each instance's master playlist host that rendition URIs and redirects may
     /// point to (`host` for any port, or `host:port`), for example a CDN the origin redirects to.
     /// Every other host is refused (`DestinationRefused`), and so are internal addresses whatever
@@ -241,6 +250,10 @@ fn default_staleness_multiplier() -> f64 {
     1.5
 }
 
+fn default_part_staleness_multiplier() -> f64 {
+    crate::probe::llhls::DEFAULT_PART_STALENESS_MULTIPLIER
+}
+
 fn default_recovery_updates() -> u32 {
     2
 }
@@ -260,6 +273,7 @@ impl Default for HealthPolicy {
             recovery_updates: default_recovery_updates(),
             failure_threshold: default_failure_threshold(),
             segment_checks: true,
+            part_staleness_multiplier: default_part_staleness_multiplier(),
             allowed_hosts: Vec::new(),
             origin_credentials: None,
         }

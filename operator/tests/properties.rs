@@ -65,6 +65,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             recovery_updates,
             failure_threshold,
             check_segments: true,
+            ..Policy::default()
         },
     )
 }

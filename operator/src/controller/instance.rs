@@ -361,6 +361,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             recovery_updates: c.spec.health.recovery_updates,
             failure_threshold: c.spec.health.failure_threshold,
             check_segments: c.spec.health.segment_checks,
+            part_staleness_multiplier: c.spec.health.part_staleness_multiplier,
         })
         .unwrap_or_default();
 

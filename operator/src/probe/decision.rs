@@ -34,6 +34,7 @@
 //! (`TargetDurationOutOfRange`). Segment durations are clamped to the target duration, every
 //! sum saturates, and the poll interval stays within [`MIN_POLL_MS`] and [`MAX_POLL_MS`].
 
+use super::llhls::PartClock;
 use std::fmt;
 
 /// What a parsed media playlist tells the prober.
@@ -152,6 +153,12 @@ pub enum StaleReason {
         age_ms: u64,
         bound_ms: u64,
     },
+    /// LL-HLS, probed with blocking reload: no new part within the part bound (see
+    /// [`super::llhls`]).
+    NoNewPart {
+        age_ms: u64,
+        bound_ms: u64,
+    },
     Failed(Failure),
     SequenceReset {
         from: u64,
@@ -182,6 +189,12 @@ impl fmt::Display for StaleReason {
                 *age_ms as f64 / 1000.0,
                 *bound_ms as f64 / 1000.0
             ),
+            StaleReason::NoNewPart { age_ms, bound_ms } => write!(
+                f,
+                "no new part for {:.3} s (bound {:.3} s)",
+                *age_ms as f64 / 1000.0,
+                *bound_ms as f64 / 1000.0
+            ),
             StaleReason::Failed(e) => write!(f, "{e}"),
             StaleReason::SequenceReset { from, to } => {
                 write!(f, "media sequence went backwards from {from} to {to}")
@@ -204,6 +217,7 @@ impl StaleReason {
             StaleReason::NeverFetched => "NeverFetched",
             StaleReason::AwaitingEvidence => "AwaitingEvidence",
             StaleReason::NoNewSegment { .. } => "NoNewSegment",
+            StaleReason::NoNewPart { .. } => "NoNewPart",
             StaleReason::Failed(Failure::Http(_)) => "HttpError",
             StaleReason::Failed(Failure::Timeout) => "Timeout",
             StaleReason::Failed(Failure::Connect(_)) => "ConnectionFailed",
@@ -240,6 +254,8 @@ pub struct Policy {
     pub failure_threshold: u32,
     /// Check that the newest segments (and init segments) are served (see `segments`).
     pub check_segments: bool,
+    /// LL-HLS: stale when no new part for this many part targets (see [`super::llhls`]).
+    pub part_staleness_multiplier: f64,
 }
 
 /// Default of [`Policy::failure_threshold`].
@@ -254,6 +270,7 @@ impl Default for Policy {
             recovery_updates: 2,
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             check_segments: true,
+            part_staleness_multiplier: super::llhls::DEFAULT_PART_STALENESS_MULTIPLIER,
         }
     }
 }
@@ -322,6 +339,9 @@ pub struct Tracker {
     /// The last update added several segments at once, so it dates nothing: poll every
     /// catch-up interval until a single new segment shows where the segment clock is.
     clock_lost: bool,
+    /// LL-HLS part freshness, while the rendition is probed with blocking reload (set by the
+    /// engine, see [`super::llhls`]); `None` otherwise.
+    pub parts: Option<PartClock>,
 }
 
 /// What one observation changed.
@@ -352,6 +372,7 @@ impl Tracker {
             last_poll_ms: None,
             change_after_ms: None,
             clock_lost: false,
+            parts: None,
         }
     }
 
@@ -381,10 +402,26 @@ impl Tracker {
             .clamp(MIN_TARGET_DURATION_MS, MAX_TARGET_DURATION_MS)
     }
 
-    /// When the playlist becomes stale if nothing new arrives.
+    /// When the playlist becomes stale if nothing new arrives: the segment deadline, or the
+    /// part deadline when parts are judged and it is earlier.
     pub fn deadline_ms(&self, policy: &Policy) -> Option<u64> {
+        let segment = self.segment_deadline_ms(policy);
+        let part = self.part_deadline_ms(policy);
+        match (segment, part) {
+            (Some(s), Some(p)) => Some(s.min(p)),
+            (s, p) => s.or(p),
+        }
+    }
+
+    fn segment_deadline_ms(&self, policy: &Policy) -> Option<u64> {
         let since = self.last_change_ms.or(self.awaiting_since_ms)?;
         Some(since.saturating_add(policy.bound_ms(self.target_duration_ms())))
+    }
+
+    fn part_deadline_ms(&self, policy: &Policy) -> Option<u64> {
+        self.parts
+            .as_ref()
+            .map(|p| p.deadline_ms(policy, self.target_duration_ms()))
     }
 
     /// The deadline a timer must watch: while fresh, while awaiting evidence, or while never
@@ -494,6 +531,7 @@ impl Tracker {
                     self.stale,
                     Some(
                         StaleReason::NoNewSegment { .. }
+                            | StaleReason::NoNewPart { .. }
                             | StaleReason::Failed(_)
                             | StaleReason::SequenceReset { .. }
                     )
@@ -614,7 +652,8 @@ impl Tracker {
     }
 
     fn check_age(&mut self, now_ms: u64, policy: &Policy) {
-        let Some(deadline) = self.deadline_ms(policy) else {
+        self.check_part_age(now_ms, policy);
+        let Some(deadline) = self.segment_deadline_ms(policy) else {
             return;
         };
         let since = self.last_change_ms.or(self.awaiting_since_ms);
@@ -627,6 +666,7 @@ impl Tracker {
                         | StaleReason::Ended
                         | StaleReason::NoNewSegment { .. }
                         | StaleReason::SegmentUnavailable { .. }
+                        | StaleReason::NoNewPart { .. }
                 )
             )
         {
@@ -642,6 +682,29 @@ impl Tracker {
                     self.set_stale(StaleReason::NoNewSegment { age_ms, bound_ms });
                 }
             }
+        }
+    }
+
+    /// LL-HLS: no new part within the part bound. Kept below a segment verdict, like it.
+    fn check_part_age(&mut self, now_ms: u64, policy: &Policy) {
+        let (Some(deadline), Some(parts)) = (self.part_deadline_ms(policy), self.parts) else {
+            return;
+        };
+        if now_ms > deadline
+            && !matches!(
+                self.stale,
+                Some(
+                    StaleReason::Failed(_)
+                        | StaleReason::Ended
+                        | StaleReason::NoNewSegment { .. }
+                        | StaleReason::NoNewPart { .. }
+                )
+            )
+        {
+            self.set_stale(StaleReason::NoNewPart {
+                age_ms: now_ms.saturating_sub(parts.last_change_ms),
+                bound_ms: parts.bound_ms(policy, self.target_duration_ms()),
+            });
         }
     }
 
@@ -690,7 +753,10 @@ impl Tracker {
             // polling a frozen origin (often thousands of playlists when a region stalls) for as
             // long as it stays frozen would add load where it hurts, to win milliseconds on a
             // recovery that waits out its hysteresis anyway.
-            let frozen = matches!(self.stale, Some(StaleReason::NoNewSegment { .. }));
+            let frozen = matches!(
+                self.stale,
+                Some(StaleReason::NoNewSegment { .. } | StaleReason::NoNewPart { .. })
+            );
             match due {
                 _ if self.clock_lost => catch_up,
                 Some(due) if verdict_advanced => due.saturating_sub(now_ms).max(catch_up),
@@ -1519,6 +1585,7 @@ mod tests {
                 recovery_updates: u32::MAX,
                 failure_threshold: u32::MAX,
                 check_segments: true,
+                ..Policy::default()
             };
             assert!((1_000..=600_000).contains(&p.bound_ms(u64::MAX)), "{m}");
         }

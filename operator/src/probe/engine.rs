@@ -13,6 +13,7 @@ use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, Rendition};
+use super::llhls;
 use super::redact::{redact_text, redact_url};
 use super::segments::{self, SegmentCheck, SegmentRef};
 use crate::metrics::Metrics;
@@ -627,6 +628,10 @@ async fn fetch_master(
 }
 
 /// Probes one media playlist until the instance goes away (its report channel closes).
+///
+/// LL-HLS: while its playlist offers blocking reload, the next request is a blocking one for
+/// the next part, sent as soon as the previous answered, holding a slot of the blocking pool
+/// instead of the ordinary permits; the rules are in [`llhls`].
 async fn run_rendition(
     key: String,
     mut uri_rx: watch::Receiver<Url>,
@@ -644,19 +649,24 @@ async fn run_rendition(
     let turn = segments::turn_of(&key);
     // The staleness deadline a verification poll has been started for (see below).
     let mut verifying: Option<u64> = None;
+    // LL-HLS: blocking-reload state, and what the last playlist said.
+    let mut ll = llhls::Blocking::default();
+    let mut ll_info: Option<llhls::LlInfo> = None;
 
     loop {
         let policy = *ctx.policy.borrow_and_update();
         let deadline_ms = tracker.watch_deadline_ms(&policy);
+        // A blocking reload dropped at the deadline is confirmed first: that reload decides.
         let deadline = deadline_ms
             .filter(|d| verifying != Some(*d))
+            .filter(|_| !ll.confirm_owed())
             .map(|ms| shared.instant(ms.saturating_add(1)));
         tokio::select! {
             _ = sleep_until(next_poll) => {}
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                // No new segment seen by the deadline. What the prober saw before it may be
-                // late (a loaded machine, a poll delayed): judge on a poll started now, which
-                // the fetch below gives `verify_grace_ms` to answer.
+                // Nothing new seen by the deadline. What the prober saw before it may be late
+                // (a loaded machine, a poll delayed): judge on a poll started now, which the
+                // fetch below gives `verify_grace_ms` to answer.
                 verifying = deadline_ms;
                 next_poll = Instant::now();
                 continue;
@@ -667,69 +677,129 @@ async fn run_rendition(
             }
         }
 
-        // Wait for the operator's own permits. A deadline passing meanwhile is not the origin's
-        // doing: the rendition keeps its verdict and is reported starved.
         let uri = uri_rx.borrow_and_update().clone();
         let destinations = ctx.destinations.borrow().clone();
-        let queued = Instant::now();
-        shared.metrics.probes_queued.inc();
-        let permit = {
-            let acquire = shared.fetcher.permit(&ctx.budget, &uri);
-            tokio::pin!(acquire);
-            loop {
-                let deadline = tracker
-                    .watch_deadline_ms(&policy)
-                    .map(|ms| shared.instant(ms.saturating_add(1)))
-                    .filter(|_| !starved);
-                tokio::select! {
-                    p = &mut acquire => break p,
-                    _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                        starved = true;
-                        shared.metrics.probe_starved.inc();
-                        tracing::debug!(rendition = %key, "staleness deadline passed while waiting for a probe permit");
-                        if report(&ctx.reports, &key, &tracker, true, false).await.is_err() {
-                            shared.metrics.probes_queued.dec();
-                            return;
+        let mut plan = ll.plan(
+            shared.now_ms(),
+            tracker.consecutive_failures == 0,
+            ll_info.map(|i| i.next),
+        );
+        let mut pool_full = false;
+        let blocking_permit = match plan {
+            llhls::Plan::Blocking(_) => {
+                let permit = shared.fetcher.try_blocking_permit(&uri);
+                if permit.is_none() {
+                    pool_full = true;
+                    tracing::debug!(rendition = %key, "blocking-reload pool full; polling plainly");
+                    plan = llhls::Plan::Plain { confirm: false };
+                }
+                permit
+            }
+            llhls::Plan::Plain { .. } => None,
+        };
+        if plan == (llhls::Plan::Plain { confirm: false }) {
+            // Parts are judged on blocking reloads and their confirmations only: at the plain
+            // cadence they would look late.
+            tracker.parts = None;
+        }
+
+        // Wait for the operator's own permits (a blocking reload holds a slot of its own pool
+        // instead). A deadline passing meanwhile is not the origin's doing: the rendition keeps
+        // its verdict and is reported starved.
+        let mut waited_ms = 0;
+        let permit = if blocking_permit.is_some() {
+            None
+        } else {
+            let queued = Instant::now();
+            shared.metrics.probes_queued.inc();
+            let permit = {
+                let acquire = shared.fetcher.permit(&ctx.budget, &uri);
+                tokio::pin!(acquire);
+                loop {
+                    let deadline = tracker
+                        .watch_deadline_ms(&policy)
+                        .map(|ms| shared.instant(ms.saturating_add(1)))
+                        .filter(|_| !starved);
+                    tokio::select! {
+                        p = &mut acquire => break p,
+                        _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                            starved = true;
+                            shared.metrics.probe_starved.inc();
+                            tracing::debug!(rendition = %key, "staleness deadline passed while waiting for a probe permit");
+                            if report(&ctx.reports, &key, &tracker, true, false).await.is_err() {
+                                shared.metrics.probes_queued.dec();
+                                return;
+                            }
                         }
                     }
                 }
-            }
+            };
+            shared.metrics.probes_queued.dec();
+            let waited = queued.elapsed();
+            shared
+                .metrics
+                .probe_queue_wait
+                .observe(waited.as_secs_f64());
+            waited_ms = waited.as_millis() as u64;
+            Some(permit)
         };
-        shared.metrics.probes_queued.dec();
-        let waited = queued.elapsed();
-        shared
-            .metrics
-            .probe_queue_wait
-            .observe(waited.as_secs_f64());
-        let waited_ms = waited.as_millis() as u64;
         let was_starved = std::mem::take(&mut starved);
 
         // Poll, but declare staleness on time even while a slow request is in flight. The time
-        // spent waiting for a permit is credited: only the origin's time counts.
+        // spent waiting for a permit is credited: only the origin's time counts. A blocking
+        // reload still held at the deadline is dropped instead, and confirmed by a plain one:
+        // a server that hangs blocking requests must not make a live stream look frozen.
+        let (url, timeout) = match plan {
+            llhls::Plan::Blocking(next) => (
+                llhls::blocking_url(&uri, next),
+                Duration::from_millis(llhls::blocking_timeout_ms(tracker.target_duration_ms())),
+            ),
+            llhls::Plan::Plain { .. } => (uri.clone(), shared.settings.limits.request_timeout),
+        };
+        // A confirmation of a dropped blocking reload gets one part bound past the deadline it
+        // confirms.
+        let part_grace_ms = match plan {
+            llhls::Plan::Plain { confirm: true } => tracker
+                .parts
+                .map(|p| p.bound_ms(&policy, tracker.target_duration_ms()))
+                .unwrap_or(0),
+            _ => 0,
+        };
         let started = Instant::now();
         let started_ms = shared.now_ms();
         let grace_ms = verify_grace_ms(tracker.target_duration_ms());
-        // A failed, hanging or suspicious answer is confirmed by a second request before it
-        // counts (see `confirm`), within the same permit.
+        let previous = tracker.last;
         let settings = shared.settings.confirm.for_poll(
             tracker.target_duration_ms(),
             tracker
                 .watch_deadline_ms(&policy)
                 .map(|d| d.saturating_add(waited_ms).saturating_sub(shared.now_ms())),
         );
-        let previous = tracker.last;
-        let fetch = confirm::confirmed(
-            settings,
-            || async {
-                let body = shared.fetcher.get(&uri, &destinations).await?;
-                let snapshot = fetch::parse_media(&body)?;
-                Ok((snapshot, segments::newest_segment(&body)))
-            },
-            |r: &Result<(decision::Snapshot, Option<SegmentRef>), Failure>| match r {
-                Ok((s, _)) => decision::needs_confirmation(previous.as_ref(), &Ok(*s)),
-                Err(e) => e.is_transient(),
-            },
-        );
+        let attempt = || async {
+            let body = shared
+                .fetcher
+                .get_within(&url, &destinations, timeout)
+                .await?;
+            let snapshot = fetch::parse_media(&body)?;
+            let info = llhls::parse(&body, snapshot.media_sequence, snapshot.segment_count);
+            Ok((snapshot, info, segments::newest_segment(&body)))
+        };
+        let fetch = async {
+            match plan {
+                // The server holds a blocking reload until the part exists: neither a hedge nor
+                // a retry (a misbehaving server is handled by the fallback, `llhls::Blocking`).
+                llhls::Plan::Blocking(_) => (attempt().await, confirm::Attempts::default()),
+                // A failed, hanging or suspicious answer is confirmed by a second request before
+                // it counts (see `confirm`), within the same permit.
+                llhls::Plan::Plain { .. } => {
+                    confirm::confirmed(settings, attempt, |r: &PolledPlaylist| match r {
+                        Ok((s, _, _)) => decision::needs_confirmation(previous.as_ref(), &Ok(*s)),
+                        Err(e) => e.is_transient(),
+                    })
+                    .await
+                }
+            }
+        };
         tokio::pin!(fetch);
         let mut late = false;
         let result = loop {
@@ -742,12 +812,16 @@ async fn run_rendition(
                     shared.instant(
                         ms.saturating_add(1)
                             .saturating_add(waited_ms)
+                            .saturating_add(part_grace_ms)
                             .max(started_ms.saturating_add(grace_ms)),
                     )
                 });
             tokio::select! {
-                r = &mut fetch => break r,
+                r = &mut fetch => break Some(r),
                 _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    if blocking_permit.is_some() {
+                        break None;
+                    }
                     // A timer that fires well after its instant means this process did not get
                     // the CPU meanwhile: the answer may be here unread. The operator, not the
                     // origin, is late: no verdict (counted as starved); the answer decides.
@@ -767,81 +841,162 @@ async fn run_rendition(
             }
         };
         drop(permit);
+        drop(blocking_permit);
         let now = shared.now_ms();
-        let (outcome, attempts) = result;
-        shared
-            .metrics
-            .observe_probe("media", started.elapsed(), outcome.as_ref().err());
-        shared.metrics.observe_retry("media", attempts);
-        let mut verify_now = false;
-        let (outcome, newest) = match outcome {
-            Ok((snapshot, newest)) => (Ok(snapshot), newest),
-            Err(e) => (Err(e), None),
+        let elapsed = started.elapsed();
+        let label = match plan {
+            llhls::Plan::Blocking(_) => "media_blocking",
+            llhls::Plan::Plain { .. } => "media",
         };
-        let verdict = match outcome {
-            Ok(snapshot) => {
-                if let Some(change) = tracker.last_change_ms {
-                    shared
-                        .metrics
-                        .staleness_age
-                        .observe(now.saturating_sub(change) as f64 / 1000.0);
+        let (outcome, attempts) = match result {
+            Some((outcome, attempts)) => (Some(outcome), attempts),
+            None => (None, confirm::Attempts::default()),
+        };
+        shared.metrics.observe_probe(
+            label,
+            elapsed,
+            outcome.as_ref().and_then(|o| o.as_ref().err()),
+        );
+        shared.metrics.observe_retry(label, attempts);
+        let mut after = None;
+        let mut verify_now = false;
+        let mut newest = None;
+        let verdict = match (plan, outcome) {
+            (llhls::Plan::Blocking(_), outcome) => {
+                let answer = match &outcome {
+                    None => llhls::Answer::DeadlinePassed,
+                    Some(Ok((_, info, _))) => llhls::Answer::Playlist {
+                        next: info.filter(llhls::LlInfo::offers_blocking).map(|i| i.next),
+                    },
+                    Some(Err(failure)) => llhls::Answer::Failed(failure.clone()),
+                };
+                let part_target = ll_info.and_then(|i| i.part_target_ms).unwrap_or(1_000);
+                let was_blocking = ll.is_blocking();
+                after = Some(ll.answered(
+                    &answer,
+                    elapsed.as_millis() as u64,
+                    tracker.target_duration_ms(),
+                    part_target,
+                    now,
+                ));
+                if was_blocking && !ll.is_blocking() {
+                    shared.metrics.probe_blocking_fallbacks.inc();
+                    tracing::info!(rendition = %key, ?answer, "LL-HLS blocking reload misbehaves; polling plainly");
                 }
-                let wall = jiff::Timestamp::now().as_millisecond();
-                let mut seen = tracker.clone();
-                let v = seen.observe_at(snapshot, now, Some(wall), &policy);
-                let deadline = tracker.watch_deadline_ms(&policy);
-                let newly_frozen = !v.advanced
-                    && matches!(seen.stale, Some(decision::StaleReason::NoNewSegment { .. }))
-                    && !matches!(
-                        tracker.stale,
-                        Some(decision::StaleReason::NoNewSegment { .. })
-                    );
-                match deadline {
-                    // Asked for before the deadline, answered after it: it cannot tell whether
-                    // a segment came by then. Applied as of the deadline, and looked at again.
-                    Some(d) if newly_frozen && started_ms <= d => {
-                        verify_now = true;
-                        tracker.observe_at(snapshot, d, Some(wall), &policy)
+                match outcome {
+                    Some(Ok((snapshot, info, segment))) => {
+                        newest = segment;
+                        let mut ll_state = LlState {
+                            blocking: &mut ll,
+                            info: &mut ll_info,
+                            judge_parts: true,
+                        };
+                        Some(
+                            apply_playlist(
+                                &shared,
+                                &mut tracker,
+                                &mut ll_state,
+                                snapshot,
+                                info,
+                                None,
+                                now,
+                                &policy,
+                            )
+                            .0,
+                        )
                     }
-                    _ => {
-                        tracker = seen;
-                        v
-                    }
+                    // No verdict: a plain reload confirms at once.
+                    _ => None,
                 }
             }
-            Err(failure) => tracker.fail(failure, now, &policy),
+            (llhls::Plan::Plain { confirm }, Some(Ok((snapshot, info, segment)))) => {
+                newest = segment;
+                if confirm {
+                    let was_blocking = ll.is_blocking();
+                    ll.confirmed(info.map(|i| i.next), now);
+                    if was_blocking && !ll.is_blocking() {
+                        shared.metrics.probe_blocking_fallbacks.inc();
+                        tracing::info!(rendition = %key, "LL-HLS blocking reload held while parts arrived; polling plainly");
+                    }
+                }
+                // Parts are judged on blocking reloads and their confirmations only.
+                let mut ll_state = LlState {
+                    blocking: &mut ll,
+                    info: &mut ll_info,
+                    judge_parts: confirm,
+                };
+                let (v, verify) = apply_playlist(
+                    &shared,
+                    &mut tracker,
+                    &mut ll_state,
+                    snapshot,
+                    info,
+                    Some(started_ms),
+                    now,
+                    &policy,
+                );
+                verify_now = verify;
+                Some(v)
+            }
+            (llhls::Plan::Plain { .. }, Some(Err(failure))) => {
+                Some(tracker.fail(failure, now, &policy))
+            }
+            (llhls::Plan::Plain { .. }, None) => None,
         };
-        let mut flipped = verdict.flipped;
-        if verdict.advanced
-            && policy.check_segments
-            && let (Some(newest), Some(snapshot)) = (newest, tracker.last)
-        {
-            flipped |= check_segments(
-                &ctx,
-                &uri,
-                &destinations,
-                &newest,
-                snapshot.head(),
-                turn,
-                &mut segment_check,
-                &mut tracker,
-                &policy,
-            )
-            .await;
+        if ll.fallbacks > 0 && !ll.is_blocking() {
+            tracker.parts = None;
         }
-        let verdict = decision::Verdict {
-            advanced: verdict.advanced,
-            flipped,
+        let verdict = match verdict {
+            Some(verdict) => {
+                let mut flipped = verdict.flipped;
+                if verdict.advanced
+                    && policy.check_segments
+                    && let (Some(newest), Some(snapshot)) = (newest, tracker.last)
+                {
+                    flipped |= check_segments(
+                        &ctx,
+                        &uri,
+                        &destinations,
+                        &newest,
+                        snapshot.head(),
+                        turn,
+                        &mut segment_check,
+                        &mut tracker,
+                        &policy,
+                    )
+                    .await;
+                }
+                Some(decision::Verdict {
+                    advanced: verdict.advanced,
+                    flipped,
+                })
+            }
+            None => None,
         };
         gauges.set_stale(!tracker.is_fresh());
-        if report(&ctx.reports, &key, &tracker, false, verdict.flipped)
-            .await
-            .is_err()
+        if let Some(verdict) = &verdict
+            && report(&ctx.reports, &key, &tracker, false, verdict.flipped)
+                .await
+                .is_err()
         {
             return;
         }
+        // LL-HLS: the next blocking reload (or its confirmation) goes out at once; the server
+        // holds it until the next part.
+        let immediate = match after {
+            Some(llhls::After::Pause(ms)) => Some(ms),
+            Some(llhls::After::Confirm) => Some(0),
+            _ if ll.is_blocking() && !pool_full && tracker.consecutive_failures == 0 => Some(0),
+            _ if verify_now => Some(0),
+            _ => None,
+        };
+        if let Some(ms) = immediate {
+            next_poll = Instant::now() + Duration::from_millis(ms);
+            continue;
+        }
+        let advanced = verdict.as_ref().is_some_and(|v| v.advanced);
         let delay = tracker.next_poll_in_ms(
-            verdict.advanced,
+            advanced,
             now,
             &policy,
             shared.settings.max_backoff.as_millis() as u64,
@@ -854,11 +1009,19 @@ async fn run_rendition(
         let spread = (delay / 10).min(decision::catch_up_ms(tracker.target_duration_ms()));
         let delay = delay.saturating_sub(rng.u64(0..=spread));
         next_poll = shared.instant(now.saturating_add(delay.max(decision::MIN_POLL_MS)));
-        if verify_now {
-            next_poll = Instant::now();
-        }
     }
 }
+
+/// A media playlist as one poll read it: its snapshot, what it says about LL-HLS, its newest
+/// segment.
+type PolledPlaylist = Result<
+    (
+        decision::Snapshot,
+        Option<llhls::LlInfo>,
+        Option<SegmentRef>,
+    ),
+    Failure,
+>;
 
 /// A deadline timer firing later than this after its instant shows the operator itself was
 /// short of CPU (see `run_rendition`).
@@ -870,6 +1033,76 @@ const OWN_LAG: Duration = Duration::from_millis(100);
 /// slow answer (a loaded origin or operator) is not taken for a frozen playlist.
 fn verify_grace_ms(target_duration_ms: u64) -> u64 {
     (target_duration_ms / 4).min(1_000)
+}
+
+/// A rendition's LL-HLS state, as [`apply_playlist`] updates it.
+struct LlState<'a> {
+    blocking: &'a mut llhls::Blocking,
+    info: &'a mut Option<llhls::LlInfo>,
+    /// The playlist came from a blocking reload or its confirmation; a plain poll at the HLS
+    /// cadence (no blocking slot, or not blocking yet) never arms the part clock, whose bound
+    /// is far shorter than that cadence.
+    judge_parts: bool,
+}
+
+/// Applies a playlist read at `now`: follows what it offers for LL-HLS (arming or moving the
+/// part clock while parts are judged, before the tracker checks the deadlines), then observes
+/// its segments. `started_ms`: when a plain poll was sent; an answer to a poll sent before the
+/// staleness deadline and read after it cannot tell whether a segment came by then, so it is
+/// applied as of the deadline and the second value asks for another poll at once.
+#[allow(clippy::too_many_arguments)]
+fn apply_playlist(
+    shared: &Shared,
+    tracker: &mut Tracker,
+    ll: &mut LlState<'_>,
+    snapshot: decision::Snapshot,
+    info: Option<llhls::LlInfo>,
+    started_ms: Option<u64>,
+    now: u64,
+    policy: &Policy,
+) -> (decision::Verdict, bool) {
+    *ll.info = info;
+    let judged = ll.blocking.offered(info.as_ref()) && ll.judge_parts;
+    match (
+        judged,
+        info.and_then(|i| i.part_target_ms.map(|pt| (pt, i.next))),
+    ) {
+        (true, Some((part_target, next))) => match &mut tracker.parts {
+            Some(clock) => {
+                clock.observe(part_target, next, now);
+            }
+            None => tracker.parts = Some(llhls::PartClock::new(part_target, next, now)),
+        },
+        _ => tracker.parts = None,
+    }
+    if let Some(change) = tracker.last_change_ms {
+        shared
+            .metrics
+            .staleness_age
+            .observe(now.saturating_sub(change) as f64 / 1000.0);
+    }
+    let wall = jiff::Timestamp::now().as_millisecond();
+    let Some(started_ms) = started_ms else {
+        return (tracker.observe_at(snapshot, now, Some(wall), policy), false);
+    };
+    let mut seen = tracker.clone();
+    let v = seen.observe_at(snapshot, now, Some(wall), policy);
+    let deadline = tracker.watch_deadline_ms(policy);
+    let newly_frozen = !v.advanced
+        && matches!(seen.stale, Some(decision::StaleReason::NoNewSegment { .. }))
+        && !matches!(
+            tracker.stale,
+            Some(decision::StaleReason::NoNewSegment { .. })
+        );
+    match deadline {
+        Some(d) if newly_frozen && started_ms <= d => {
+            (tracker.observe_at(snapshot, d, Some(wall), policy), true)
+        }
+        _ => {
+            *tracker = seen;
+            (v, false)
+        }
+    }
 }
 
 /// Checks that the newest segment of a playlist that just advanced is served, when it is this
@@ -995,6 +1228,10 @@ impl Drop for RenditionGauges {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_llhls_tests.rs"]
+mod llhls_tests;
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,13 @@ pub struct FetchLimits {
     /// Connect to loopback and private addresses too (tests, local demos). Link-local and
     /// metadata addresses are refused regardless. See [`super::destination`].
     pub allow_private: bool,
+    /// LL-HLS blocking reloads held at once, across every probe. They take no ordinary permit
+    /// (a held request would idle one for up to three target durations and starve every other
+    /// probe of its instance and host); this pool bounds the connections they keep open
+    /// instead. A rendition that finds it full polls plainly until a slot is free.
+    pub blocking_concurrency: usize,
+    /// LL-HLS blocking reloads held at once to one origin host (host and port).
+    pub blocking_per_host: usize,
 }
 
 impl Default for FetchLimits {
@@ -42,6 +49,8 @@ impl Default for FetchLimits {
             per_host: 128,
             per_instance: 16,
             allow_private: false,
+            blocking_concurrency: 1024,
+            blocking_per_host: 256,
         }
     }
 }
@@ -54,12 +63,21 @@ pub struct Permit {
     _global: OwnedSemaphorePermit,
 }
 
+/// Permission to hold one LL-HLS blocking reload (see [`FetchLimits::blocking_concurrency`]).
+pub struct BlockingPermit {
+    _host: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
 /// The one HTTP client every probe uses.
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     permits: Arc<Semaphore>,
     hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    blocking: Arc<Semaphore>,
+    blocking_hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    blocking_per_host: usize,
     per_host: usize,
     per_instance: usize,
     max_body_bytes: u64,
@@ -88,6 +106,9 @@ impl Fetcher {
             client,
             permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
             hosts: Arc::default(),
+            blocking: Arc::new(Semaphore::new(limits.blocking_concurrency)),
+            blocking_hosts: Arc::default(),
+            blocking_per_host: limits.blocking_per_host,
             per_host: limits.per_host.max(1),
             per_instance: limits.per_instance.max(1),
             max_body_bytes: limits.max_body_bytes,
@@ -103,20 +124,20 @@ impl Fetcher {
     }
 
     fn host_budget(&self, url: &Url) -> Arc<Semaphore> {
-        let host = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if hosts.len() >= 1024 && !hosts.contains_key(&host) {
-            // Forget hosts nobody is using, so the map follows the origins in use.
-            hosts.retain(|_, s| Arc::strong_count(s) > 1);
-        }
-        hosts
-            .entry(host)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-            .clone()
+        host_semaphore(&self.hosts, url, self.per_host)
+    }
+
+    /// A slot for an LL-HLS blocking reload of `url`, if one is free now (never waits: a
+    /// rendition without one polls plainly).
+    pub fn try_blocking_permit(&self, url: &Url) -> Option<BlockingPermit> {
+        let host = host_semaphore(&self.blocking_hosts, url, self.blocking_per_host)
+            .try_acquire_owned()
+            .ok()?;
+        let global = self.blocking.clone().try_acquire_owned().ok()?;
+        Some(BlockingPermit {
+            _host: host,
+            _global: global,
+        })
     }
 
     /// Waits for the operator's own permission to fetch `url` for the instance whose budget is
@@ -151,7 +172,19 @@ impl Fetcher {
     /// redirects to http(s) URLs that `destinations` allow, all within the request timeout.
     /// The caller holds a [`Permit`].
     pub async fn get(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
-        match tokio::time::timeout(self.request_timeout, self.get_inner(url, destinations)).await {
+        self.get_within(url, destinations, self.request_timeout)
+            .await
+    }
+
+    /// [`Fetcher::get`] with a timeout of its own (an LL-HLS blocking reload, which the server
+    /// may hold for three target durations).
+    pub async fn get_within(
+        &self,
+        url: &Url,
+        destinations: &Destinations,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
+        match tokio::time::timeout(timeout, self.get_inner(url, destinations, timeout)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout),
         }
@@ -162,7 +195,12 @@ impl Fetcher {
     pub async fn head(&self, url: &Url, destinations: &Destinations) -> Result<(), Failure> {
         let head = async {
             let response = self
-                .send_following(reqwest::Method::HEAD, url, destinations)
+                .send_following(
+                    reqwest::Method::HEAD,
+                    url,
+                    destinations,
+                    self.request_timeout,
+                )
                 .await?;
             let status = response.status();
             if status.is_success() {
@@ -177,9 +215,14 @@ impl Fetcher {
         }
     }
 
-    async fn get_inner(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
+    async fn get_inner(
+        &self,
+        url: &Url,
+        destinations: &Destinations,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
         let mut response = self
-            .send_following(reqwest::Method::GET, url, destinations)
+            .send_following(reqwest::Method::GET, url, destinations, timeout)
             .await?;
         let status = response.status();
         if !status.is_success() {
@@ -203,12 +246,14 @@ impl Fetcher {
     }
 
     /// Sends `method` to `url`, following at most `max_redirects` redirects to http(s) URLs
-    /// that `destinations` allow; returns the final response, whatever its status.
+    /// that `destinations` allow, each request within `timeout`; returns the final response,
+    /// whatever its status.
     async fn send_following(
         &self,
         method: reqwest::Method,
         url: &Url,
         destinations: &Destinations,
+        timeout: Duration,
     ) -> Result<reqwest::Response, Failure> {
         let mut current = url.clone();
         let mut hops = 0;
@@ -221,7 +266,10 @@ impl Fetcher {
                 .and_then(|()| destination::check_literal(&current, self.allow_private))
                 .map_err(|r| Failure::Refused(r.0))?;
             same_origin &= destination::same_origin(url, &current);
-            let mut request = self.client.request(method.clone(), current.clone());
+            let mut request = self
+                .client
+                .request(method.clone(), current.clone())
+                .timeout(timeout);
             if let Some(c) = destinations.credentials_for(url, &current, same_origin) {
                 request = request.header(c.name.clone(), c.value.clone());
             }
@@ -254,6 +302,28 @@ impl Fetcher {
         };
         Ok(response)
     }
+}
+
+/// The semaphore of `url`'s host (host and port) in `hosts`, made with `per_host` permits.
+fn host_semaphore(
+    hosts: &Mutex<HashMap<String, Arc<Semaphore>>>,
+    url: &Url,
+    per_host: usize,
+) -> Arc<Semaphore> {
+    let host = format!(
+        "{}:{}",
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    );
+    let mut hosts = hosts.lock().unwrap_or_else(|p| p.into_inner());
+    if hosts.len() >= 1024 && !hosts.contains_key(&host) {
+        // Forget hosts nobody is using, so the map follows the origins in use.
+        hosts.retain(|_, s| Arc::strong_count(s) > 1);
+    }
+    hosts
+        .entry(host)
+        .or_insert_with(|| Arc::new(Semaphore::new(per_host)))
+        .clone()
 }
 
 fn classify(e: reqwest::Error) -> Failure {

@@ -62,6 +62,12 @@ pub enum FaultKind {
     /// stream and segment, the same in every region.
     #[serde(rename = "jitter")]
     Jitter,
+    /// LL-HLS blocking playlist reload misbehaves (`params.blocking`): `ignore` answers a
+    /// `_HLS_msn`/`_HLS_part` request at once with the playlist as it is, `hang` holds it until
+    /// heal (past the RFC's three target durations), `error` answers 400. Plain reloads, segments
+    /// and parts are served as usual.
+    #[serde(rename = "blocking_reload")]
+    BlockingReload,
 }
 
 impl FaultKind {
@@ -81,6 +87,7 @@ impl FaultKind {
             FaultKind::Flaky => "flaky",
             FaultKind::Lag => "lag",
             FaultKind::Jitter => "jitter",
+            FaultKind::BlockingReload => "blocking_reload",
         }
     }
 }
@@ -128,6 +135,19 @@ pub enum FlakyFailure {
     Timeout,
 }
 
+/// How `blocking_reload` misbehaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockingMisbehaviour {
+    /// Answer at once, as if `_HLS_msn`/`_HLS_part` were absent.
+    #[default]
+    Ignore,
+    /// Hold the request until the fault is healed.
+    Hang,
+    /// Answer 400 Bad Request.
+    Error,
+}
+
 /// Kind-specific parameters; unknown fields are refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +182,9 @@ pub struct FaultParams {
     /// (default 30, at most 90).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
+    /// `blocking_reload`: how it misbehaves (default `ignore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<BlockingMisbehaviour>,
 }
 
 /// `POST /faults`. `region`, `stream` and `rendition` narrow the scope; absent, `null` or `"*"`

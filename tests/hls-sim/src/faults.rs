@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{FaultInfo, FaultKind, FaultParams, ResourceFilter, TruncateMode};
+use crate::api::{
+    BlockingMisbehaviour, FaultInfo, FaultKind, FaultParams, ResourceFilter, TruncateMode,
+};
 use crate::realism::{self, Claims, PerRequest};
 
 /// Default `slow` delay.
@@ -126,6 +128,8 @@ pub(crate) struct Effect {
     pub lag_ms: u64,
     /// Largest matching `jitter` spread (%).
     pub jitter_percent: u32,
+    /// The oldest matching `blocking_reload`, with its heal token (wakes `hang`).
+    pub blocking: Option<(BlockingMisbehaviour, CancellationToken)>,
 }
 
 impl Effect {
@@ -208,6 +212,11 @@ pub(crate) fn evaluate_claimed(
             }
             // Decided in `realism::claim`.
             FaultKind::Flaky => {}
+            FaultKind::BlockingReload => {
+                if e.blocking.is_none() {
+                    e.blocking = Some((f.params.blocking.unwrap_or_default(), f.healed.clone()));
+                }
+            }
         }
     }
     e

@@ -50,9 +50,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use api::{
-    FaultApplied, FaultInfo, FaultKind, FaultParams, FaultRequest, FrozenInfo, FrozenStream,
-    Healed, HealedAll, Ready, RenditionUpdate, RenditionsChanged, ResourceFilter, Topology,
-    TruncateMode,
+    BlockingMisbehaviour, FaultApplied, FaultInfo, FaultKind, FaultParams, FaultRequest,
+    FrozenInfo, FrozenStream, Healed, HealedAll, Ready, RenditionUpdate, RenditionsChanged,
+    ResourceFilter, Topology, TruncateMode,
 };
 pub use config::{OriginAuth, RenditionSpec, SimConfig, VideoRendition};
 pub use error::SimError;

@@ -18,7 +18,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use crate::api::TruncateMode;
+use crate::api::{BlockingMisbehaviour, TruncateMode};
 use crate::body::SimBody;
 use crate::error::Refused;
 use crate::faults::{BodyFault, Effect, Resource};
@@ -321,11 +321,25 @@ pub(crate) async fn handle(
             if media_kind == MediaKind::IFrames && kind != RenditionKind::Video {
                 return Ok(status_response(404));
             }
-            let blocking = if tl.ll() && media_kind == MediaKind::Media {
+            let mut blocking = if tl.ll() && media_kind == MediaKind::Media {
                 parse_blocking(req.uri().query())
             } else {
                 Blocking::None
             };
+            // A `blocking_reload` fault: the server mishandles blocking requests.
+            if let (Blocking::Wait { .. }, Some((mode, healed))) = (blocking, &eff.blocking) {
+                match mode {
+                    BlockingMisbehaviour::Ignore => blocking = Blocking::None,
+                    BlockingMisbehaviour::Error => return Ok(status_response(400)),
+                    BlockingMisbehaviour::Hang => {
+                        tokio::select! {
+                            _ = healed.cancelled() => {}
+                            _ = shared.shutdown.cancelled() => return Ok(status_response(503)),
+                        }
+                        return Ok(status_response(503));
+                    }
+                }
+            }
             let (eff, now) = match blocking {
                 Blocking::None => (eff, now),
                 Blocking::Invalid => return Ok(status_response(400)),

@@ -674,6 +674,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         FaultKind::Flaky => &["one_in", "failure", "delay_ms"],
         FaultKind::Lag => &["delay_ms"],
         FaultKind::Jitter => &["percent"],
+        FaultKind::BlockingReload => &["blocking"],
         FaultKind::Freeze => &[],
     };
     let given = [
@@ -686,6 +687,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         ("one_in", p.one_in.is_some()),
         ("failure", p.failure.is_some()),
         ("percent", p.percent.is_some()),
+        ("blocking", p.blocking.is_some()),
     ];
     for (name, set) in given {
         if set && !allowed.contains(&name) {
@@ -723,6 +725,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
             out.status = Some(s);
         }
         FaultKind::Truncate => out.mode = Some(p.mode.unwrap_or_default()),
+        FaultKind::BlockingReload => out.blocking = Some(p.blocking.unwrap_or_default()),
         FaultKind::Reset => out.offset = p.offset,
         FaultKind::Flaky => {
             let n = p.one_in.unwrap_or(realism::DEFAULT_ONE_IN);

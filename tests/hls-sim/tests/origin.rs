@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hls_sim::hls::{MediaKind, render_media};
-use hls_sim::{FaultKind, FaultParams, FaultRequest, ResourceFilter, TruncateMode, now_ms};
+use hls_sim::{
+    BlockingMisbehaviour, FaultKind, FaultParams, FaultRequest, ResourceFilter, TruncateMode,
+    now_ms,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlists_advance_in_sync_across_regions() {
@@ -585,6 +588,106 @@ async fn ll_hls_parts_and_blocking_reload() {
         sleep_ms(200).await;
         sim.heal_fault(f.id).await.unwrap();
         assert_eq!(pending.await.unwrap(), 200);
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reload_misbehaves_on_command() {
+    // 1 s segments of two 500 ms parts.
+    let sim = start(1, 1000, true).await;
+    let c = client();
+    let url = sim.media_url(REGION_A, "s0001", "720p").unwrap();
+    let tl = sim.timeline("s0001").unwrap();
+    let fault = |mode: BlockingMisbehaviour| {
+        FaultRequest::new(FaultKind::BlockingReload)
+            .stream("s0001")
+            .params(FaultParams {
+                blocking: Some(mode),
+                ..FaultParams::default()
+            })
+    };
+    // The part after the next one: a well-behaved server holds it for 500-1000 ms.
+    let ahead = || {
+        let per = tl.parts_per_segment();
+        let s = tl.snapshot(now_ms());
+        let n = s.current * per + s.parts_done + 1;
+        format!("{url}?_HLS_msn={}&_HLS_part={}", n / per, n % per)
+    };
+    bounded(30, async {
+        // ignore: answered at once, without the part asked for.
+        let f = sim
+            .apply_fault(fault(BlockingMisbehaviour::Ignore))
+            .await
+            .unwrap();
+        let asked = ahead();
+        let t0 = Instant::now();
+        let (st, pl) = get(&c, &asked).await;
+        assert_eq!(st, 200);
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        let part = asked
+            .rsplit_once("_HLS_msn=")
+            .unwrap()
+            .1
+            .replace("&_HLS_part=", ".");
+        assert!(!pl.contains(&format!("URI=\"{part}.ts\"")), "{asked}\n{pl}");
+        // Plain reloads and parts are served as usual.
+        assert_eq!(get(&c, &url).await.0, 200);
+        sim.heal_fault(f.id).await.unwrap();
+        let t0 = Instant::now();
+        let (st, pl) = get(&c, &ahead()).await;
+        assert_eq!(st, 200);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(pl.contains("#EXT-X-PART:"));
+
+        // error: 400 to blocking requests only.
+        let f = sim
+            .apply_fault(fault(BlockingMisbehaviour::Error))
+            .await
+            .unwrap();
+        assert_eq!(get(&c, &ahead()).await.0, 400);
+        assert_eq!(get(&c, &url).await.0, 200);
+        sim.heal_fault(f.id).await.unwrap();
+
+        // hang: held past the RFC's three target durations, released (503) by the heal.
+        let f = sim
+            .apply_fault(fault(BlockingMisbehaviour::Hang))
+            .await
+            .unwrap();
+        let pending = tokio::spawn({
+            let (c, u) = (c.clone(), ahead());
+            async move { get(&c, &u).await.0 }
+        });
+        sleep_ms(3_500).await;
+        assert!(!pending.is_finished(), "answered within the hang");
+        assert_eq!(get(&c, &url).await.0, 200);
+        sim.heal_fault(f.id).await.unwrap();
+        assert_eq!(pending.await.unwrap(), 503);
+
+        // The parameter belongs to blocking_reload only; unknown values are refused.
+        let (st, _) = post_json(
+            &c,
+            &format!("{}/faults", sim.control_url()),
+            r#"{"kind":"freeze","params":{"blocking":"hang"}}"#,
+        )
+        .await;
+        assert_eq!(st, 400);
+        let (st, _) = post_json(
+            &c,
+            &format!("{}/faults", sim.control_url()),
+            r#"{"kind":"blocking_reload","params":{"blocking":"sometimes"}}"#,
+        )
+        .await;
+        assert_eq!(st, 400);
     })
     .await;
     sim.shutdown().await;

@@ -91,6 +91,11 @@ struct Common {
     /// Hard limit on the whole run: when reached it kills the operator and the simulator and fails.
     #[arg(long, default_value = "15m")]
     max_runtime: humantime::Duration,
+    /// Serve LL-HLS with this part target, in seconds (the operator then probes with blocking
+    /// reloads and judges parts; detection is measured from the last part published, against
+    /// the part bound: 3 x the part target, at most 1.5 x TD).
+    #[arg(long)]
+    part_target: Option<f64>,
 }
 
 #[derive(Args, Clone)]
@@ -303,6 +308,7 @@ async fn start_sim(
     bin: &Path,
     streams: usize,
     td: f64,
+    part_target: Option<f64>,
     tag: &str,
 ) -> anyhow::Result<(Proc, Ready)> {
     let ready_file = logs_dir().join(format!("{tag}-sim.ready.json"));
@@ -322,6 +328,17 @@ async fn start_sim(
         "--ready-file",
     ])
     .arg(&ready_file)
+    .args(
+        part_target
+            .map(|p| {
+                vec![
+                    "--ll-hls".to_string(),
+                    "--part-target".into(),
+                    p.to_string(),
+                ]
+            })
+            .unwrap_or_default(),
+    )
     .env("RUST_LOG", "warn");
     let mut sim = Proc::spawn(
         "hls-origin-sim",
@@ -546,6 +563,8 @@ fn metric_sum(text: &str, metric: &str, with: &[(&str, &str)], without: &[(&str,
 #[derive(Clone, Debug, Default)]
 struct OpCounters {
     media_requests: f64,
+    /// LL-HLS blocking reloads.
+    blocking_requests: f64,
     master_requests: f64,
     failed_requests: f64,
     instance_writes: f64,
@@ -569,6 +588,7 @@ async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<OpCo
     let writes = "cvs_status_writes_total";
     Ok(OpCounters {
         media_requests: metric_sum(&text, probes, &[("playlist", "media")], &[]),
+        blocking_requests: metric_sum(&text, probes, &[("playlist", "media_blocking")], &[]),
         master_requests: metric_sum(&text, probes, &[("playlist", "master")], &[]),
         failed_requests: metric_sum(&text, probes, &[], &[("outcome", "ok")]),
         instance_writes: metric_sum(&text, writes, &[("controller", "instance")], &[]),
@@ -802,6 +822,8 @@ struct Rig {
     watch: tokio::task::JoinHandle<()>,
     streams: Vec<String>,
     td_ms: u64,
+    /// LL-HLS part target (ms), when the simulator serves LL-HLS.
+    part_ms: Option<u64>,
     create_seconds: f64,
     time_to_healthy_seconds: f64,
     /// Unix ms the operator was started (its probes' first sight of every playlist).
@@ -864,7 +886,7 @@ impl Rig {
             streams * REGIONS.len(),
             streams * REGIONS.len() * PLAYLISTS_PER_INSTANCE
         ));
-        let (sim, ready) = start_sim(&sim_bin, streams, td, &tag).await?;
+        let (sim, ready) = start_sim(&sim_bin, streams, td, common.part_target, &tag).await?;
         // Faults that shape the origins from the start (before the operator sees them).
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -969,6 +991,7 @@ impl Rig {
             watch,
             streams: stream_names.clone(),
             td_ms: (td * 1000.0).round() as u64,
+            part_ms: common.part_target.map(|p| (p * 1000.0).round() as u64),
             create_seconds,
             time_to_healthy_seconds: 0.0,
             probing_since_ms,
@@ -1150,6 +1173,13 @@ struct FreezeSample {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct DetectionSummary {
     td_ms: u64,
+    /// LL-HLS part target; then every "from last segment" figure is from the last part.
+    #[serde(default)]
+    part_ms: Option<u64>,
+    /// Media playlist requests (plain and blocking) per probed playlist per second over the
+    /// campaign.
+    #[serde(default)]
+    requests_per_playlist_per_s: Option<f64>,
     /// StreamInstances probed by the operator.
     #[serde(default)]
     instances: usize,
@@ -1250,14 +1280,19 @@ async fn freeze_campaign_until(
                         continue;
                     }
                 };
+                // With LL-HLS the bound runs from the last part published.
                 let last_segment_ms = applied
                     .frozen
                     .as_ref()
                     .and_then(|f| {
-                        f.streams
-                            .get(stream.as_str())
-                            .and_then(|s| s.last_segment_published_unix_ms)
-                            .or(f.last_segment_published_unix_ms)
+                        let s = f.streams.get(stream.as_str());
+                        if rig.part_ms.is_some() {
+                            s.and_then(|s| s.last_part_published_unix_ms)
+                                .or(f.last_part_published_unix_ms)
+                        } else {
+                            s.and_then(|s| s.last_segment_published_unix_ms)
+                                .or(f.last_segment_published_unix_ms)
+                        }
                     })
                     .unwrap_or(applied.applied_at_unix_ms);
                 let detected_at_ms = wait_health(&mut rx, false, detect_timeout).await;
@@ -1372,10 +1407,13 @@ fn settled_after_ms(td_ms: u64) -> u64 {
 fn summarize(
     samples: &[FreezeSample],
     td_ms: u64,
+    part_ms: Option<u64>,
     instances: usize,
     spurious: usize,
 ) -> DetectionSummary {
-    let goal_ms = td_ms * 3 / 2 + 250;
+    // The bound (1.5 x TD, or with LL-HLS the part bound: 3 x the part target, at most
+    // 1.5 x TD, the operator's defaults) + 250 ms.
+    let goal_ms = part_ms.map_or(td_ms * 3 / 2, |p| (3 * p).min(td_ms * 3 / 2)) + 250;
     let settled_after = settled_after_ms(td_ms);
     let latency = |s: &FreezeSample| Some(s.detected_at_ms? as i64 - s.last_segment_ms as i64);
     let group = |settled: bool| {
@@ -1395,6 +1433,8 @@ fn summarize(
     let missed = samples.len() - detected.len();
     DetectionSummary {
         td_ms,
+        part_ms,
+        requests_per_playlist_per_s: None,
         instances,
         goal_ms,
         freezes: samples.len(),
@@ -1418,8 +1458,12 @@ fn summarize(
 
 fn print_detection(title: &str, s: &DetectionSummary) {
     println!("{title}");
+    let bound = match s.part_ms {
+        Some(p) => format!("LL-HLS part {p} ms, from the last PART; goal p99 <= part bound"),
+        None => "goal p99 <= 1.5 x TD".into(),
+    };
     println!(
-        "  freezes {} detected {} missed {} spurious {}; goal p99 <= 1.5 x TD + 250 ms = {} ms: {}",
+        "  freezes {} detected {} missed {} spurious {}; {bound} + 250 ms = {} ms: {}",
         s.freezes,
         s.detected,
         s.missed,
@@ -1427,6 +1471,9 @@ fn print_detection(title: &str, s: &DetectionSummary) {
         s.goal_ms,
         if s.goal_met { "MET" } else { "NOT MET" }
     );
+    if let Some(r) = s.requests_per_playlist_per_s {
+        println!("  media playlist requests per playlist per second: {r}");
+    }
     println!(
         "  from last segment published   {}",
         fmt_dist(&s.from_last_segment)
@@ -1539,14 +1586,24 @@ async fn detection(args: DetectionArgs) -> anyhow::Result<()> {
         tokio::time::sleep(settle).await;
         let since = now_ms();
         let meter = CpuMeter::start(meter_pids(&rig), clk_tck());
+        let before = scrape(&rig.http, rig.op_addr).await.ok();
         let samples = freeze_campaign(&rig, args.freezes, args.parallel).await;
+        let after = scrape(&rig.http, rig.op_addr).await.ok();
         let cpu = meter.read();
-        let summary = summarize(
+        let mut summary = summarize(
             &samples,
             rig.td_ms,
+            rig.part_ms,
             rig.streams.len() * REGIONS.len(),
             rig.board.spurious_since(since).len(),
         );
+        if let (Some(b), Some(a)) = (before, after) {
+            let secs = (now_ms().saturating_sub(since) as f64 / 1000.0).max(1.0);
+            let requests =
+                (a.media_requests + a.blocking_requests) - (b.media_requests + b.blocking_requests);
+            summary.requests_per_playlist_per_s =
+                Some(((requests / a.probed_playlists.max(1.0) / secs) * 100.0).round() / 100.0);
+        }
         print_detection(
             &format!(
                 "== {label}: TD {} ms, {} instances, {} in parallel",
@@ -1720,6 +1777,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         let detection = summarize(
             &samples,
             rig.td_ms,
+            rig.part_ms,
             rig.streams.len() * REGIONS.len(),
             rig.board.spurious_since(since).len(),
         );
@@ -1901,6 +1959,7 @@ async fn false_verdicts(args: FalseVerdictArgs) -> anyhow::Result<()> {
         let detection = summarize(
             &samples,
             rig.td_ms,
+            None,
             rig.streams.len() * REGIONS.len(),
             false_stale_at.len(),
         );
