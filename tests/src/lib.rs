@@ -430,6 +430,28 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The state-table item of `domain` in `table`, read strongly consistent: `Ok(None)` when there
+/// is none.
+pub async fn state_item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    domain: &str,
+) -> anyhow::Result<
+    Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+> {
+    Ok(dynamodb
+        .get_item()
+        .table_name(table)
+        .key(
+            "domain",
+            aws_sdk_dynamodb::types::AttributeValue::S(domain.to_owned()),
+        )
+        .consistent_read(true)
+        .send()
+        .await?
+        .item)
+}
+
 /// A latency distribution in milliseconds (nearest-rank percentiles), for the benchmarks.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Dist {

@@ -128,15 +128,9 @@ impl Fixture {
     }
 
     async fn item(&self, instance: &str) -> Option<HashMap<String, AttributeValue>> {
-        self.dynamodb
-            .get_item()
-            .table_name(&self.table)
-            .key("domain", AttributeValue::S(domain(instance)))
-            .consistent_read(true)
-            .send()
+        state_item(&self.dynamodb, &self.table, &domain(instance))
             .await
             .ok()?
-            .item
     }
 
     async fn wait_item(

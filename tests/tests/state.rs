@@ -101,15 +101,7 @@ impl Fixture {
     }
 
     async fn item_of_domain(&self, domain: &str) -> Option<HashMap<String, AttributeValue>> {
-        self.dynamodb
-            .get_item()
-            .table_name(&self.table)
-            .key("domain", AttributeValue::S(domain.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .ok()?
-            .item
+        state_item(&self.dynamodb, &self.table, domain).await.ok()?
     }
 
     /// Waits until the item of `region` satisfies `check`.

@@ -363,18 +363,9 @@ async fn secrets_in_urls_stay_out_of_sns_the_table_and_metrics() {
         "the probe's metrics are exported: {metrics}"
     );
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws_config().await);
-    let item = dynamodb
-        .get_item()
-        .table_name(&table)
-        .key(
-            "domain",
-            aws_sdk_dynamodb::types::AttributeValue::S("r0.cloudfront.net".into()),
-        )
-        .consistent_read(true)
-        .send()
+    let item = state_item(&dynamodb, &table, "r0.cloudfront.net")
         .await
-        .unwrap()
-        .item;
+        .unwrap();
     let item = format!("{item:?}");
     for (what, text) in [("SNS", &body), ("metrics", &metrics), ("table item", &item)] {
         for secret in [
@@ -406,7 +397,6 @@ async fn cluster_condition(api: &Api<ClusteredStream>, type_: &str) -> Option<Co
 /// allowed bucket is still published to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_uses_only_the_aws_resources_its_namespace_allows() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     install_crds();
     let sim = Simulator::start(SimConfig {
         regions: vec![EAST.into()],
@@ -541,17 +531,7 @@ async fn a_namespace_uses_only_the_aws_resources_its_namespace_allows() {
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let item = |domain: &'static str| {
         let (dynamodb, table) = (dynamodb.clone(), table_a.clone());
-        async move {
-            dynamodb
-                .get_item()
-                .table_name(table)
-                .key("domain", AttributeValue::S(domain.into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .ok()?
-                .item
-        }
+        async move { state_item(&dynamodb, &table, domain).await.ok()? }
     };
     wait_for("A's item", WAIT, || item("a.cloudfront.net")).await;
     let allowed = wait_for("A allowed", WAIT, || {
