@@ -68,6 +68,19 @@ pub enum FaultKind {
     /// and parts are served as usual.
     #[serde(rename = "blocking_reload")]
     BlockingReload,
+    /// Media playlists list the last `params.entries` (default 10,800) complete segments, as
+    /// many as the stream has published, as an `EXT-X-PLAYLIST-TYPE:EVENT` playlist: a DVR
+    /// window (6 hours of 2 s segments), or with a large `entries` a hostile one.
+    #[serde(rename = "long_window")]
+    LongWindow,
+    /// Playlists (master and media) get a line of `params.bytes` (default 1 MiB) bytes, an
+    /// unknown tag `#EXT-X-SIM-LONG-LINE:xxx...`, after their first line.
+    #[serde(rename = "long_line")]
+    LongLine,
+    /// The master playlist lists `params.entries` (default 10,000) further variants
+    /// (`extra{N}/index.m3u8`, which answer 404).
+    #[serde(rename = "many_variants")]
+    ManyVariants,
 }
 
 impl FaultKind {
@@ -88,6 +101,9 @@ impl FaultKind {
             FaultKind::Lag => "lag",
             FaultKind::Jitter => "jitter",
             FaultKind::BlockingReload => "blocking_reload",
+            FaultKind::LongWindow => "long_window",
+            FaultKind::LongLine => "long_line",
+            FaultKind::ManyVariants => "many_variants",
         }
     }
 }
@@ -155,7 +171,8 @@ pub struct FaultParams {
     /// `slow`: delay in ms (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-    /// `garbage` (default 4096) and `oversize` (default 8 MiB): body size in bytes.
+    /// `garbage` (default 4096) and `oversize` (default 8 MiB): body size in bytes; `long_line`
+    /// (default 1 MiB): the line's length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
     /// `reset`: how far media sequence numbers drop (default: back to about 0).
@@ -185,6 +202,14 @@ pub struct FaultParams {
     /// `blocking_reload`: how it misbehaves (default `ignore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocking: Option<BlockingMisbehaviour>,
+    /// `long_window`: segments listed (default 10,800); `many_variants`: variants added
+    /// (default 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
+    /// `oversize`: send the body without a Content-Length (chunked), so the client finds its
+    /// size only by reading it; with a large `bytes`, a body that does not end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunked: Option<bool>,
 }
 
 /// `POST /faults`. `region`, `stream` and `rendition` narrow the scope; absent, `null` or `"*"`

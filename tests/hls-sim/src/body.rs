@@ -67,6 +67,9 @@ pub enum SimBody {
         head: Option<Bytes>,
         filler: &'static [u8; FILL],
         remaining: u64,
+        /// Sent without a Content-Length (chunked), so the client learns the size only by
+        /// reading.
+        chunked: bool,
     },
     /// `head`, then (after a pause that lets hyper flush it) an error although Content-Length
     /// announced `declared` more bytes.
@@ -94,6 +97,25 @@ impl SimBody {
             head: Some(head),
             filler: &PADDING,
             remaining,
+            chunked: false,
+        }
+    }
+
+    /// [`SimBody::padded`] without a Content-Length.
+    pub fn padded_chunked(head: Bytes, total: u64) -> Self {
+        match Self::padded(head, total) {
+            SimBody::Fill {
+                head,
+                filler,
+                remaining,
+                ..
+            } => SimBody::Fill {
+                head,
+                filler,
+                remaining,
+                chunked: true,
+            },
+            other => other,
         }
     }
 
@@ -112,6 +134,7 @@ impl SimBody {
             head: None,
             filler: &GARBAGE,
             remaining: total,
+            chunked: false,
         }
     }
 }
@@ -131,6 +154,7 @@ impl Body for SimBody {
                 head,
                 filler,
                 remaining,
+                ..
             } => {
                 if let Some(h) = head.take().filter(|h| !h.is_empty()) {
                     Some(Ok(Frame::data(h)))
@@ -181,6 +205,7 @@ impl Body for SimBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             SimBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            SimBody::Fill { chunked: true, .. } => SizeHint::default(),
             SimBody::Fill {
                 head, remaining, ..
             } => SizeHint::with_exact(head.as_ref().map_or(0, |h| h.len() as u64) + remaining),

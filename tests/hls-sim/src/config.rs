@@ -56,6 +56,9 @@ pub struct SimConfig {
     /// Require credentials on every request but `/healthz`: a request without them, or with
     /// others, gets a 401. `None` = open origin.
     pub auth: Option<OriginAuth>,
+    /// Date segments with `EXT-X-PROGRAM-DATE-TIME` (default true). Without it, media playlists
+    /// carry no date, as many origins serve them.
+    pub program_date_time: bool,
 }
 
 /// Credentials an origin requires.
@@ -132,6 +135,7 @@ impl Default for SimConfig {
             media_dir: None,
             segment_format: SegmentFormat::Ts,
             auth: None,
+            program_date_time: true,
         }
     }
 }
@@ -153,6 +157,7 @@ pub(crate) struct Resolved {
     pub media: Option<Arc<MediaLibrary>>,
     /// The header (lower-case name) and value every request must carry, if any.
     pub auth: Option<(String, String)>,
+    pub program_date_time: bool,
 }
 
 impl Resolved {
@@ -245,6 +250,7 @@ impl SimConfig {
             format: self.segment_format,
             media: None,
             auth: self.auth.as_ref().map(OriginAuth::expected),
+            program_date_time: self.program_date_time,
         })
     }
 

@@ -15,6 +15,12 @@ pub const DEFAULT_DELAY_MS: u64 = 1000;
 pub const DEFAULT_GARBAGE_BYTES: u64 = 4096;
 /// Default `oversize` size.
 pub const DEFAULT_OVERSIZE_BYTES: u64 = 8 * 1024 * 1024;
+/// Default `long_window` length: 6 hours of 2 s segments.
+pub const DEFAULT_LONG_WINDOW: u64 = 10_800;
+/// Default `long_line` length.
+pub const DEFAULT_LONG_LINE_BYTES: u64 = 1024 * 1024;
+/// Default `many_variants` count.
+pub const DEFAULT_MANY_VARIANTS: u64 = 10_000;
 
 /// What a request asks for, as far as fault scopes care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +110,8 @@ impl Fault {
 pub enum BodyFault {
     Garbage(u64),
     Truncate(TruncateMode),
-    Oversize(u64),
+    /// Size, and whether it is sent without a Content-Length.
+    Oversize(u64, bool),
 }
 
 /// The combined effect of every fault matching one request.
@@ -130,6 +137,12 @@ pub(crate) struct Effect {
     pub jitter_percent: u32,
     /// The oldest matching `blocking_reload`, with its heal token (wakes `hang`).
     pub blocking: Option<(BlockingMisbehaviour, CancellationToken)>,
+    /// Largest matching `long_window`: segments listed.
+    pub window: Option<u64>,
+    /// Largest matching `long_line`: the line's length.
+    pub long_line: Option<u64>,
+    /// Largest matching `many_variants`: variants added to the master.
+    pub extra_variants: Option<u64>,
 }
 
 impl Effect {
@@ -197,6 +210,7 @@ pub(crate) fn evaluate_claimed(
             FaultKind::Oversize => {
                 e.body.get_or_insert(BodyFault::Oversize(
                     f.params.bytes.unwrap_or(DEFAULT_OVERSIZE_BYTES),
+                    f.params.chunked.unwrap_or(false),
                 ));
             }
             FaultKind::Freeze => {
@@ -216,6 +230,18 @@ pub(crate) fn evaluate_claimed(
                 if e.blocking.is_none() {
                     e.blocking = Some((f.params.blocking.unwrap_or_default(), f.healed.clone()));
                 }
+            }
+            FaultKind::LongWindow => {
+                let n = f.params.entries.unwrap_or(DEFAULT_LONG_WINDOW);
+                e.window = Some(e.window.map_or(n, |w| w.max(n)));
+            }
+            FaultKind::LongLine => {
+                let n = f.params.bytes.unwrap_or(DEFAULT_LONG_LINE_BYTES);
+                e.long_line = Some(e.long_line.map_or(n, |w| w.max(n)));
+            }
+            FaultKind::ManyVariants => {
+                let n = f.params.entries.unwrap_or(DEFAULT_MANY_VARIANTS);
+                e.extra_variants = Some(e.extra_variants.map_or(n, |w| w.max(n)));
             }
         }
     }

@@ -221,6 +221,8 @@ pub struct SegmentShape {
     pub format: SegmentFormat,
     /// Length of the `EXT-X-BYTERANGE` (from offset 0) of each I-frame playlist entry.
     pub iframe_bytes: u64,
+    /// Date the first listed segment with `EXT-X-PROGRAM-DATE-TIME`.
+    pub program_date_time: bool,
 }
 
 impl Default for SegmentShape {
@@ -229,6 +231,7 @@ impl Default for SegmentShape {
         Self {
             format: SegmentFormat::Ts,
             iframe_bytes: SEGMENT_BYTES as u64,
+            program_date_time: true,
         }
     }
 }
@@ -282,9 +285,11 @@ pub fn render_media_shaped(
             offset,
         };
     };
-    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-    write_pdt(out, tl.segment_start_ms(snap.first));
-    out.push('\n');
+    if shape.program_date_time {
+        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+        write_pdt(out, tl.segment_start_ms(snap.first));
+        out.push('\n');
+    }
     // Parts are listed for the last complete segment and the one in progress.
     let parts_from = if ll { last } else { u64::MAX };
     for n in snap.first..=last {
@@ -558,6 +563,37 @@ mod tests {
         assert!(pl.contains("#EXT-X-I-FRAMES-ONLY\n"));
         assert!(pl.contains("#EXTINF:6.000,\n#EXT-X-BYTERANGE:188@0\n9.ts\n"));
         assert!(!pl.contains("EXT-X-PART"));
+    }
+
+    #[test]
+    fn program_date_time_can_be_left_out() {
+        let t = tl(6000, 0);
+        let mut dated = String::new();
+        render_media(&mut dated, &t, MediaKind::Media, START + 60_000, 0);
+        assert!(dated.contains("#EXT-X-PROGRAM-DATE-TIME:"));
+        let mut undated = String::new();
+        let shape = SegmentShape {
+            program_date_time: false,
+            ..SegmentShape::default()
+        };
+        let r = render_media_shaped(
+            &mut undated,
+            &t,
+            MediaKind::Media,
+            START + 60_000,
+            0,
+            &shape,
+        );
+        assert!(!undated.contains("PROGRAM-DATE-TIME"), "{undated}");
+        assert_eq!(
+            undated,
+            dated
+                .lines()
+                .filter(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME:"))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        );
+        assert!(r.last_msn.is_some());
     }
 
     #[test]

@@ -72,6 +72,10 @@ struct Cli {
     /// bearer:TOKEN or header:NAME:VALUE.
     #[arg(long, value_parser = hls_sim::OriginAuth::parse)]
     require_auth: Option<hls_sim::OriginAuth>,
+    /// Serve media playlists without EXT-X-PROGRAM-DATE-TIME (default: every playlist dates
+    /// its first listed segment).
+    #[arg(long)]
+    no_program_date_time: bool,
 }
 
 fn seconds(name: &str, s: f64) -> Result<Duration, String> {
@@ -139,6 +143,7 @@ fn build_config(cli: &Cli) -> Result<SimConfig, String> {
         stagger: !cli.align_streams,
         media_dir: cli.media.clone(),
         segment_format: cli.segment_format,
+        program_date_time: !cli.no_program_date_time,
         auth: cli.require_auth.clone(),
     })
 }

@@ -186,10 +186,15 @@ fn ok_response(
     cache: HeaderValue,
     eff: &Effect,
 ) -> Response<SimBody> {
+    let body = match eff.long_line {
+        Some(n) if body.starts_with(b"#EXTM3U") => with_long_line(&body, n),
+        _ => body,
+    };
     let body = match eff.body {
         None => SimBody::full(body),
         Some(BodyFault::Garbage(n)) => SimBody::garbage(n),
-        Some(BodyFault::Oversize(n)) => SimBody::padded(body, n),
+        Some(BodyFault::Oversize(n, false)) => SimBody::padded(body, n),
+        Some(BodyFault::Oversize(n, true)) => SimBody::padded_chunked(body, n),
         Some(BodyFault::Truncate(TruncateMode::Short)) => {
             let half = body.len() / 2;
             SimBody::full(body.slice(..half))
@@ -205,6 +210,40 @@ fn ok_response(
         ctype
     };
     response(StatusCode::OK, ctype, cache, body)
+}
+
+/// `body` with a line of `n` bytes (an unknown tag) after its first line.
+fn with_long_line(body: &[u8], n: u64) -> Bytes {
+    const TAG: &[u8] = b"#EXT-X-SIM-LONG-LINE:";
+    let n = usize::try_from(n).unwrap_or(usize::MAX).max(TAG.len());
+    let split = body
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(body.len(), |i| i + 1);
+    let mut out = Vec::with_capacity(body.len() + n + 1);
+    out.extend_from_slice(&body[..split]);
+    if split == body.len() && !body.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(TAG);
+    out.resize(out.len() + n - TAG.len(), b'x');
+    out.push(b'\n');
+    out.extend_from_slice(&body[split..]);
+    Bytes::from(out)
+}
+
+/// The master `master` with `n` further variants (`extra{N}/index.m3u8`).
+fn with_extra_variants(master: &[u8], n: u64) -> Bytes {
+    use std::fmt::Write as _;
+    let mut out = String::from_utf8_lossy(master).into_owned();
+    for i in 0..n {
+        let _ = write!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},RESOLUTION=640x360\nextra{i}/index.m3u8\n",
+            100_000 + i
+        );
+    }
+    Bytes::from(out)
 }
 
 /// Outcome of waiting for content to become visible.
@@ -302,12 +341,11 @@ pub(crate) async fn handle(
     };
     let renditions = stream.renditions();
     if target.what == What::Master {
-        return Ok(ok_response(
-            renditions.master.clone(),
-            PLAYLIST_TYPE,
-            NO_CACHE,
-            &eff,
-        ));
+        let master = match eff.extra_variants {
+            Some(n) => with_extra_variants(&renditions.master, n),
+            None => renditions.master.clone(),
+        };
+        return Ok(ok_response(master, PLAYLIST_TYPE, NO_CACHE, &eff));
     }
     let rendition = target.rendition.unwrap_or_default();
     let Some(kind) = shared.rendition_kind(&renditions, rendition) else {
@@ -365,6 +403,11 @@ pub(crate) async fn handle(
                     }
                 }
             };
+            // A `long_window` fault: a DVR window, as an EVENT playlist.
+            let tl = match eff.window {
+                Some(window) => Timeline { window, ..tl },
+                None => tl,
+            };
             let mut out = String::with_capacity(playlist_capacity(&tl));
             render_media_shaped(
                 &mut out,
@@ -374,6 +417,11 @@ pub(crate) async fn handle(
                 eff.seq_offset,
                 &shared.shape,
             );
+            if eff.window.is_some()
+                && let Some(at) = out.find('\n')
+            {
+                out.insert_str(at + 1, "#EXT-X-PLAYLIST-TYPE:EVENT\n");
+            }
             Ok(ok_response(Bytes::from(out), PLAYLIST_TYPE, NO_CACHE, &eff))
         }
         What::Segment(msn) => {

@@ -143,6 +143,7 @@ impl Shared {
                 .as_ref()
                 .and_then(|m| m.iframe_bytes())
                 .unwrap_or(SegmentShape::default().iframe_bytes),
+            program_date_time: cfg.program_date_time,
         };
         Self {
             cfg,
@@ -666,7 +667,8 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
     let bad = |m: &str| Err(SimError::BadRequest(format!("{}: {m}", kind.as_str())));
     let allowed: &[&str] = match kind {
         FaultKind::Slow => &["delay_ms", "count"],
-        FaultKind::Garbage | FaultKind::Oversize => &["bytes", "count"],
+        FaultKind::Garbage => &["bytes", "count"],
+        FaultKind::Oversize => &["bytes", "count", "chunked"],
         FaultKind::Reset => &["offset"],
         FaultKind::Http500 => &["status", "count"],
         FaultKind::Truncate => &["mode", "count"],
@@ -675,6 +677,8 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         FaultKind::Lag => &["delay_ms"],
         FaultKind::Jitter => &["percent"],
         FaultKind::BlockingReload => &["blocking"],
+        FaultKind::LongWindow | FaultKind::ManyVariants => &["entries"],
+        FaultKind::LongLine => &["bytes"],
         FaultKind::Freeze => &[],
     };
     let given = [
@@ -688,6 +692,8 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
         ("failure", p.failure.is_some()),
         ("percent", p.percent.is_some()),
         ("blocking", p.blocking.is_some()),
+        ("entries", p.entries.is_some()),
+        ("chunked", p.chunked.is_some()),
     ];
     for (name, set) in given {
         if set && !allowed.contains(&name) {
@@ -716,6 +722,7 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
                 return bad("bytes must be <= 16 GiB");
             }
             out.bytes = Some(b);
+            out.chunked = p.chunked;
         }
         FaultKind::Http500 => {
             let s = p.status.unwrap_or(500);
@@ -746,6 +753,27 @@ fn resolve_params(kind: FaultKind, p: &FaultParams) -> Result<FaultParams, SimEr
                 return bad("delay_ms must be <= 3600000");
             }
             out.delay_ms = Some(d);
+        }
+        FaultKind::LongWindow => {
+            let n = p.entries.unwrap_or(crate::faults::DEFAULT_LONG_WINDOW);
+            if !(1..=1_000_000).contains(&n) {
+                return bad("entries must be 1..=1000000");
+            }
+            out.entries = Some(n);
+        }
+        FaultKind::ManyVariants => {
+            let n = p.entries.unwrap_or(crate::faults::DEFAULT_MANY_VARIANTS);
+            if !(1..=1_000_000).contains(&n) {
+                return bad("entries must be 1..=1000000");
+            }
+            out.entries = Some(n);
+        }
+        FaultKind::LongLine => {
+            let b = p.bytes.unwrap_or(crate::faults::DEFAULT_LONG_LINE_BYTES);
+            if !(1..=1 << 26).contains(&b) {
+                return bad("bytes must be 1..=64 MiB");
+            }
+            out.bytes = Some(b);
         }
         FaultKind::Jitter => {
             let pc = p.percent.unwrap_or(realism::DEFAULT_JITTER_PERCENT);

@@ -488,6 +488,71 @@ async fn body_faults() {
         assert_eq!(body.len(), 8 << 20);
         assert!(body.starts_with(master.as_bytes()));
         sim.heal_fault(f.id).await.unwrap();
+        // Chunked: no Content-Length.
+        let f = apply(
+            FaultKind::Oversize,
+            FaultParams {
+                bytes: Some(1 << 20),
+                chunked: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let r = c.get(&master_url).send().await.unwrap();
+        assert_eq!(r.content_length(), None);
+        assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
+        sim.heal_fault(f.id).await.unwrap();
+
+        // Hostile shapes: a long line after the first, thousands of variants.
+        let f = apply(
+            FaultKind::LongLine,
+            FaultParams {
+                bytes: Some(100_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (_, body) = get(&c, &master_url).await;
+        let line = body.lines().nth(1).unwrap();
+        assert!(line.starts_with("#EXT-X-SIM-LONG-LINE:xxx"));
+        assert_eq!(line.len(), 100_000);
+        assert_eq!(body.replace(&format!("{line}\n"), ""), master);
+        sim.heal_fault(f.id).await.unwrap();
+        let f = apply(
+            FaultKind::ManyVariants,
+            FaultParams {
+                entries: Some(3_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (_, body) = get(&c, &master_url).await;
+        assert!(body.starts_with(&master));
+        assert_eq!(
+            body.matches("#EXT-X-STREAM-INF").count(),
+            3_000 + master.matches("#EXT-X-STREAM-INF").count()
+        );
+        sim.heal_fault(f.id).await.unwrap();
+        // A DVR window: 500 of the 1,000 segments published so far, as an EVENT playlist.
+        let media_url = sim.media_url(REGION_A, "s0001", "720p").unwrap();
+        let f = sim
+            .apply_fault(
+                FaultRequest::new(FaultKind::LongWindow)
+                    .stream("s0001")
+                    .params(FaultParams {
+                        entries: Some(500),
+                        ..Default::default()
+                    }),
+            )
+            .await
+            .unwrap();
+        let (_, body) = get(&c, &media_url).await;
+        assert_eq!(body.matches("#EXTINF:").count(), 500);
+        assert!(body.contains("\n#EXT-X-PLAYLIST-TYPE:EVENT\n"));
+        sim.heal_fault(f.id).await.unwrap();
 
         assert_eq!(get(&c, &master_url).await.1, master);
     })
