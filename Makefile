@@ -6,14 +6,15 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-patch
-.PHONY: edge-bundle edge-drift edge-test bench-edge player-test player-bench player-chain-bench deny deny-advisories fuzz
+.PHONY: test demo demo-check lint merge-check fmt-check clippy unit crds crd-drift chart-lint e2e env-up env-down bench bench-build bench-parse bench-patch soak
+.PHONY: edge-bundle edge-drift edge-test bench-edge player-test dashboard-test player-bench player-chain-bench deny deny-advisories fuzz
 .PHONY: argocd-health image image-test
 
 ## make test: fmt check, clippy -D warnings, the dependency policy (cargo-deny), unit and property
 ## tests, CRD drift check, the chart checks, the Argo CD health checks, the image packing check,
-## the e2e suite, the copilot bundle drift check and its Node tests, the player tests.
-test: fmt-check clippy deny unit crd-drift chart-lint argocd-health image-test e2e edge-drift edge-test player-test
+## the e2e suite, the copilot bundle drift check and its Node tests, the player tests, the
+## dashboard's browser tests.
+test: fmt-check clippy deny unit crd-drift chart-lint argocd-health image-test e2e edge-drift edge-test player-test dashboard-test
 
 ## The player tests: hls.js in Debian's headless Chromium watches the simulated three-region event
 ## (real H.264/AAC, MPEG-TS and fMP4) through local Lambda@Edge edges while a region is killed,
@@ -24,6 +25,17 @@ test: fmt-check clippy deny unit crd-drift chart-lint argocd-health image-test e
 ## the pinned npm packages when missing. About 6 minutes; artefacts in target/player/<stamp>/.
 player-test:
 	tests/player/run.sh
+
+## The dashboard's browser tests: the page (operator/src/dashboard/assets/) in Debian's headless
+## Chromium (playwright-core), against a fixture server of its HTTP contract (what it shows, in-place
+## updates, the minOpen confirmation, keyboard only, refusals, reconnection, no CSP violation) and
+## against the real operator, kube-apiserver, DynamoDB Local and the HLS origin simulator in
+## .cvs-env-dashboard (a frozen rendition shown stale, a close through the dialog reaching the
+## StreamInstance and the state table, a ServiceAccount without RBAC refused, no token refused).
+## Screenshots in target/dashboard-artifacts/. Installs chromium and the pinned npm packages when
+## missing.
+dashboard-test:
+	tests/dashboard/run.sh
 
 ## make player-bench: the same failovers PLAYER_RUNS times each (default 10), printing p50/p90/max
 ## of the time from the fault to the last request to the failed region and to the first segment
@@ -118,7 +130,9 @@ crd-drift:
 	  fi; \
 	done
 
-## The e2e suite against the real local environment, which it starts and always stops.
+## The e2e suite against the real local environment, which it starts and always stops. The fault
+## suite (tests/tests/faults.rs, about 5 minutes) restarts components, so it starts and stops an
+## environment of its own (.cvs-env-faults) and runs its tests one at a time.
 e2e:
 	$(CARGO) build -p operator --locked
 	trap 'tests/env/down.sh' EXIT; \
@@ -171,13 +185,16 @@ demo-check:
 ##   make bench BENCH=scale-td6                  one scenario (or a space-separated list)
 ##   make bench BENCH="detection-ll-part1 detection-ll-part05 detection-ll-part1-plain detection-ll-part05-plain"
 ##                                               the LL-HLS scenarios (blocking reload vs plain polling)
+##   make bench BENCH="detection-segment404-td2 scale-td6 scale-td6-no-segment-checks"
+##                                               segment-unavailable detection, and the checks' cost
 ##   make bench BENCH_OPERATOR_ARGS=--operator-arg=--probe-concurrency=512
 ##   make bench BENCH_ENV_ARGS=                   with DynamoDB Local and moto as well
 ## Each scenario is bounded (--max-runtime, 15 min by default); the default set took 13 min on 2 cores.
 # LL-HLS detection (blocking reload, judged on parts) at part targets 1 s and 0.5 s, and the same
 # LL-HLS streams polled plainly (no blocking slot: segments only) for the request-rate comparison.
 BENCH_LL := detection-ll-part1 detection-ll-part05 detection-ll-part1-plain detection-ll-part05-plain
-BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k false-verdicts-td2 $(BENCH_LL)
+BENCH_SEGMENTS := detection-segment404-td2 scale-td6 scale-td6-no-segment-checks
+BENCH_ALL := detection-td2 detection-td6 scale-td6 scale-td2 scale-td2-5k false-verdicts-td2 $(BENCH_LL) detection-segment404-td2 scale-td6-no-segment-checks scale-td2-no-segment-checks
 BENCH ?= detection-td2 detection-td6 scale-td6 scale-td2
 BENCH_STAMP := $(shell date +%Y%m%d-%H%M%S)
 BENCH_OUT ?= $(or $(CARGO_TARGET_DIR),target)/bench/$(BENCH_STAMP).jsonl
@@ -196,6 +213,11 @@ bench_scale-td2-5k := scale --target-duration 2 --playlists 5000 --duration 120s
 bench_false-verdicts-td2 := false-verdicts --target-duration 2 --playlists 1000 --duration 30m --parallel 3 --max-runtime 45m
 bench_detection-ll-part1 := detection --target-duration 4 --part-target 1 --freezes 60 --parallel 20
 bench_detection-ll-part05 := detection --target-duration 2 --part-target 0.5 --freezes 60 --parallel 20
+# Segments answering 404 while the playlist advances (found by the sampled segment checks), timed
+# from the fault; and the 10,000-playlist scale run without the checks, to price them.
+bench_detection-segment404-td2 := detection --target-duration 2 --freezes 60 --parallel 20 --fault segment-404
+bench_scale-td6-no-segment-checks := $(bench_scale-td6) --no-segment-checks
+bench_scale-td2-no-segment-checks := $(bench_scale-td2) --no-segment-checks
 bench_detection-ll-part1-plain := $(bench_detection-ll-part1) --operator-arg=--probe-blocking-concurrency=0
 bench_detection-ll-part05-plain := $(bench_detection-ll-part05) --operator-arg=--probe-blocking-concurrency=0
 
@@ -216,6 +238,46 @@ bench: bench-build
 	echo; echo "Results ($(BENCH_OUT)):"; echo; \
 	"$$bench" report '$(BENCH_OUT)'; \
 	exit $$failed
+
+## make soak: one hour at 10,000 playlists (TD 6 s) with a fault every 2 minutes (freezes, and every
+## 4th a whole-region outage, refused or hanging, healed after 40 s) and 500 StreamInstances
+## deleted and 500 created over the run: the operator's RSS, threads, fds, TCP connections, CPU and
+## probe tasks every 10 s into target/soak/<label>-<time>/ (samples.csv, soak.svg, summary.json),
+## and a flatness verdict (see RELIABILITY.md). Builds the release binaries and runs in the bench
+## state dir like `make bench`; not part of `make test`. Override with SOAK_ARGS, for example
+##   make soak SOAK_ARGS="--playlists 1000 --duration 5m --fault-every 40s --fault-for 20s"
+SOAK_ARGS ?=
+soak: bench-build
+	export CVS_STATE_DIR='$(BENCH_STATE_DIR)'; \
+	trap 'tests/env/down.sh' EXIT; \
+	env_lines=$$(tests/env/up.sh $(BENCH_ENV_ARGS)); eval "$$env_lines"; \
+	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \
+	kubectl wait --for=condition=Established --timeout=60s \
+	  crd/clusteredstreams.cvs.dev crd/streaminstances.cvs.dev >/dev/null; \
+	"$${CARGO_TARGET_DIR:-target}/release/cvs-bench" soak --json-out '$(BENCH_OUT)' $(SOAK_ARGS) $(BENCH_OPERATOR_ARGS)
+
+## make bench-parse: the operator's CPU probing long media playlists (RELIABILITY.md, hostile
+## input): 34 streams x 3 media playlists (video, audio, I-frames) listing 10,800 segments (a
+## 6-hour EVENT window of 2 s segments, 0.26-0.5 MiB), then 20,000 (0.5-0.9 MiB), then 80,000
+## (2-3.8 MiB: refused by the segment and size limits). Compare with another build (which must
+## accept the same flags):
+##   make bench-parse PARSE_OPERATOR_BIN=/path/to/an/older/cvs-operator
+## Release build; each run is a 30 s warm-up and six 10 s windows (under 2 min).
+PARSE_OPERATOR_BIN ?=
+bench-parse:
+	$(CARGO) build --release --locked -p operator -p hls-sim -p cvs-e2e \
+	  --bin cvs-operator --bin hls-origin-sim --bin cvs-bench
+	export CVS_STATE_DIR='$(BENCH_STATE_DIR)'; \
+	trap 'tests/env/down.sh' EXIT; \
+	env_lines=$$(tests/env/up.sh $(BENCH_ENV_ARGS)); eval "$$env_lines"; \
+	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null; \
+	kubectl wait --for=condition=Established --timeout=60s \
+	  crd/clusteredstreams.cvs.dev crd/streaminstances.cvs.dev >/dev/null; \
+	target="$${CARGO_TARGET_DIR:-target}/release"; \
+	$(if $(PARSE_OPERATOR_BIN),export CVS_OPERATOR_BIN='$(PARSE_OPERATOR_BIN)';) \
+	for n in 10800 20000 80000; do \
+	  "$$target/cvs-bench" parse-cost --segments $$n --label segments-$$n || exit 1; \
+	done
 
 ## make bench-patch: the delay from a `distroOpen` patch to the state-table item changing (issue
 ## goal: p99 < 1 s). Starts the environment with DynamoDB Local in the bench state dir, runs the

@@ -214,6 +214,31 @@ kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/d
 sed -e "s|\${ORIGIN_US_EAST_1}|${origin[us-east-1]}|g" -e "s|\${ORIGIN_EU_WEST_1}|${origin[eu-west-1]}|g" \
   -e "s|\${ORIGIN_AP_SOUTHEAST_1}|${origin[ap-southeast-1]}|g" manifests/demo.yaml >"$run/demo.yaml"
 kubectl apply -n "$ns" -f "$run/demo.yaml" >&2
+# Who may close a region from the dashboard is the cluster's RBAC: a ServiceAccount allowed to patch
+# the demo's StreamInstances (its token signs in: kubectl create token cvs-dashboard-operator -n NS).
+kubectl apply -n "$ns" -f - >/dev/null <<YAML
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: cvs-dashboard-operator}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: cvs-dashboard-operator}
+rules:
+  - apiGroups: [cvs.dev]
+    resources: [clusteredstreams, streaminstances]
+    verbs: [get, list, watch]
+  - apiGroups: [cvs.dev]
+    resources: [streaminstances]
+    verbs: [patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: cvs-dashboard-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: cvs-dashboard-operator}
+subjects:
+  - {kind: ServiceAccount, name: cvs-dashboard-operator, namespace: $ns}
+YAML
 
 step "Starting the operator"
 # Its Lambda requests go through lambda-capture.mjs, which keeps the zips it deploys (moto keeps
@@ -225,10 +250,12 @@ start lambda-capture node tests/demo/lambda-capture.mjs --upstream "$AWS_ENDPOIN
 wait_file "$run/lambda-capture.json" lambda-capture
 op_port=$(free_port)
 operator_url="http://127.0.0.1:$op_port"
+dash_port=$(free_port)
+dashboard_url="http://127.0.0.1:$dash_port/"
 # The origins are on loopback, which the probe refuses unless told.
 start operator env AWS_ENDPOINT_URL_LAMBDA="$(json "$run/lambda-capture.json" "['url']")" \
   "$target/debug/cvs-operator" run --namespace "$ns" --listen "127.0.0.1:$op_port" \
-  --allow-private-origins
+  --dashboard-addr "127.0.0.1:$dash_port" --allow-private-origins
 op_pid=${pids[-1]}
 for _ in $(seq 300); do
   curl -sf "$operator_url/readyz" >/dev/null 2>&1 && break
@@ -309,6 +336,9 @@ The demo is running (namespace '$ns', ClusteredStream '$cluster', manifests/demo
   Published master and steering manifest (moto S3; the page proxies them):
     $s3_master
     $AWS_ENDPOINT_URL_S3/${buckets[0]}/$steering_key
+  Dashboard (sign in with a Kubernetes token; this one may close and open the demo's regions):
+    $dashboard_url
+    kubectl create token cvs-dashboard-operator -n $ns
   Steering manifest served by the operator:  $operator_url/steering/$ns/$cluster.json
   Metrics:                                   $operator_url/metrics
 
@@ -328,6 +358,7 @@ TXT
 # Written whole, then renamed: its presence says the chain is up (tests/player/test/chain.test.mjs).
 cat >"$run/demo.json.tmp" <<JSON
 {"namespace": "$ns", "cluster": "$cluster", "controlUrl": "$control", "operatorUrl": "$operator_url",
+ "dashboardUrl": "$dashboard_url", "dashboardServiceAccount": "cvs-dashboard-operator",
  "s3Endpoint": "$AWS_ENDPOINT_URL_S3", "buckets": ["${buckets[0]}", "${buckets[1]}"],
  "masterKey": "$master_key", "steeringKey": "$steering_key", "table": "$table",
  "kubectl": "$(command -v kubectl)", "kubeconfig": "$KUBECONFIG", "dynamodbEndpoint": "$AWS_ENDPOINT_URL_DYNAMODB",

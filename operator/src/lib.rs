@@ -7,6 +7,7 @@ pub mod aws;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod dashboard;
 pub mod decide;
 pub mod metrics;
 pub mod notify;

@@ -55,9 +55,37 @@ struct RunArgs {
     /// Timeout of one playlist request.
     #[arg(long, env = "CVS_PROBE_TIMEOUT", default_value = "4s")]
     probe_timeout: humantime::Duration,
-    /// Largest playlist accepted, in bytes.
-    #[arg(long, env = "CVS_MAX_PLAYLIST_BYTES", default_value_t = 1 << 20)]
+    /// Largest media playlist accepted, in bytes (64 KiB to 64 MiB). The body is read in
+    /// chunks and abandoned past the limit; a larger one makes its rendition stale
+    /// (PlaylistTooLarge). At most this much is held per request in flight.
+    #[arg(long, env = "CVS_MAX_PLAYLIST_BYTES",
+          default_value_t = cvs_operator::probe::fetch::DEFAULT_MAX_MEDIA_BYTES,
+          value_parser = clap::value_parser!(u64).range(65_536..=67_108_864))]
     max_playlist_bytes: u64,
+    /// Largest master playlist accepted, in bytes (4 KiB to 16 MiB); a larger one makes the
+    /// instance stale (MasterTooLarge) and is not published.
+    #[arg(long, env = "CVS_MAX_MASTER_PLAYLIST_BYTES",
+          default_value_t = cvs_operator::probe::fetch::DEFAULT_MAX_MASTER_BYTES,
+          value_parser = clap::value_parser!(u64).range(4_096..=16_777_216))]
+    max_master_playlist_bytes: u64,
+    /// Longest line of a playlist, in bytes (1 KiB to 1 MiB); a longer one makes the playlist
+    /// stale (PlaylistLineTooLong).
+    #[arg(long, env = "CVS_MAX_PLAYLIST_LINE_BYTES",
+          default_value_t = cvs_operator::probe::scan::DEFAULT_MAX_LINE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1_024..=1_048_576))]
+    max_playlist_line_bytes: u64,
+    /// Most segments in one media playlist (100 to 1,000,000); more make the rendition stale
+    /// (TooManySegments). The default holds over 13 hours of 2 s segments.
+    #[arg(long, env = "CVS_MAX_SEGMENTS_PER_PLAYLIST",
+          default_value_t = cvs_operator::probe::scan::DEFAULT_MAX_SEGMENTS,
+          value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    max_segments_per_playlist: u64,
+    /// Most LL-HLS parts (EXT-X-PART) in one media playlist (10 to 100,000); more make the
+    /// rendition stale (TooManyParts).
+    #[arg(long, env = "CVS_MAX_PARTS_PER_PLAYLIST",
+          default_value_t = cvs_operator::probe::scan::DEFAULT_MAX_PARTS,
+          value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    max_parts_per_playlist: u64,
     /// Redirects followed per playlist request (http and https only).
     #[arg(long, env = "CVS_MAX_REDIRECTS", default_value_t = 3)]
     max_redirects: usize,
@@ -72,10 +100,12 @@ struct RunArgs {
     /// never probed.
     #[arg(long, env = "CVS_ALLOW_PRIVATE_ORIGINS")]
     allow_private_origins: bool,
-    /// Most media playlists probed for one StreamInstance; a master listing more makes the
-    /// instance stale (TooManyRenditions) without probing any of them.
-    #[arg(long, env = "CVS_MAX_RENDITIONS_PER_MASTER", default_value_t = cvs_operator::probe::engine::DEFAULT_MAX_RENDITIONS)]
-    max_renditions_per_master: usize,
+    /// Most media playlists probed for one StreamInstance (1 to 10,000); a master listing more
+    /// makes the instance stale (TooManyRenditions) without probing any of them.
+    #[arg(long, env = "CVS_MAX_RENDITIONS_PER_MASTER",
+          default_value_t = cvs_operator::probe::engine::DEFAULT_MAX_RENDITIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_renditions_per_master: u64,
     /// Playlist requests in flight at once for one StreamInstance.
     #[arg(long, env = "CVS_PROBE_INSTANCE_CONCURRENCY", default_value_t = 16)]
     probe_instance_concurrency: usize,
@@ -118,6 +148,15 @@ struct RunArgs {
     /// SECURITY.md.
     #[arg(long, env = "CVS_TENANT_POLICY", value_enum, default_value_t = controller::tenancy::TenantPolicy::Off)]
     tenant_policy: controller::tenancy::TenantPolicy,
+    /// Serve the live dashboard on this address (its own listener; off when absent). See the
+    /// README's Dashboard section: sign-in is a Kubernetes bearer token, checked with
+    /// TokenReview; closing or opening an instance needs `patch` on it (SubjectAccessReview).
+    #[arg(long, env = "CVS_DASHBOARD_ADDR")]
+    dashboard_addr: Option<SocketAddr>,
+    /// Let anyone who reaches the dashboard read it (the state and its live updates) without
+    /// signing in; actions still need a session.
+    #[arg(long, env = "CVS_DASHBOARD_ANONYMOUS_READ")]
+    dashboard_anonymous_read: bool,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -308,6 +347,37 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         steering.clone(),
         wait_stop(stop_rx.clone()),
     ));
+    // The dashboard serves on every replica: a standby shows what the leader writes to status
+    // (through its own two watches) until it leads and has the controllers' caches.
+    let feed = cvs_operator::dashboard::Feed::default();
+    let dashboard = match args.dashboard_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
+            tracing::info!(addr = %listener.local_addr()?, anonymous_read = args.dashboard_anonymous_read, "serving the dashboard");
+            if election.is_some() {
+                feed.watch_alone(client.clone(), args.namespace.as_deref());
+            }
+            let frames = feed.start(election_status.clone());
+            let router = cvs_operator::dashboard::router(
+                cvs_operator::dashboard::Settings {
+                    anonymous_read: args.dashboard_anonymous_read,
+                    ..Default::default()
+                },
+                client.clone(),
+                feed.clone(),
+                frames,
+                stop_rx.clone(),
+            );
+            Some(tokio::spawn(cvs_operator::dashboard::serve(
+                listener,
+                router,
+                wait_stop(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -336,6 +406,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if stopped {
                 give_up(&release).await;
                 http.await.context("HTTP server task failed")??;
+                if let Some(dashboard) = dashboard {
+                    dashboard.await.context("dashboard task failed")??;
+                }
                 tracing::info!("cvs-operator stopped cleanly (standby)");
                 return Ok(ExitCode::SUCCESS);
             }
@@ -351,6 +424,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limits: cvs_operator::probe::fetch::FetchLimits {
             request_timeout: args.probe_timeout.into(),
             max_body_bytes: args.max_playlist_bytes,
+            max_master_bytes: args.max_master_playlist_bytes,
             max_redirects: args.max_redirects,
             concurrency: args.probe_concurrency,
             per_host: args.probe_host_concurrency,
@@ -361,7 +435,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         rediscover_every: args.rediscover_interval.into(),
         max_backoff: args.max_probe_backoff.into(),
-        max_renditions: args.max_renditions_per_master,
+        max_renditions: usize::try_from(args.max_renditions_per_master).unwrap_or(usize::MAX),
+        parse: cvs_operator::probe::fetch::ParseLimits {
+            max_line_bytes: usize::try_from(args.max_playlist_line_bytes).unwrap_or(usize::MAX),
+            max_segments: args.max_segments_per_playlist,
+            max_parts: args.max_parts_per_playlist,
+        },
         ..Default::default()
     };
     let publish_fetch = cvs_operator::probe::fetch::FetchLimits {
@@ -374,7 +453,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let publish_settings = controller::publish::PublishSettings {
         fetch: publish_fetch,
         limits: cvs_operator::decide::master::Limits {
-            max_bytes: usize::try_from(args.max_playlist_bytes).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(args.max_master_playlist_bytes).unwrap_or(usize::MAX),
             ..Default::default()
         },
         refresh: args.rediscover_interval.into(),
@@ -394,6 +473,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         detail_refresh: args.status_refresh_interval.into(),
         probe_stall: probe_stall_bound(args.rediscover_interval.into(), args.probe_timeout.into()),
         tenant_policy: args.tenant_policy,
+        feed,
     };
     controller::run(wiring, health, wait_stop(stop_rx)).await;
     // Nothing acts any more: hand over at once rather than after the lease duration.
@@ -401,6 +481,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         give_up(&release).await;
     }
     http.await.context("HTTP server task failed")??;
+    if let Some(dashboard) = dashboard {
+        dashboard.await.context("dashboard task failed")??;
+    }
     tracing::info!("cvs-operator stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

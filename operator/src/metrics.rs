@@ -42,6 +42,18 @@ pub struct PlaylistLabels {
     pub playlist: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub namespace: String,
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// `instance` (one per probed StreamInstance) or `rendition` (one per media playlist).
+    pub kind: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -68,6 +80,9 @@ pub struct Metrics {
     pub probe_blocking_fallbacks: Counter,
     /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
     pub probe_task_restarts: Counter,
+    /// Probe tasks alive right now, by kind (`instance`, `rendition`): counted from the task's
+    /// start to the moment its future is dropped, so a task that outlives its instance shows.
+    pub probe_tasks: Family<TaskLabels, Gauge>,
     /// Second requests sent to confirm a failed, hanging or suspicious answer, by playlist and
     /// outcome (`recovered`: the glitch was absorbed; `confirmed`: the failure counts; `hedged`:
     /// sent beside a slow first request, which then answered well first).
@@ -84,6 +99,9 @@ pub struct Metrics {
     pub items_retired: Counter,
     /// 1 while this process leads (holds the leader election Lease, or runs without election).
     pub leader: Gauge,
+    /// How far each compared instance runs behind the leading instance of its ClusteredStream,
+    /// in seconds; an instance not compared (stale, alone, no common clock) has no series.
+    pub instance_lag: Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -196,6 +214,12 @@ impl Default for Metrics {
             "Rendition probe tasks that ended unexpectedly and were restarted",
             probe_task_restarts.clone(),
         );
+        let probe_tasks = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "probe_tasks",
+            "Probe tasks alive, by kind (instance: one per probed StreamInstance; rendition: one per media playlist)",
+            probe_tasks.clone(),
+        );
         let probe_retries = Family::<ProbeLabels, Counter>::default();
         registry.register(
             "probe_retries",
@@ -256,8 +280,16 @@ impl Default for Metrics {
             "1 while this process is the leader (the only replica that probes and acts), else 0",
             leader.clone(),
         );
+        let instance_lag =
+            Family::<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "instance_lag_seconds",
+            "How far the instance runs behind the leading instance of its ClusteredStream",
+            instance_lag.clone(),
+        );
         Self {
             leader,
+            instance_lag,
             sns_replayed,
             items_retired,
             state_writes,
@@ -277,6 +309,7 @@ impl Default for Metrics {
             probe_starved,
             probe_blocking_fallbacks,
             probe_task_restarts,
+            probe_tasks,
             probe_retries,
             segment_checks,
             reconciliations,
@@ -335,11 +368,28 @@ impl Metrics {
         }
     }
 
+    /// Counts a live probe task of `kind` until the returned guard is dropped.
+    pub fn probe_task(&self, kind: &'static str) -> TaskGuard {
+        let gauge = self.probe_tasks.get_or_create(&TaskLabels { kind }).clone();
+        gauge.inc();
+        TaskGuard(gauge)
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One live task in `cvs_probe_tasks`; dropping it (the task's future ended or was aborted)
+/// takes it off.
+pub struct TaskGuard(Gauge);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -214,6 +214,64 @@ pub struct HealthPolicy {
     /// secret in `origin.url` either: it is readable by anyone who can read the StreamInstance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_credentials: Option<OriginCredentialsSpec>,
+
+    /// Cross-region lag: how far an instance may run behind the leading instance of this
+    /// ClusteredStream before it gets `Lagging=True`, and whether that makes it unhealthy.
+    #[serde(default)]
+    pub lag: LagSpec,
+}
+
+/// Cross-region lag. Each fresh instance's live edge (the end of its newest segment by
+/// `EXT-X-PROGRAM-DATE-TIME`) is compared with the newest of the other fresh instances; one more
+/// than `maxSeconds` behind for a few target durations gets `Lagging=True`, and loses it once
+/// it has stayed under the limit minus a margin for as long. Stale instances neither lag nor
+/// lead. Without program date-times there is no verdict (`Lagging=Unknown`) unless
+/// `sharedMediaSequence` is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LagSpec {
+    /// Largest lag behind the leading instance, in seconds (default 20; 2 to 600). A lag is
+    /// only known to within about a target duration: keep this a few target durations long.
+    #[serde(default = "default_max_lag_seconds")]
+    #[schemars(range(min = 2, max = 600))]
+    pub max_seconds: u32,
+
+    /// A lagging instance counts as unhealthy (`Healthy=False`, reason `Lagging`), with every
+    /// consequence of an unhealthy verdict (failover, the state table, SNS). Default false: lag
+    /// is only reported.
+    #[serde(default)]
+    pub unhealthy: bool,
+
+    /// The regions number their segments alike (one encoder, or epoch-locked packagers), so
+    /// live edges may be compared by media sequence x target duration when playlists carry no
+    /// `EXT-X-PROGRAM-DATE-TIME`. Default false.
+    #[serde(default)]
+    pub shared_media_sequence: bool,
+}
+
+impl Default for LagSpec {
+    fn default() -> Self {
+        Self {
+            max_seconds: default_max_lag_seconds(),
+            unhealthy: false,
+            shared_media_sequence: false,
+        }
+    }
+}
+
+impl LagSpec {
+    /// The policy the decisions use.
+    pub fn policy(&self) -> crate::decide::lag::LagPolicy {
+        crate::decide::lag::LagPolicy {
+            max_seconds: self.max_seconds,
+            unhealthy: self.unhealthy,
+            shared_media_sequence: self.shared_media_sequence,
+        }
+    }
+}
+
+fn default_max_lag_seconds() -> u32 {
+    crate::decide::lag::DEFAULT_MAX_SECONDS
 }
 
 /// Where the origin credentials are. The Secret must carry the label
@@ -276,6 +334,7 @@ impl Default for HealthPolicy {
             part_staleness_multiplier: default_part_staleness_multiplier(),
             allowed_hosts: Vec::new(),
             origin_credentials: None,
+            lag: LagSpec::default(),
         }
     }
 }
@@ -638,6 +697,13 @@ pub struct InstanceSummary {
         json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
     ),
     printcolumn(
+        name = "Lag",
+        type_ = "number",
+        json_path = ".status.lagSeconds",
+        description = "Seconds behind the leading instance of the ClusteredStream",
+        priority = 1
+    ),
+    printcolumn(
         name = "Domain",
         type_ = "string",
         json_path = ".spec.cloudfront.domain",
@@ -712,7 +778,8 @@ pub struct StreamInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Healthy`, `Stale`, `Open`, `Bound` (whether the named ClusteredStream exists) and
+    /// `Healthy`, `Stale`, `Lagging` (behind the leading instance, see `spec.health.lag` of the
+    /// ClusteredStream), `Open`, `Bound` (whether the named ClusteredStream exists) and
     /// `DomainUnique` (whether another StreamInstance of the namespace claims the same domain in
     /// the same state table), each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -744,6 +811,11 @@ pub struct StreamInstanceStatus {
     /// Number of stale renditions, all of them, listed or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renditions_stale: Option<u32>,
+
+    /// How far this instance runs behind the leading instance of its ClusteredStream, in
+    /// seconds (0 when it leads); absent when it is not compared (see the `Lagging` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
 }
 
 /// A count or sequence number from outside, as the API server can store it: its integers are

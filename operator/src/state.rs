@@ -461,6 +461,37 @@ pub fn to_retire<'a>(
         .collect()
 }
 
+/// How long a state-table item must have been claimed by no StreamInstance before it is closed
+/// as removed. A teardown deletes objects one by one in no fixed order (deleting the CRDs deletes
+/// every object); within this grace the ClusteredStream is gone or being deleted too, and then
+/// nothing is closed.
+pub const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which unclaimed items are due to be closed at `now`. `since` holds when each domain was first
+/// found unclaimed: domains claimed again are forgotten, new ones start their wait. Returns the
+/// due domains and, when some still wait, how long until the first of them is due.
+pub fn retire_due(
+    since: &mut std::collections::HashMap<String, std::time::Instant>,
+    unclaimed: &[&str],
+    now: std::time::Instant,
+    grace: std::time::Duration,
+) -> (Vec<String>, Option<std::time::Duration>) {
+    since.retain(|d, _| unclaimed.contains(&d.as_str()));
+    let mut due = Vec::new();
+    let mut wait: Option<std::time::Duration> = None;
+    for d in unclaimed {
+        let first = *since.entry((*d).to_owned()).or_insert(now);
+        let waited = now.saturating_duration_since(first);
+        if waited >= grace {
+            due.push((*d).to_owned());
+        } else {
+            let left = grace - waited;
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+    }
+    (due, wait)
+}
+
 /// How [`Synced::outside_change`] starts when the item had gone.
 pub const MISSING: &str = "the item was missing (deleted, or the table emptied or re-created)";
 
@@ -1199,6 +1230,35 @@ impl StateTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unclaimed_item_is_closed_only_after_the_grace_and_a_claim_again_forgets_it() {
+        use std::time::{Duration, Instant};
+        let grace = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut since = std::collections::HashMap::new();
+        // First found unclaimed: nothing due, wait the whole grace.
+        assert_eq!(
+            retire_due(&mut since, &["a", "b"], t0, grace),
+            (vec![], Some(grace))
+        );
+        // b claimed again (the teardown went the other way, or the instance came back).
+        let t4 = t0 + Duration::from_secs(4);
+        assert_eq!(
+            retire_due(&mut since, &["a"], t4, grace),
+            (vec![], Some(Duration::from_secs(6)))
+        );
+        assert!(!since.contains_key("b"));
+        // b unclaimed again starts over; a is due at the grace.
+        let t10 = t0 + grace;
+        assert_eq!(
+            retire_due(&mut since, &["a", "b"], t10, grace),
+            (vec!["a".to_owned()], Some(Duration::from_secs(10)))
+        );
+        // Nothing unclaimed: nothing kept.
+        assert_eq!(retire_due(&mut since, &[], t10, grace), (vec![], None));
+        assert!(since.is_empty());
+    }
 
     fn desired() -> Desired {
         Desired {

@@ -78,6 +78,9 @@ refused "/prometheusRule/for/noLeader" --set prometheusRule.for.noLeader=soon
 refused "/extraArgs/0" --set 'extraArgs[0]=run'
 refused "must be longer than leaderElection.leaseDurationSeconds" --set terminationGracePeriodSeconds=15
 refused "needs leaderElection.enabled" --set leaderElection.enabled=false
+refused "/dashboard/port" --set dashboard.enabled=true --set dashboard.port=0
+refused "/dashboard/anonymousRead" --set dashboard.anonymousRead=yes
+refused "/dashboard/service/type" --set dashboard.service.type=ExternalName
 refused "needs metrics.service.enabled" --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 # 3. what the defaults render
@@ -110,6 +113,19 @@ expect "defaults: seccomp RuntimeDefault" "$d" 'type: RuntimeDefault'
 absent "defaults: no ServiceMonitor" "$d" '^kind: ServiceMonitor$'
 absent "defaults: no PrometheusRule" "$d" '^kind: PrometheusRule$'
 absent "defaults: no NetworkPolicy" "$d" '^kind: NetworkPolicy$'
+absent "defaults: no dashboard listener" "$d" '--dashboard-addr|http-dashboard'
+absent "defaults: no TokenReview or SubjectAccessReview rights" "$d" 'tokenreviews|subjectaccessreviews'
+absent "defaults: no patch of a StreamInstance's spec" "$d" '^    resources: \["streaminstances"\]$'
+"$helm" template cvs "$chart" --namespace cvs-system --set dashboard.enabled=true >"$work/dash.yaml"
+expect "dashboard: its own listener on the pod's addresses" "$work/dash.yaml" '^            - --dashboard-addr=0\.0\.0\.0:8090$'
+absent "dashboard: anonymous read off by default" "$work/dash.yaml" 'dashboard-anonymous-read'
+expect "dashboard: container port" "$work/dash.yaml" '^            - name: http-dashboard$'
+expect "dashboard: a Service" "$work/dash.yaml" '^  name: cvs-cvs-operator-dashboard$'
+expect "dashboard: a client stays on the replica holding its session" "$work/dash.yaml" '^  sessionAffinity: ClientIP$'
+expect "dashboard: Service port 8090 to the container's" "$work/dash.yaml" '^      port: 8090$'
+expect "dashboard: create on tokenreviews" "$work/dash.yaml" 'resources: \["tokenreviews"\]'
+expect "dashboard: create on subjectaccessreviews" "$work/dash.yaml" 'resources: \["subjectaccessreviews"\]'
+expect "dashboard: patch on streaminstances" "$work/dash.yaml" '^    resources: \["streaminstances"\]$'
 "$helm" template cvs "$chart" --set replicaCount=1 --set leaderElection.enabled=false >"$work/single.yaml"
 absent "leader election off: no leader flags" "$work/single.yaml" 'leader-election'
 absent "leader election off: no lease Role" "$work/single.yaml" '"leases"'
@@ -120,6 +136,9 @@ expect "all options: minAvailable wins" "$work/all.yaml" '^  minAvailable: 2$'
 expect "all options: image by digest" "$work/all.yaml" 'cvs-operator@sha256:0123'
 expect "all options: IRSA annotation" "$work/all.yaml" 'eks.amazonaws.com/role-arn'
 expect "all options: NetworkPolicy egress" "$work/all.yaml" '^    - Egress$'
+expect "all options: anonymous read" "$work/all.yaml" '^            - --dashboard-anonymous-read$'
+expect "all options: dashboard port 8443" "$work/all.yaml" '^            - --dashboard-addr=0\.0\.0\.0:8443$'
+expect "all options: NetworkPolicy admits the dashboard" "$work/all.yaml" '^        - port: http-dashboard$'
 
 # 4. kubeconform -strict
 validate() {

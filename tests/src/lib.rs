@@ -4,6 +4,8 @@
 //!
 //! Tests share one API server, so each works in a namespace of its own.
 
+pub mod soak;
+
 use anyhow::{Context as _, bail};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,6 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use kube;
+
+pub mod faults;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

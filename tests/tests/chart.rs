@@ -232,3 +232,160 @@ async fn the_example_event_kustomization_is_accepted_by_the_api_server() {
     );
     assert_eq!(out.matches("(server dry run)").count(), 4, "{out}");
 }
+
+/// With `dashboard.enabled`, the chart's rights are enough for the dashboard: the operator, as
+/// the chart's ServiceAccount, reviews a person's token, checks their permission and closes an
+/// instance for them; without it, the ServiceAccount has none of those rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_grants_the_dashboard_what_it_needs_only_when_enabled() {
+    install_crds();
+    let ns = namespace("chart-dash");
+    let helm =
+        std::env::var("CVS_HELM").expect("CVS_HELM: run through `make test`, which builds helm");
+    let chart = repo_root().join("charts/cvs-operator");
+    // A release name of its own: the dashboard's ClusterRole and binding are cluster-wide.
+    let release = format!("d{}", std::process::id());
+    let render = |extra: &[&str]| {
+        let out = Command::new(&helm)
+            .args([
+                "template",
+                &release,
+                chart.to_str().unwrap(),
+                "--namespace",
+                &ns,
+            ])
+            .args(["--set", &format!("watchNamespace={ns}")])
+            .args(extra)
+            .output()
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sa = format!("system:serviceaccount:{ns}:{release}-cvs-operator");
+    let kubeconfig = std::env::temp_dir().join(format!("{ns}-kubeconfig"));
+    impersonating_kubeconfig(&sa, &kubeconfig);
+    let can_i = |args: &[&str]| {
+        let mut all = vec![
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "auth",
+            "can-i",
+        ];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&kubectl(&all, None).stdout)
+            .trim()
+            .to_owned()
+    };
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&render(&[])));
+    assert_eq!(
+        can_i(&["create", "tokenreviews.authentication.k8s.io"]),
+        "no"
+    );
+    assert_eq!(
+        can_i(&["create", "subjectaccessreviews.authorization.k8s.io"]),
+        "no"
+    );
+    assert_eq!(
+        can_i(&["patch", "streaminstances.cvs.dev", "-n", &ns]),
+        "no"
+    );
+
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&render(&["--set", "dashboard.enabled=true"])),
+    );
+    assert_eq!(
+        can_i(&["create", "tokenreviews.authentication.k8s.io"]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&["create", "subjectaccessreviews.authorization.k8s.io"]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&["patch", "streaminstances.cvs.dev", "-n", &ns]),
+        "yes"
+    );
+    assert_eq!(
+        can_i(&["update", "streaminstances.cvs.dev", "-n", &ns]),
+        "no"
+    );
+
+    // A person allowed to patch StreamInstances signs in and closes one, through the operator
+    // running with nothing but the chart's rights.
+    let example = std::fs::read_to_string(repo_root().join("manifests/example.yaml")).unwrap();
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&example));
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: closer}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: closer}}\nrules:\n  - {{apiGroups: [cvs.dev], resources: [streaminstances], verbs: [patch]}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: closer}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: closer}}\nsubjects:\n  - {{kind: ServiceAccount, name: closer, namespace: {ns}}}\n"
+        )),
+    );
+    let token = kubectl_ok(&["create", "token", "closer", "-n", &ns], None);
+    let dashboard = format!("127.0.0.1:{}", free_port());
+    let operator = Operator::start_full(
+        "chart-dash",
+        &ns,
+        &["--probe-timeout", "1s", "--dashboard-addr", &dashboard],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap().to_owned())],
+    )
+    .await
+    .expect("the operator starts with the chart's permissions");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://{dashboard}/api/session"))
+        .body(serde_json::json!({ "token": token.trim() }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", operator.log_text());
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let r = http
+        .post(format!(
+            "http://{dashboard}/api/namespaces/{ns}/streaminstances/live-event-us-east-1/distro-open"
+        ))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", body["csrfToken"].as_str().unwrap())
+        .body(r#"{"open": false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", operator.log_text());
+    let instances: Api<StreamInstance> = Api::namespaced(client().await, &ns);
+    assert!(
+        !instances
+            .get("live-event-us-east-1")
+            .await
+            .unwrap()
+            .spec
+            .distro_open
+    );
+    wait_for(
+        "the dashboard's Event under the chart's RBAC",
+        Duration::from_secs(30),
+        || async {
+            events_for(&client().await, &ns, "live-event-us-east-1")
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("DistroOpenChangedFromDashboard"))
+        },
+    )
+    .await;
+    let log = operator.log_text();
+    assert!(!log.contains("forbidden"), "{log}");
+    let _ = std::fs::remove_file(&kubeconfig);
+    for kind in ["clusterrole", "clusterrolebinding"] {
+        for name in ["dashboard", "namespaces"] {
+            let _ = kubectl(
+                &["delete", kind, &format!("{release}-cvs-operator-{name}")],
+                None,
+            );
+        }
+    }
+}

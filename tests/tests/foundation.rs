@@ -141,6 +141,18 @@ fn invalid_manifests() -> Vec<Invalid> {
             message: "less than or equal to 10",
         },
         Invalid {
+            what: "lag limit of 1 s",
+            manifest: cluster_manifest(&format!("{TABLE}  health: {{lag: {{maxSeconds: 1}}}}\n")),
+            field: "spec.health.lag.maxSeconds",
+            message: "greater than or equal to 2",
+        },
+        Invalid {
+            what: "lag limit of an hour",
+            manifest: cluster_manifest(&format!("{TABLE}  health: {{lag: {{maxSeconds: 3600}}}}\n")),
+            field: "spec.health.lag.maxSeconds",
+            message: "less than or equal to 600",
+        },
+        Invalid {
             what: "minOpen of 0",
             manifest: cluster_manifest(&format!("{TABLE}  minOpen: 0\n")),
             field: "spec.minOpen",
@@ -681,6 +693,8 @@ async fn status_and_events_are_accepted_for_hostile_playlists_and_long_names() {
             "--probe-timeout",
             "2s",
             "--max-playlist-bytes",
+            "8388608",
+            "--max-master-playlist-bytes",
             "8388608",
             "--max-probe-backoff",
             "5s",

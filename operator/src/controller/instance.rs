@@ -7,6 +7,7 @@ use super::{
 use crate::conditions::{self, Desired, Status};
 use crate::probe::credentials::{CredentialsError, OriginCredentials};
 use crate::probe::decision::Policy;
+use crate::probe::engine::LagTarget;
 use crate::probe::engine::RenditionHealth;
 use crate::probe::{InstanceHealth, InstanceKey, ProbeTarget};
 use crate::resources::{RenditionStatus, StreamInstance, StreamInstanceStatus};
@@ -51,6 +52,8 @@ pub struct InstancePlan {
     pub renditions_stale: Option<u32>,
     /// `healthChangedAt` to write: the recorded value unless the verdict flipped.
     pub health_changed_at: Option<String>,
+    /// `lagSeconds` to write (see [`add_lag`]).
+    pub lag_seconds: Option<f64>,
 }
 
 /// `healthChangedAt` format: RFC 3339, UTC, milliseconds.
@@ -233,7 +236,67 @@ pub fn plan(
         renditions_total,
         renditions_stale,
         health_changed_at: health_changed_at(recorded, planned, verdict_at),
+        lag_seconds: None,
     }
+}
+
+/// Pure stage: the `Lagging` condition and `lagSeconds`, from the probe's lag verdict (see
+/// [`crate::decide::lag`]). With `unhealthy` (`spec.health.lag.unhealthy`), a lagging instance
+/// whose playlists are fresh is `Healthy=False` with reason `Lagging`, so it goes through
+/// everything an unhealthy verdict does (failover, minOpen, the state table, SNS). While a
+/// recorded verdict stands (no new one yet), the recorded lag stands with it.
+pub fn add_lag(
+    plan: &mut InstancePlan,
+    health: Option<&InstanceHealth>,
+    recorded: &StreamInstanceStatus,
+    unhealthy: bool,
+) {
+    if plan.kept.iter().any(|c| c.type_ == "Healthy") {
+        plan.kept
+            .extend(conditions::find(&recorded.conditions, "Lagging").cloned());
+        plan.lag_seconds = recorded.lag_seconds;
+        return;
+    }
+    let lag = health.and_then(|h| h.lag.as_ref());
+    let (status, reason, message) = match lag {
+        Some(l) => (
+            l.lagging.map_or(Status::Unknown, Status::from_bool),
+            l.reason,
+            truncate(&l.message, MAX_STATUS_TEXT_BYTES),
+        ),
+        None => (
+            Status::Unknown,
+            "NotCompared",
+            "not compared with other instances yet".to_owned(),
+        ),
+    };
+    // Tenths of a second: what the message shows.
+    plan.lag_seconds = lag
+        .and_then(|l| l.lag_ms)
+        .map(|ms| (ms.min(1 << 50) / 100) as f64 / 10.0);
+    if unhealthy
+        && let (Some(h), Some(l)) = (health, lag)
+        && l.lagging == Some(true)
+        && let Some(c) = plan
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == "Healthy" && c.status == Status::True)
+    {
+        // Worded without the lag itself, which moves at every sample: `Lagging` has it.
+        c.status = Status::False;
+        c.reason = "Lagging";
+        c.message = truncate(
+            &format!(
+                "running behind {} by more than the limit (spec.health.lag.unhealthy is true); \
+                 see the Lagging condition",
+                l.leader.as_deref().unwrap_or("the leading instance")
+            ),
+            MAX_STATUS_TEXT_BYTES,
+        );
+        plan.health_changed_at = health_changed_at(recorded, Some(false), h.at);
+    }
+    plan.conditions
+        .push(Desired::new("Lagging", status, reason, message));
 }
 
 /// Pure stage: the `CredentialsReady` condition, when the ClusteredStream names origin
@@ -393,6 +456,10 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             Ok(())
         }
         Ok(master_url) => {
+            let lag = cluster.as_ref().map(|c| LagTarget {
+                cluster: instance.spec.clustered_stream.clone(),
+                policy: c.spec.health.lag.policy(),
+            });
             // Renditions and redirects may be on the master's own host and the hosts the
             // ClusteredStream allows, nowhere else.
             let target = ProbeTarget {
@@ -400,6 +467,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
                 policy,
                 allowed_hosts,
                 credentials: credentials.clone().ok().flatten(),
+                lag,
             };
             ctx.probes.ensure(&key, target);
             Ok(())
@@ -425,6 +493,10 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .map(|c| c.secret_name.as_str())
         .unwrap_or_default();
     add_credentials(&mut plan, shown, secret_name);
+    let lag_unhealthy = cluster
+        .as_ref()
+        .is_some_and(|c| c.spec.health.lag.unhealthy);
+    add_lag(&mut plan, health.as_ref(), &status, lag_unhealthy);
     // A configuration error is looked at again soon, so a fixed Secret is picked up quickly.
     let requeue = if credentials.is_err() {
         ctx.detail_refresh.min(CREDENTIALS_RETRY)
@@ -433,13 +505,29 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     };
 
     let generation = instance.metadata.generation;
+    // The `Lagging` message carries the lag, which moves at every sample: a change of it alone
+    // is written at the detail cadence, like rendition detail.
+    let (lagging, steady): (Vec<Desired>, Vec<Desired>) = plan
+        .conditions
+        .iter()
+        .cloned()
+        .partition(|d| d.type_ == "Lagging");
     let conditions_current = status.observed_generation == generation
-        && up_to_date(&status.conditions, &plan.conditions, generation);
+        && up_to_date(&status.conditions, &steady, generation)
+        && lagging.iter().all(|d| {
+            conditions::find(&status.conditions, d.type_).is_some_and(|c| {
+                c.status == d.status.as_str()
+                    && c.reason == d.reason
+                    && c.observed_generation == generation
+            })
+        });
     let shape_current = shape(&status.renditions) == shape(&plan.renditions)
         && status.renditions_total == plan.renditions_total
         && status.renditions_stale == plan.renditions_stale
         && status.health_changed_at == plan.health_changed_at;
-    let details_current = status.renditions == plan.renditions;
+    let details_current = status.renditions == plan.renditions
+        && status.lag_seconds == plan.lag_seconds
+        && up_to_date(&status.conditions, &lagging, generation);
     let details_due = ctx
         .detail_writes
         .lock()
@@ -478,6 +566,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             "healthChangedAt",
             plan.health_changed_at.map(serde_json::Value::from),
         ),
+        ("lagSeconds", plan.lag_seconds.map(serde_json::Value::from)),
     ] {
         if let Some(v) = value {
             status[field] = v;
@@ -493,7 +582,13 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         count_transition(ctx, "StreamInstance", &t.type_, &t.to.status);
         let event = match (t.type_.as_str(), t.to.status.as_str()) {
             ("Bound", "False") => Some((EventType::Warning, "ClusteredStreamNotFound")),
+            // The `Lagging` Event tells it.
+            ("Healthy", "False") if t.to.reason == "Lagging" => None,
             ("Healthy", "False") => Some((EventType::Warning, "Stale")),
+            ("Lagging", "True") => Some((EventType::Warning, "Lagging")),
+            ("Lagging", "False") if t.from.as_deref() == Some("True") => {
+                Some((EventType::Normal, "CaughtUp"))
+            }
             ("Healthy", "True") if t.from.is_some() => Some((EventType::Normal, "Healthy")),
             ("CredentialsReady", "False") => {
                 Some((EventType::Warning, "OriginCredentialsUnavailable"))
@@ -564,6 +659,7 @@ mod tests {
             renditions: vec![rendition("http://o/720p.m3u8", healthy)],
             starved: 0,
             at: ts(1_000),
+            lag: None,
         }
     }
 
@@ -590,6 +686,7 @@ mod tests {
             health_changed_at: plan.health_changed_at,
             renditions_total: plan.renditions_total,
             renditions_stale: plan.renditions_stale,
+            lag_seconds: plan.lag_seconds,
             ..Default::default()
         }
     }
@@ -751,6 +848,99 @@ mod tests {
         let mut p = plan(true, "e", Ok(()), None, &none(), ts(1));
         add_credentials(&mut p, None, "");
         assert!(p.conditions.iter().all(|c| c.type_ != "CredentialsReady"));
+    }
+
+    fn lagging(healthy: bool, lagging: Option<bool>, lag_ms: Option<u64>) -> InstanceHealth {
+        let mut h = health(healthy);
+        h.lag = Some(crate::decide::lag::LagVerdict {
+            lagging,
+            reason: match lagging {
+                Some(true) => "Lagging",
+                Some(false) => "WithinLimit",
+                None => "NoPeer",
+            },
+            message: "31.0 s behind east by EXT-X-PROGRAM-DATE-TIME (limit 20.0 s)".into(),
+            lag_ms,
+            leader: lag_ms.map(|_| "east".to_owned()),
+        });
+        h
+    }
+
+    fn lag_plan(
+        h: &InstanceHealth,
+        recorded: &StreamInstanceStatus,
+        unhealthy: bool,
+    ) -> InstancePlan {
+        let mut p = plan(true, "e", Ok(()), Some(h), recorded, ts(9));
+        add_lag(&mut p, Some(h), recorded, unhealthy);
+        p
+    }
+
+    /// A lagging instance gets `Lagging=True` with the lag and the leader; its health changes
+    /// only when `spec.health.lag.unhealthy` says so, and then with reason `Lagging`.
+    #[test]
+    fn lag_is_reported_and_makes_an_instance_unhealthy_only_when_asked() {
+        let h = lagging(true, Some(true), Some(31_049));
+        let p = lag_plan(&h, &none(), false);
+        let c = cond(&p, "Lagging");
+        assert_eq!((c.status, c.reason), (Status::True, "Lagging"));
+        assert!(c.message.contains("31.0 s behind east"), "{}", c.message);
+        assert_eq!(p.lag_seconds, Some(31.0));
+        assert_eq!(cond(&p, "Healthy").status, Status::True);
+
+        let p = lag_plan(&h, &none(), true);
+        let healthy = cond(&p, "Healthy");
+        assert_eq!((healthy.status, healthy.reason), (Status::False, "Lagging"));
+        assert!(healthy.message.contains("east"), "{}", healthy.message);
+        // Fresh playlists: not stale.
+        assert_eq!(cond(&p, "Stale").status, Status::False);
+        assert_eq!(
+            p.health_changed_at.as_deref(),
+            Some("1970-01-01T00:16:40.000Z")
+        );
+        // The Healthy message does not move with the lag (no write at every sample).
+        let h2 = lagging(true, Some(true), Some(45_000));
+        assert_eq!(
+            cond(&lag_plan(&h2, &none(), true), "Healthy").message,
+            healthy.message
+        );
+
+        // Within the limit, or unknown: health is the freshness verdict.
+        for (l, status) in [(Some(false), Status::False), (None, Status::Unknown)] {
+            let h = lagging(true, l, l.map(|_| 3_000));
+            let p = lag_plan(&h, &none(), true);
+            assert_eq!(cond(&p, "Lagging").status, status);
+            assert_eq!(cond(&p, "Healthy").status, Status::True);
+        }
+        // A stale instance stays stale for its own reason.
+        let h = lagging(false, None, None);
+        let p = lag_plan(&h, &none(), true);
+        assert_eq!(cond(&p, "Healthy").reason, "NoNewSegment");
+        assert_eq!(cond(&p, "Lagging").status, Status::Unknown);
+        assert_eq!(p.lag_seconds, None);
+        // Without a lag verdict at all (no ClusteredStream): Unknown.
+        let mut p = plan(true, "e", Ok(()), Some(&health(true)), &none(), ts(9));
+        add_lag(&mut p, Some(&health(true)), &none(), true);
+        assert_eq!(cond(&p, "Lagging").reason, "NotCompared");
+    }
+
+    /// After a restart the recorded lag stands with the recorded verdict.
+    #[test]
+    fn a_recorded_lag_stands_with_the_recorded_verdict() {
+        let h = lagging(true, Some(true), Some(31_000));
+        let before = written(lag_plan(&h, &none(), true), ts(100));
+        let mut p = plan(true, "e", Ok(()), None, &before, ts(200));
+        add_lag(&mut p, None, &before, true);
+        assert!(p.conditions.iter().all(|c| c.type_ == "Bound"), "{p:?}");
+        let after = written(p, ts(200));
+        for type_ in ["Healthy", "Lagging"] {
+            assert_eq!(
+                conditions::find(&after.conditions, type_),
+                conditions::find(&before.conditions, type_),
+                "{type_}"
+            );
+        }
+        assert_eq!(after.lag_seconds, Some(31.0));
     }
 
     #[test]

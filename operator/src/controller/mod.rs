@@ -92,6 +92,11 @@ pub struct Context {
     /// items no instance claims any more. A sweep runs again when the table changes or a domain
     /// leaves (and once at start).
     pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
+    /// Per ClusteredStream (`ns/name`): when each state-table item no instance claims was first
+    /// found unclaimed (see `cluster::retire_removed`).
+    pub unclaimed: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::HashMap<String, std::time::Instant>>,
+    >,
     pub notifier: Notifier,
     /// Liveness and readiness, fed by the controllers.
     pub health: Health,
@@ -103,6 +108,8 @@ pub struct Context {
     pub tenant_policy: tenancy::TenantPolicy,
     /// Namespaces' allow-lists, read by name and cached briefly.
     pub namespaces: tenancy::NamespaceCache,
+    /// What the dashboard shows: its timeline is fed from here.
+    pub feed: crate::dashboard::Feed,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -230,6 +237,8 @@ pub struct Wiring {
     pub publisher: Arc<publish::Publisher>,
     /// Who decides which AWS resources a namespace may use.
     pub tenant_policy: tenancy::TenantPolicy,
+    /// The dashboard's inputs: given the caches and the probe engine once they run.
+    pub feed: crate::dashboard::Feed,
 }
 
 /// How often a state table that checked out fine is described again.
@@ -332,6 +341,7 @@ fn watch_objects<K>(
     name: &'static str,
     touched: bool,
     health: Health,
+    feed: Option<crate::dashboard::Feed>,
 ) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>
 where
     K: Resource<DynamicType = ()>
@@ -354,6 +364,9 @@ where
             let objects: Vec<K> = match event {
                 Ok(event) => {
                     health.watch_ok(name);
+                    if let Some(feed) = &feed {
+                        feed.poke();
+                    }
                     match event {
                         watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
                         watcher::Event::Delete(o) if touched => vec![o],
@@ -454,6 +467,7 @@ pub async fn run(
         probe_stall,
         publisher,
         tenant_policy,
+        feed,
     } = wiring;
     let reporter = Reporter {
         controller: OPERATOR_NAME.into(),
@@ -491,6 +505,7 @@ pub async fn run(
             "streaminstances",
             false,
             health.clone(),
+            Some(feed.clone()),
         ),
         instances.clone(),
     )
@@ -502,6 +517,7 @@ pub async fn run(
             "clusteredstreams",
             false,
             health.clone(),
+            Some(feed.clone()),
         ),
         clusters.clone(),
     )
@@ -522,12 +538,15 @@ pub async fn run(
         tables: Default::default(),
         items: Default::default(),
         swept: Default::default(),
+        unclaimed: Default::default(),
         health: health.clone(),
         publisher,
         secrets: Default::default(),
         tenant_policy,
         namespaces: Default::default(),
+        feed: feed.clone(),
     });
+    feed.attach(instances.clone(), clusters.clone(), Some(probes.clone()));
 
     let notifier = ctx.notifier.clone();
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
@@ -612,6 +631,7 @@ pub async fn run(
                 "clusteredstreams (for instances)",
                 true,
                 health.clone(),
+                None,
             ),
             move |cluster: ClusteredStream| {
                 let name = cluster.metadata.name.clone().unwrap_or_default();
@@ -651,6 +671,7 @@ pub async fn run(
                 "streaminstances (for clusters)",
                 true,
                 health.clone(),
+                None,
             ),
             |instance: StreamInstance| {
                 Some(
@@ -776,8 +797,55 @@ pub fn event_name(name: &str, nanos: i128) -> String {
 /// Records an Event; a failure to record is logged, never fatal to the reconciliation. The note
 /// is cut to what the API server accepts, and an object whose name is too long for kube's
 /// Recorder gets its Event under a shortened name (it still names the object in `regarding`).
+/// The Event also goes to the dashboard's timeline of the ClusteredStream it concerns.
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
+    object: &K,
+    event: kube::runtime::events::Event,
+) {
+    if let Some((cluster, instance)) = timeline_key(ctx, object) {
+        let mut entry = crate::dashboard::timeline::Entry::new(
+            jiff::Timestamp::now(),
+            event.reason.clone(),
+            event.note.clone().unwrap_or_default(),
+        );
+        if let Some(instance) = instance {
+            entry = entry.instance(instance);
+        }
+        ctx.feed.record(&cluster, entry);
+    }
+    record_event(&ctx.client, &ctx.recorder, &ctx.reporter, object, event).await;
+}
+
+/// The ClusteredStream (`namespace/name`) an Event about `object` belongs to, and the
+/// StreamInstance's name when it is about one.
+fn timeline_key<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+) -> Option<(String, Option<String>)> {
+    let ns = object.meta().namespace.clone()?;
+    let name = object.meta().name.clone()?;
+    match K::kind(&()).as_ref() {
+        "ClusteredStream" => Some((format!("{ns}/{name}"), None)),
+        "StreamInstance" => {
+            let instance = ctx
+                .instances
+                .get(&ObjectRef::<StreamInstance>::new(&name).within(&ns))?;
+            Some((
+                format!("{ns}/{}", instance.spec.clustered_stream),
+                Some(name),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Records an Event about `object` with the operator's recorder (what [`publish`] does, for
+/// callers without a [`Context`]: the dashboard).
+pub async fn record_event<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    recorder: &Recorder,
+    reporter: &Reporter,
     object: &K,
     mut event: kube::runtime::events::Event,
 ) {
@@ -790,9 +858,9 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
         .as_ref()
         .is_some_and(|n| n.len() > RECORDER_MAX_OBJECT_NAME);
     let result = if long_name {
-        record_directly(ctx, &event, &reference).await
+        record_directly(client, reporter, &event, &reference).await
     } else {
-        ctx.recorder.publish(&event, &reference).await
+        recorder.publish(&event, &reference).await
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, reason = %event.reason, "could not record Event");
@@ -802,7 +870,8 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
 /// What kube's Recorder sends, under a name [`event_name`] shortens; without its series
 /// aggregation (an Event for a 237-to-253-character name is rare enough).
 async fn record_directly(
-    ctx: &Context,
+    client: &Client,
+    reporter: &Reporter,
     event: &kube::runtime::events::Event,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
 ) -> Result<(), kube::Error> {
@@ -827,12 +896,12 @@ async fn record_directly(
             )),
             ..Default::default()
         },
-        reporting_controller: Some(ctx.reporter.controller.clone()),
+        reporting_controller: Some(reporter.controller.clone()),
         reporting_instance: Some(
-            ctx.reporter
+            reporter
                 .instance
                 .clone()
-                .unwrap_or_else(|| ctx.reporter.controller.clone()),
+                .unwrap_or_else(|| reporter.controller.clone()),
         ),
         type_: Some(
             match event.type_ {
@@ -844,7 +913,7 @@ async fn record_directly(
         related: event.secondary.clone(),
         ..Default::default()
     };
-    Api::<K8sEvent>::namespaced(ctx.client.clone(), &ns)
+    Api::<K8sEvent>::namespaced(client.clone(), &ns)
         .create(&kube::api::PostParams::default(), &k8s)
         .await
         .map(|_| ())
@@ -943,6 +1012,7 @@ mod tests {
             tables: Default::default(),
             items: Default::default(),
             swept: Default::default(),
+            unclaimed: Default::default(),
             health: Health::default(),
             publisher: Arc::new(
                 publish::Publisher::new(
@@ -955,6 +1025,7 @@ mod tests {
             secrets: Default::default(),
             tenant_policy: Default::default(),
             namespaces: Default::default(),
+            feed: Default::default(),
         })
     }
 

@@ -1,12 +1,14 @@
 //! Pure decisions: no I/O, no clock. Each function takes what was observed and returns what
 //! should be, so it is tested directly; the controller and the AWS shells do the I/O around it.
 //!
+//! - [`lag`]: whether an instance runs behind the others of its ClusteredStream.
 //! - [`master`]: the merged multi-region master playlist.
 //! - [`steering`]: the HLS Content Steering manifest.
 //! - [`reopen`]: when a reopened region is offered to players again (after the copilot's cache).
 //! - [`compose`]: both, from each instance's state and contribution, as the publication stage
 //!   and `cvs-operator merge` build them.
 
+pub mod lag;
 pub mod master;
 pub mod reopen;
 pub mod steering;

@@ -74,6 +74,12 @@ pub enum Failure {
     /// The master lists more media playlists than the operator probes for one instance
     /// (`found`, `limit`).
     TooManyRenditions(usize, usize),
+    /// A line of the playlist is longer than the limit (bytes).
+    LineTooLong(usize),
+    /// The media playlist lists more segments than the limit (`found`, `limit`).
+    TooManySegments(u64, u64),
+    /// The media playlist lists more LL-HLS parts than the limit (`found`, `limit`).
+    TooManyParts(u64, u64),
     Other(String),
 }
 
@@ -97,6 +103,17 @@ impl fmt::Display for Failure {
                 f,
                 "lists {found} media playlists, more than the {limit} probed per instance"
             ),
+            Failure::LineTooLong(limit) => {
+                write!(f, "playlist has a line longer than {limit} bytes")
+            }
+            Failure::TooManySegments(found, limit) => write!(
+                f,
+                "playlist lists {found} segments, more than the limit of {limit}"
+            ),
+            Failure::TooManyParts(found, limit) => write!(
+                f,
+                "playlist lists {found} LL-HLS parts, more than the limit of {limit}"
+            ),
             Failure::Other(e) => write!(f, "{e}"),
         }
     }
@@ -106,9 +123,9 @@ impl Failure {
     /// Whether this kind of failure can be a passing glitch of an origin or the network (an
     /// HTTP error status, a timeout, a refused or reset connection, a body cut short or
     /// unparsable): such a failure is confirmed by a quick retry and counts towards
-    /// [`Policy::failure_threshold`]. The others (a playlist over the size limit, a bad redirect,
-    /// a target duration out of range, a destination the operator refuses, too many renditions)
-    /// give the same answer every time: they count at once.
+    /// [`Policy::failure_threshold`]. The others (a playlist over a size limit: bytes, line
+    /// length, segments, parts or renditions; a bad redirect, a target duration out of range, a
+    /// destination the operator refuses) give the same answer every time: they count at once.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -133,6 +150,9 @@ impl Failure {
             Failure::TargetDuration(_) => "target_duration",
             Failure::Refused(_) => "refused",
             Failure::TooManyRenditions(..) => "too_many_renditions",
+            Failure::LineTooLong(_) => "line_too_long",
+            Failure::TooManySegments(..) => "too_many_segments",
+            Failure::TooManyParts(..) => "too_many_parts",
             Failure::Other(_) => "other",
         }
     }
@@ -227,6 +247,9 @@ impl StaleReason {
             StaleReason::Failed(Failure::TargetDuration(_)) => "TargetDurationOutOfRange",
             StaleReason::Failed(Failure::Refused(_)) => "DestinationRefused",
             StaleReason::Failed(Failure::TooManyRenditions(..)) => "TooManyRenditions",
+            StaleReason::Failed(Failure::LineTooLong(_)) => "PlaylistLineTooLong",
+            StaleReason::Failed(Failure::TooManySegments(..)) => "TooManySegments",
+            StaleReason::Failed(Failure::TooManyParts(..)) => "TooManyParts",
             StaleReason::Failed(Failure::Other(_)) => "FetchFailed",
             StaleReason::SequenceReset { .. } => "MediaSequenceReset",
             StaleReason::Ended => "PlaylistEnded",
@@ -828,8 +851,11 @@ pub fn aggregate<'a>(
     renditions: impl IntoIterator<Item = (&'a str, &'a Tracker)>,
 ) -> InstanceVerdict {
     let all: Vec<(&str, &Tracker)> = renditions.into_iter().collect();
+    // A master refused for a limit of the operator's says which one.
     let master_reason = match master_error {
         Some(Failure::TooManyRenditions(..)) => "TooManyRenditions",
+        Some(Failure::TooLarge(_)) => "MasterTooLarge",
+        Some(Failure::LineTooLong(_)) => "PlaylistLineTooLong",
         _ => "MasterUnavailable",
     };
     if let Some(e) = master_error

@@ -12,11 +12,12 @@ use super::confirm::{self, Confirm};
 use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
-use super::fetch::{self, FetchLimits, Fetcher, Rendition};
+use super::fetch::{self, FetchLimits, Fetcher, ParseLimits, Polled, Rendition};
 use super::llhls;
 use super::redact::{redact_text, redact_url};
 use super::segments::{self, SegmentCheck, SegmentRef};
-use crate::metrics::Metrics;
+use crate::decide::lag::{self, Edge, LagPolicy, LagTracker, LagVerdict, RenditionEdge, Standing};
+use crate::metrics::{InstanceLabels, Metrics};
 use prometheus_client::metrics::gauge::Gauge;
 use reqwest::Url;
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +53,17 @@ pub struct ProbeTarget {
     /// The header sent to the master's host and the allowed hosts (never on a redirect to
     /// another host), from the Secret the ClusteredStream names.
     pub credentials: Option<Arc<OriginCredentials>>,
+    /// The ClusteredStream whose instances this one's live edge is compared with, and how
+    /// (see [`crate::decide::lag`]); `None`: not compared.
+    pub lag: Option<LagTarget>,
+}
+
+/// What an instance's lag is judged against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LagTarget {
+    /// The ClusteredStream's name (in the instance's namespace).
+    pub cluster: String,
+    pub policy: LagPolicy,
 }
 
 impl ProbeTarget {
@@ -76,6 +88,8 @@ pub struct EngineSettings {
     pub max_renditions: usize,
     /// How a failed (or hanging, or suspicious) fetch is confirmed before it counts.
     pub confirm: Confirm,
+    /// Limits on what a playlist may hold (line length, segments, parts).
+    pub parse: ParseLimits,
 }
 
 impl Default for EngineSettings {
@@ -86,6 +100,7 @@ impl Default for EngineSettings {
             rediscover_every: Duration::from_secs(10),
             max_renditions: DEFAULT_MAX_RENDITIONS,
             confirm: Confirm::default(),
+            parse: ParseLimits::default(),
         }
     }
 }
@@ -125,14 +140,25 @@ pub struct InstanceHealth {
     /// [`RenditionHealth::starved`]); non-zero means the operator is overloaded, not the origin.
     pub starved: usize,
     pub at: jiff::Timestamp,
+    /// How far it runs behind the other instances of its ClusteredStream; `None` when it is
+    /// not compared at all (no ClusteredStream).
+    pub lag: Option<LagVerdict>,
 }
+
+/// The live edges of the instances of each ClusteredStream, by namespace and name.
+type EdgeTable = HashMap<(String, String), BTreeMap<String, Edge>>;
 
 struct Shared {
     fetcher: Fetcher,
     settings: EngineSettings,
     metrics: Arc<Metrics>,
     health: RwLock<HashMap<InstanceKey, InstanceHealth>>,
+    /// Each instance's live edge, written by its task at every probe result and read by the
+    /// tasks of the other instances of its ClusteredStream.
+    edges: RwLock<EdgeTable>,
     changed: mpsc::UnboundedSender<InstanceKey>,
+    /// Counts every publication to `health`, for readers that follow it (the dashboard).
+    updates: watch::Sender<u64>,
     /// Monotonic origin of the millisecond clock the decisions use, and the wall time it maps to.
     epoch: Instant,
     epoch_wall: jiff::Timestamp,
@@ -178,7 +204,9 @@ impl ProbeEngine {
             settings,
             metrics,
             health: RwLock::new(HashMap::new()),
+            edges: RwLock::new(HashMap::new()),
             changed,
+            updates: watch::Sender::new(0),
             epoch: Instant::now(),
             epoch_wall: jiff::Timestamp::now(),
         });
@@ -207,7 +235,12 @@ impl ProbeEngine {
             return;
         }
         let (tx, rx) = watch::channel(target);
-        let handle = tokio::spawn(run_instance(key.clone(), rx, self.shared.clone()));
+        let alive = self.shared.metrics.probe_task("instance");
+        let probe = run_instance(key.clone(), rx, self.shared.clone());
+        let handle = tokio::spawn(async move {
+            let _alive = alive;
+            probe.await
+        });
         tasks.insert(key.clone(), InstanceTask { target: tx, handle });
     }
 
@@ -238,6 +271,12 @@ impl ProbeEngine {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned()
+    }
+
+    /// Changes (to a counter) every time an instance's health is published, changed or not:
+    /// a reader wakes on it and reads [`ProbeEngine::health`].
+    pub fn subscribe_updates(&self) -> watch::Receiver<u64> {
+        self.shared.updates.subscribe()
     }
 
     /// Number of instances being probed.
@@ -295,13 +334,18 @@ fn spawn_rendition(
     tracker: Tracker,
 ) -> JoinHandle<()> {
     let (run_ctx, k) = (ctx.clone(), key.to_owned());
-    tokio::spawn(supervise(
+    let alive = ctx.shared.metrics.probe_task("rendition");
+    let probe = supervise(
         key.to_owned(),
         ctx.shared.metrics.clone(),
         ctx.reports.clone(),
         tracker,
         move |tracker| run_rendition(k.clone(), uri.clone(), run_ctx.clone(), tracker),
-    ))
+    );
+    tokio::spawn(async move {
+        let _alive = alive;
+        probe.await
+    })
 }
 
 /// Runs a rendition's probe (`run`, from a starting tracker) and restarts it if it panics,
@@ -368,6 +412,14 @@ async fn run_instance(
     // The master fetch runs beside the loop, so verdicts are aggregated while it is in flight.
     let mut master_fetch: Option<MasterFetch> = None;
     let mut last: Option<InstanceVerdict> = None;
+    let mut last_lag: Option<LagVerdict> = None;
+    let mut lag_tracker = LagTracker::default();
+    // Removes this instance's live edge and lag series however the task ends.
+    let mut edge_slot = EdgeSlot {
+        shared: shared.clone(),
+        key: key.clone(),
+        group: None,
+    };
     let mut last_judged: Option<bool> = None;
     let mut dirty = false;
     // Publish rendition details (sequence numbers, ages) at most this often without a flip.
@@ -465,10 +517,16 @@ async fn run_instance(
             }
             Some(report) = report_rx.recv() => {
                 if let Some(task) = renditions.get_mut(&report.key) {
+                    // A new segment moves the rendition's age back to zero. The published copy
+                    // is refreshed every PUBLISH_EVERY for status; a live reader (the
+                    // dashboard, subscribed to `updates`) would meanwhile see a fresh rendition
+                    // ageing past its bound, so it gets every advance.
+                    let progressed = task.tracker.last_change_ms != report.tracker.last_change_ms
+                        && shared.updates.receiver_count() > 0;
                     task.tracker = report.tracker;
                     task.starved = report.starved;
                     dirty = true;
-                    if report.flipped {
+                    if report.flipped || progressed {
                         next_publish = Instant::now();
                     }
                 }
@@ -488,6 +546,11 @@ async fn run_instance(
                 }
                 if new.policy != target.policy {
                     let _ = policy_tx.send(new.policy);
+                }
+                if new.lag.as_ref().map(|l| &l.cluster) != target.lag.as_ref().map(|l| &l.cluster) {
+                    edge_slot.leave();
+                    lag_tracker = LagTracker::default();
+                    dirty = true;
                 }
                 if new.master_url != target.master_url
                     || new.allowed_hosts != target.allowed_hosts
@@ -517,6 +580,28 @@ async fn run_instance(
         // Renditions are named by their keys (no user info, no query); error texts may still
         // quote a URL.
         verdict.message = redact_text(&verdict.message);
+        let lag = target.lag.as_ref().map(|lt| {
+            let standing = match verdict.healthy {
+                Some(true) => Standing::Fresh,
+                Some(false) => Standing::Stale,
+                None => Standing::NotJudged,
+            };
+            let wall = jiff::Timestamp::now().as_millisecond();
+            let edge = Edge::of(
+                standing,
+                renditions.values().map(|t| RenditionEdge {
+                    fresh: t.tracker.is_fresh() && !t.starved,
+                    pdt_end_unix_ms: t.tracker.last.and_then(|s| s.newest_end_unix_ms),
+                    head: t.tracker.last.map_or(0, |s| s.head()),
+                    target_duration_ms: t.tracker.target_duration_ms(),
+                }),
+                wall,
+            );
+            let comparison = edge_slot.publish(&lt.cluster, edge, |siblings| {
+                lag::compare(&key.name, siblings, &lt.policy, wall)
+            });
+            lag_tracker.observe(&comparison, &lt.policy, shared.now_ms())
+        });
         if verdict.healthy.is_none() && last_judged.is_none() {
             // Nothing judged yet since this instance's probe started: publish nothing, so a
             // cold start costs one status write per instance (its first verdict), not two, and
@@ -524,8 +609,16 @@ async fn run_instance(
             dirty = false;
             continue;
         }
-        let verdict_changed = last.as_ref() != Some(&verdict);
+        let lag_changed = match (&last_lag, &lag) {
+            (Some(a), Some(b)) => !a.same_standing(b),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        let verdict_changed = last.as_ref() != Some(&verdict) || lag_changed;
         if verdict_changed || Instant::now() >= next_publish {
+            edge_slot.set_lag_metric(lag.as_ref().and_then(|l| l.lag_ms));
+            if lag_changed && let Some(l) = &lag {
+                tracing::info!(instance = %key, lagging = ?l.lagging, reason = l.reason, message = %l.message, "instance lag verdict changed");
+            }
             let health = InstanceHealth {
                 renditions: renditions
                     .values()
@@ -534,12 +627,14 @@ async fn run_instance(
                 starved: renditions.values().filter(|t| t.starved).count(),
                 verdict: verdict.clone(),
                 at: jiff::Timestamp::now(),
+                lag: lag.clone(),
             };
             shared
                 .health
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.clone(), health);
+            shared.updates.send_modify(|n| *n = n.wrapping_add(1));
             if verdict_changed {
                 let _ = shared.changed.send(key.clone());
             }
@@ -558,9 +653,79 @@ async fn run_instance(
                 last_judged = Some(healthy);
             }
             last = Some(verdict);
+            last_lag = lag;
             dirty = false;
             next_publish = Instant::now() + PUBLISH_EVERY;
         }
+    }
+}
+
+/// An instance's place in the live-edge table and its lag series, given back when its task
+/// ends (instance deleted, shutdown) or it moves to another ClusteredStream.
+struct EdgeSlot {
+    shared: Arc<Shared>,
+    key: InstanceKey,
+    /// The ClusteredStream it is entered under.
+    group: Option<(String, String)>,
+}
+
+impl EdgeSlot {
+    /// Records this instance's edge under `cluster` and gives `compare` the edges of every
+    /// instance of that ClusteredStream (under the table's lock: keep it short).
+    fn publish<R>(
+        &mut self,
+        cluster: &str,
+        edge: Edge,
+        compare: impl FnOnce(&BTreeMap<String, Edge>) -> R,
+    ) -> R {
+        let group = (self.key.namespace.clone(), cluster.to_owned());
+        if self.group.as_ref() != Some(&group) {
+            self.leave();
+        }
+        let mut table = self.shared.edges.write().unwrap_or_else(|p| p.into_inner());
+        let edges = table.entry(group.clone()).or_default();
+        edges.insert(self.key.name.clone(), edge);
+        let compared = compare(edges);
+        self.group = Some(group);
+        compared
+    }
+
+    fn leave(&mut self) {
+        if let Some(group) = self.group.take() {
+            let mut table = self.shared.edges.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(edges) = table.get_mut(&group) {
+                edges.remove(&self.key.name);
+                if edges.is_empty() {
+                    table.remove(&group);
+                }
+            }
+        }
+        self.set_lag_metric(None);
+    }
+
+    fn labels(&self) -> InstanceLabels {
+        InstanceLabels {
+            namespace: self.key.namespace.clone(),
+            instance: self.key.name.clone(),
+        }
+    }
+
+    fn set_lag_metric(&self, lag_ms: Option<u64>) {
+        let family = &self.shared.metrics.instance_lag;
+        match lag_ms {
+            Some(ms) => {
+                family.get_or_create(&self.labels()).set(ms as f64 / 1000.0);
+            }
+            None => {
+                family.remove(&self.labels());
+            }
+        }
+    }
+}
+
+impl Drop for EdgeSlot {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -613,8 +778,13 @@ async fn fetch_master(
     let (result, attempts) = confirm::confirmed(
         shared.settings.confirm,
         || async {
-            let body = shared.fetcher.get(&url, &destinations).await?;
-            fetch::parse_master(&body, &url)
+            let body = shared.fetcher.get_master(&url, &destinations).await?;
+            fetch::parse_master_with(
+                &body,
+                &url,
+                &shared.settings.parse,
+                shared.settings.max_renditions,
+            )
         },
         |r| r.as_ref().is_err_and(Failure::is_transient),
     )
@@ -652,6 +822,8 @@ async fn run_rendition(
     // LL-HLS: blocking-reload state, and what the last playlist said.
     let mut ll = llhls::Blocking::default();
     let mut ll_info: Option<llhls::LlInfo> = None;
+    // The last body read and what it parsed to: an unchanged body is not parsed again.
+    let memo = ParseMemo::default();
 
     loop {
         let policy = *ctx.policy.borrow_and_update();
@@ -713,8 +885,7 @@ async fn run_rendition(
             let queued = Instant::now();
             shared.metrics.probes_queued.inc();
             let permit = {
-                let acquire = shared.fetcher.permit(&ctx.budget, &uri);
-                tokio::pin!(acquire);
+                let mut acquire = Box::pin(shared.fetcher.permit(&ctx.budget, &uri));
                 loop {
                     let deadline = tracker
                         .watch_deadline_ms(&policy)
@@ -780,11 +951,12 @@ async fn run_rendition(
                 .fetcher
                 .get_within(&url, &destinations, timeout)
                 .await?;
-            let snapshot = fetch::parse_media(&body)?;
-            let info = llhls::parse(&body, snapshot.media_sequence, snapshot.segment_count);
-            Ok((snapshot, info, segments::newest_segment(&body)))
+            let p = memo.parse(body, &shared.settings.parse).await?;
+            Ok((p.snapshot, p.ll, p.newest))
         };
-        let fetch = async {
+        // Boxed: a sleeping probe task then keeps only its own state, not room for the
+        // largest request future (10,000 of them at the scale run).
+        let mut fetch = Box::pin(async {
             match plan {
                 // The server holds a blocking reload until the part exists: neither a hedge nor
                 // a retry (a misbehaving server is handled by the fallback, `llhls::Blocking`).
@@ -799,8 +971,7 @@ async fn run_rendition(
                     .await
                 }
             }
-        };
-        tokio::pin!(fetch);
+        });
         let mut late = false;
         let result = loop {
             // Declared on time even while a request hangs: at the deadline, or a short grace
@@ -919,7 +1090,8 @@ async fn run_rendition(
                         tracing::info!(rendition = %key, "LL-HLS blocking reload held while parts arrived; polling plainly");
                     }
                 }
-                // Parts are judged on blocking reloads and their confirmations only.
+                // Parts are judged on blocking reloads and their confirmations (and armed by
+                // the reload that switches to blocking, see `apply_playlist`).
                 let mut ll_state = LlState {
                     blocking: &mut ll,
                     info: &mut ll_info,
@@ -953,7 +1125,9 @@ async fn run_rendition(
                     && policy.check_segments
                     && let (Some(newest), Some(snapshot)) = (newest, tracker.last)
                 {
-                    flipped |= check_segments(
+                    // Boxed, like the fetch above: a sleeping probe task keeps only its own state,
+                    // not room for the largest request future (10,000 of them at scale).
+                    flipped |= Box::pin(check_segments(
                         &ctx,
                         &uri,
                         &destinations,
@@ -963,7 +1137,7 @@ async fn run_rendition(
                         &mut segment_check,
                         &mut tracker,
                         &policy,
-                    )
+                    ))
                     .await;
                 }
                 Some(decision::Verdict {
@@ -1023,6 +1197,49 @@ type PolledPlaylist = Result<
     Failure,
 >;
 
+/// Bodies at least this large are parsed on Tokio's blocking pool, so a long playlist never
+/// holds a runtime worker (a 10,800-segment one takes about 12 ms when parsed whole).
+const BLOCKING_PARSE_BYTES: usize = 64 << 10;
+
+/// The last body a rendition read (by a keyed hash: 8 bytes kept, not the body) and what it
+/// parsed to. Origins serve the same playlist until the next segment, and a poll that finds it
+/// unchanged costs a hash instead of a parse.
+#[derive(Default)]
+struct ParseMemo {
+    hasher: std::hash::RandomState,
+    last: Mutex<Option<(u64, Result<Polled, Failure>)>>,
+    /// Bodies actually parsed.
+    parsed: std::sync::atomic::AtomicU64,
+}
+
+impl ParseMemo {
+    async fn parse(&self, body: Vec<u8>, limits: &ParseLimits) -> Result<Polled, Failure> {
+        use std::hash::BuildHasher as _;
+        let hash = self.hasher.hash_one(&body[..]);
+        if let Some((h, parsed)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner())
+            && *h == hash
+        {
+            return parsed.clone();
+        }
+        self.parsed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let parsed = if body.len() >= BLOCKING_PARSE_BYTES {
+            let limits = limits.clone();
+            match tokio::task::spawn_blocking(move || fetch::parse_polled(&body, &limits)).await {
+                Ok(parsed) => parsed,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(Failure::Other(format!(
+                    "playlist parse did not finish: {e}"
+                ))),
+            }
+        } else {
+            fetch::parse_polled(&body, limits)
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((hash, parsed.clone()));
+        parsed
+    }
+}
+
 /// A deadline timer firing later than this after its instant shows the operator itself was
 /// short of CPU (see `run_rendition`).
 const OWN_LAG: Duration = Duration::from_millis(100);
@@ -1062,7 +1279,12 @@ fn apply_playlist(
     policy: &Policy,
 ) -> (decision::Verdict, bool) {
     *ll.info = info;
-    let judged = ll.blocking.offered(info.as_ref()) && ll.judge_parts;
+    // Parts are judged on blocking reloads and their confirmations, and from the plain reload
+    // that switches the rendition to blocking: a blocking request follows it at once, so a
+    // stream that freezes before that request is answered is still judged on parts (the held
+    // request is dropped at the part deadline and confirmed) rather than only on segments.
+    let was_blocking = ll.blocking.is_blocking();
+    let judged = ll.blocking.offered(info.as_ref()) && (ll.judge_parts || !was_blocking);
     match (
         judged,
         info.and_then(|i| i.part_target_ms.map(|pt| (pt, i.next))),
@@ -1235,6 +1457,43 @@ mod llhls_tests;
 
 #[cfg(test)]
 mod tests {
+    /// An unchanged body is parsed once; a changed one again; a large one on the blocking pool
+    /// reads the same as parsed in place.
+    #[tokio::test]
+    async fn an_unchanged_body_is_not_parsed_again() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limits = super::ParseLimits::default();
+        let memo = super::ParseMemo::default();
+        let body = |n: u64| {
+            let mut s = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n");
+            for i in 0..n {
+                s.push_str(&format!("#EXTINF:2.0,\n{i}.ts\n"));
+            }
+            s.into_bytes()
+        };
+        let a = memo.parse(body(3), &limits).await.unwrap();
+        assert_eq!(memo.parse(body(3), &limits).await.unwrap(), a);
+        assert_eq!(memo.parsed.load(Relaxed), 1);
+        let b = memo.parse(body(4), &limits).await.unwrap();
+        assert_eq!(b.snapshot.segment_count, 4);
+        assert_eq!(memo.parsed.load(Relaxed), 2);
+        // The memo keys on the body alone (the limits are fixed for the process's life).
+        let limits_low = super::ParseLimits {
+            max_segments: 3,
+            ..limits.clone()
+        };
+        assert!(
+            memo.parse(body(4), &limits_low).await.is_ok(),
+            "same body: remembered"
+        );
+        let big = body(10_000);
+        assert!(big.len() >= super::BLOCKING_PARSE_BYTES);
+        let blocking = memo.parse(big.clone(), &limits).await.unwrap();
+        assert_eq!(blocking, super::fetch::parse_polled(&big, &limits).unwrap());
+        assert_eq!(blocking.snapshot.segment_count, 10_000);
+        assert_eq!(memo.parsed.load(Relaxed), 3);
+    }
+
     use super::*;
     use axum::Router;
     use axum::extract::State;
@@ -1260,6 +1519,8 @@ mod tests {
         /// Segments (`/{n}.ts`) answer 404 while set.
         segments_missing: AtomicBool,
         segment_reads: AtomicU64,
+        /// Serves the stream as it was this long ago (a region behind the others).
+        behind_ms: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -1270,7 +1531,7 @@ mod tests {
         let now = if o.frozen.load(Ordering::SeqCst) {
             o.frozen_at.load(Ordering::SeqCst)
         } else {
-            unix_ms()
+            unix_ms() - o.behind_ms.load(Ordering::SeqCst)
         };
         let head = now / 1000; // segments end on whole seconds
         let first = head - 3;
@@ -1346,6 +1607,7 @@ mod tests {
             rediscover_every: Duration::from_millis(300),
             max_renditions: 10,
             confirm: Confirm::default(),
+            parse: Default::default(),
         };
         ProbeEngine::new(settings, Arc::new(Metrics::default()))
             .unwrap()
@@ -1367,6 +1629,7 @@ mod tests {
                 policy: Policy::default(),
                 allowed_hosts: Vec::new(),
                 credentials: None,
+                lag: None,
             },
         );
     }
@@ -1443,6 +1706,38 @@ mod tests {
         let (stale, seen) =
             watch_until(&e, "i", Duration::from_secs(15), |h| h == Some(false)).await;
         assert!(stale, "{seen:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_reader_sees_every_advance_so_a_fresh_rendition_never_looks_old() {
+        // Segments of 1 s (bound 1.5 s); the published copy is otherwise refreshed every 5 s.
+        let origin = Arc::new(Origin::default());
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        let _reader = e.subscribe_updates();
+        probe(&e, "i", &url);
+        let (healthy, seen) =
+            watch_until(&e, "i", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        let until = Instant::now() + Duration::from_secs(7);
+        let mut oldest_ms = 0;
+        while Instant::now() < until {
+            let h = e.health(&key("i")).unwrap();
+            for r in h.renditions.iter().filter(|r| r.fresh) {
+                let change = r.last_change.expect("a fresh rendition has seen a change");
+                let age = jiff::Timestamp::now().duration_since(change).as_millis() as i64;
+                oldest_ms = oldest_ms.max(age);
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        // Bound 1.5 s, plus room for a loaded machine; the 5 s refresh alone gives about 6 s.
+        assert!(
+            oldest_ms < 3_000,
+            "a fresh rendition looked {oldest_ms} ms old"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1546,6 +1841,7 @@ mod tests {
                 },
                 allowed_hosts: Vec::new(),
                 credentials: None,
+                lag: None,
             },
         );
         let (flipped, seen) =
@@ -1581,6 +1877,80 @@ mod tests {
         assert_eq!(e.shared.metrics.probed_playlists.get(), 0);
     }
 
+    /// Two instances of one ClusteredStream, one served 10 s behind: it lags the other by
+    /// about 10 s and is `Lagging` after the sustained time; once the leader is no longer
+    /// probed (deleted), its edge leaves the table and the other has nothing to compare with.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_behind_its_peer_lags_and_a_removed_peer_leads_nobody() {
+        let live = Arc::new(Origin::default());
+        let behind = Arc::new(Origin::default());
+        behind.behind_ms.store(10_000, Ordering::SeqCst);
+        let (live_url, behind_url) = (serve(live).await, serve(behind).await);
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        let lag = Some(LagTarget {
+            cluster: "event".into(),
+            policy: LagPolicy {
+                max_seconds: 4,
+                ..LagPolicy::default()
+            },
+        });
+        for (name, url) in [("live", &live_url), ("behind", &behind_url)] {
+            e.ensure(
+                &key(name),
+                ProbeTarget {
+                    master_url: url.clone(),
+                    policy: Policy::default(),
+                    allowed_hosts: Vec::new(),
+                    credentials: None,
+                    lag: lag.clone(),
+                },
+            );
+        }
+        let lag_of = |name: &str| e.health(&key(name)).and_then(|h| h.lag);
+        let end = Instant::now() + Duration::from_secs(20);
+        let lagging = loop {
+            if let Some(l) = lag_of("behind").filter(|l| l.lagging == Some(true)) {
+                break l;
+            }
+            assert!(
+                Instant::now() < end,
+                "never lagging: {:?}",
+                lag_of("behind")
+            );
+            sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(lagging.leader.as_deref(), Some("live"));
+        let ms = lagging.lag_ms.unwrap();
+        assert!((9_000..=11_000).contains(&ms), "{lagging:?}");
+        let leader = lag_of("live").unwrap();
+        assert_eq!((leader.lagging, leader.lag_ms), (Some(false), Some(0)));
+        let metrics = e.shared.metrics.render();
+        assert!(
+            metrics.contains("cvs_instance_lag_seconds{namespace=\"ns\",instance=\"behind\"} 1"),
+            "{metrics}"
+        );
+
+        e.retain(|k| k.name != "live");
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let l = lag_of("behind").unwrap();
+            if l.lagging.is_none() {
+                assert_eq!(l.reason, "NoPeer", "{l:?}");
+                break;
+            }
+            assert!(Instant::now() < end, "still compared: {l:?}");
+            sleep(Duration::from_millis(50)).await;
+        }
+        let table = e.shared.edges.read().unwrap();
+        let group = table.get(&("ns".to_owned(), "event".to_owned())).unwrap();
+        assert_eq!(group.keys().collect::<Vec<_>>(), ["behind"]);
+        drop(table);
+        assert!(!e.shared.metrics.render().contains("instance=\"live\""));
+    }
+
     #[test]
     fn a_failing_master_is_retried_within_the_hls_reload_interval() {
         let settings = EngineSettings::default();
@@ -1594,6 +1964,44 @@ mod tests {
         // A hostile target duration cannot stretch it past the backoff limits.
         let d = master_retry(40, Some(u64::MAX), &settings);
         assert!(d <= settings.rediscover_every);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probe_tasks_are_counted_while_alive_and_not_after_their_instance_goes() {
+        let url = serve(Arc::new(Origin::default())).await;
+        let e = engine(FetchLimits {
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        let tasks = |kind: &'static str| {
+            e.shared
+                .metrics
+                .probe_tasks
+                .get_or_create(&crate::metrics::TaskLabels { kind })
+                .get()
+        };
+        probe(&e, "a", &url);
+        probe(&e, "b", &url);
+        let (healthy, seen) =
+            watch_until(&e, "b", Duration::from_secs(10), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        assert_eq!(tasks("instance"), 2);
+        // One media playlist per instance in this origin's master.
+        assert_eq!(tasks("rendition"), 2);
+        assert!(
+            e.shared
+                .metrics
+                .render()
+                .contains("cvs_probe_tasks{kind=\"rendition\"} 2")
+        );
+        // Deleted instances take their tasks with them, once the runtime has dropped them.
+        e.retain(|k| k.name == "a");
+        let end = Instant::now() + Duration::from_secs(10);
+        while (tasks("instance"), tasks("rendition")) != (1, 1) && Instant::now() < end {
+            sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!((tasks("instance"), tasks("rendition")), (1, 1));
+        drop(e);
     }
 
     #[tokio::test]

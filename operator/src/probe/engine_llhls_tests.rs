@@ -39,6 +39,7 @@ fn engine_with(limits: FetchLimits) -> ProbeEngine {
         rediscover_every: Duration::from_secs(1),
         max_renditions: 10,
         confirm: Confirm::default(),
+        parse: Default::default(),
     };
     ProbeEngine::new(settings, Arc::new(Metrics::default()))
         .unwrap()
@@ -95,7 +96,8 @@ async fn start(sim: &SimHandle) -> ProbeEngine {
     start_with(sim, engine()).await
 }
 
-async fn start_with(sim: &SimHandle, e: ProbeEngine) -> ProbeEngine {
+/// Starts probing the simulator's stream in region `r` as the instance [`key`].
+fn probe(sim: &SimHandle, e: &ProbeEngine) {
     e.ensure(
         &key(),
         ProbeTarget {
@@ -103,8 +105,13 @@ async fn start_with(sim: &SimHandle, e: ProbeEngine) -> ProbeEngine {
             policy: Policy::default(),
             allowed_hosts: Vec::new(),
             credentials: None,
+            lag: None,
         },
     );
+}
+
+async fn start_with(sim: &SimHandle, e: ProbeEngine) -> ProbeEngine {
+    probe(sim, &e);
     let healthy = wait_for(&e, Duration::from_secs(15), |h| {
         h.verdict.healthy == Some(true)
     })
@@ -167,6 +174,41 @@ async fn an_ll_hls_rendition_is_probed_with_blocking_reloads_and_a_freeze_seen_o
         .await
         .is_some()
     );
+    sim.shutdown().await;
+}
+
+/// A stream frozen when the prober first sees it, so that its first blocking request is never
+/// answered, is still judged on parts: the plain reload that switched it to blocking armed the
+/// part clock, and the held request is dropped at the part deadline (1.5 s) and confirmed,
+/// well before the segment bound (3 s from first sight) would say "no new segment".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_before_the_first_blocking_answer_is_seen_on_parts() {
+    let sim = sim(500).await;
+    let rendition = video(&sim);
+    sim.apply_fault(
+        FaultRequest::new(FaultKind::Freeze)
+            .rendition(rendition.clone())
+            .resource(ResourceFilter::Media),
+    )
+    .await
+    .unwrap();
+    let e = engine();
+    probe(&sim, &e);
+    let stale = wait_for(&e, Duration::from_secs(10), |h| {
+        index_of(h, &rendition).is_some_and(|r| r.judged && !r.fresh)
+    })
+    .await
+    .expect("stale");
+    let index = index_of(&stale, &rendition).unwrap();
+    assert!(
+        index
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("no new part"),
+        "{stale:?}"
+    );
+    assert_eq!(e.shared.metrics.probe_blocking_fallbacks.get(), 0);
     sim.shutdown().await;
 }
 

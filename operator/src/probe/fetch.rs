@@ -3,6 +3,11 @@
 
 use super::decision::{Failure, MAX_TARGET_DURATION_MS, MIN_TARGET_DURATION_MS, Snapshot};
 use super::destination::{self, Destinations, GuardedResolver};
+use super::engine::DEFAULT_MAX_RENDITIONS;
+use super::llhls;
+use super::scan;
+pub use super::scan::ParseLimits;
+use super::segments::{self, SegmentRef};
 use m3u8_rs::{AlternativeMediaType, Playlist};
 use reqwest::Url;
 use std::collections::HashMap;
@@ -15,8 +20,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct FetchLimits {
     /// Whole-request timeout (connect, headers and body).
     pub request_timeout: Duration,
-    /// Largest playlist body accepted.
+    /// Largest media playlist body accepted. The body is read in chunks and the request
+    /// abandoned as soon as it passes the limit (or at once when Content-Length says it will),
+    /// so at most this much is held per request in flight: `concurrency` times this bounds the
+    /// memory playlist bodies can take.
     pub max_body_bytes: u64,
+    /// Largest master playlist body accepted, likewise.
+    pub max_master_bytes: u64,
     /// Redirects followed per request (only to http or https URLs).
     pub max_redirects: usize,
     /// Requests in flight at once, across every probe.
@@ -43,7 +53,8 @@ impl Default for FetchLimits {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(4),
-            max_body_bytes: 1 << 20,
+            max_body_bytes: DEFAULT_MAX_MEDIA_BYTES,
+            max_master_bytes: DEFAULT_MAX_MASTER_BYTES,
             max_redirects: 3,
             concurrency: 256,
             per_host: 128,
@@ -54,6 +65,13 @@ impl Default for FetchLimits {
         }
     }
 }
+
+/// Default of [`FetchLimits::max_body_bytes`]: 2 MiB, twice a 6-hour EVENT playlist of 2 s
+/// segments with a program date-time on each (10,800 segments, about 1 MiB).
+pub const DEFAULT_MAX_MEDIA_BYTES: u64 = 2 << 20;
+/// Default of [`FetchLimits::max_master_bytes`]: 512 KiB, four times a master listing the
+/// 500 renditions probed at most with 250-byte entries.
+pub const DEFAULT_MAX_MASTER_BYTES: u64 = 512 << 10;
 
 /// The operator's own permission to send one request: held for the whole request. Waiting for
 /// it is the operator's delay, never the origin's.
@@ -81,6 +99,7 @@ pub struct Fetcher {
     per_host: usize,
     per_instance: usize,
     max_body_bytes: u64,
+    max_master_bytes: u64,
     max_redirects: usize,
     request_timeout: Duration,
     allow_private: bool,
@@ -112,6 +131,7 @@ impl Fetcher {
             per_host: limits.per_host.max(1),
             per_instance: limits.per_instance.max(1),
             max_body_bytes: limits.max_body_bytes,
+            max_master_bytes: limits.max_master_bytes,
             max_redirects: limits.max_redirects,
             request_timeout: limits.request_timeout,
             allow_private: limits.allow_private,
@@ -157,23 +177,40 @@ impl Fetcher {
         }
     }
 
-    /// [`Fetcher::get`] for a caller outside the probe engine (publication, the CLI): waits
-    /// for a permit of its own (host and global limits), then fetches.
+    /// [`Fetcher::get_master`] for a caller outside the probe engine (publication, the CLI):
+    /// waits for a permit of its own (host and global limits), then fetches.
     pub async fn get_with_permit(
         &self,
         url: &Url,
         destinations: &Destinations,
     ) -> Result<Vec<u8>, Failure> {
         let _permit = self.permit(&self.instance_budget(), url).await;
-        self.get(url, destinations).await
+        self.get_master(url, destinations).await
     }
 
-    /// GETs `url` and returns its body, or why not, following at most `max_redirects`
-    /// redirects to http(s) URLs that `destinations` allow, all within the request timeout.
-    /// The caller holds a [`Permit`].
+    /// GETs the media playlist `url` and returns its body, or why not, following at most
+    /// `max_redirects` redirects to http(s) URLs that `destinations` allow, all within the
+    /// request timeout, refusing a body over [`FetchLimits::max_body_bytes`]. The caller holds a
+    /// [`Permit`].
     pub async fn get(&self, url: &Url, destinations: &Destinations) -> Result<Vec<u8>, Failure> {
         self.get_within(url, destinations, self.request_timeout)
             .await
+    }
+
+    /// [`Fetcher::get`] for a master playlist: a body over [`FetchLimits::max_master_bytes`]
+    /// is refused.
+    pub async fn get_master(
+        &self,
+        url: &Url,
+        destinations: &Destinations,
+    ) -> Result<Vec<u8>, Failure> {
+        self.get_limited(
+            url,
+            destinations,
+            self.request_timeout,
+            self.max_master_bytes,
+        )
+        .await
     }
 
     /// [`Fetcher::get`] with a timeout of its own (an LL-HLS blocking reload, which the server
@@ -184,7 +221,19 @@ impl Fetcher {
         destinations: &Destinations,
         timeout: Duration,
     ) -> Result<Vec<u8>, Failure> {
-        match tokio::time::timeout(timeout, self.get_inner(url, destinations, timeout)).await {
+        self.get_limited(url, destinations, timeout, self.max_body_bytes)
+            .await
+    }
+
+    async fn get_limited(
+        &self,
+        url: &Url,
+        destinations: &Destinations,
+        timeout: Duration,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        let get = self.get_inner(url, destinations, timeout, max_bytes);
+        match tokio::time::timeout(timeout, get).await {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout),
         }
@@ -220,6 +269,7 @@ impl Fetcher {
         url: &Url,
         destinations: &Destinations,
         timeout: Duration,
+        max_bytes: u64,
     ) -> Result<Vec<u8>, Failure> {
         let mut response = self
             .send_following(reqwest::Method::GET, url, destinations, timeout)
@@ -228,17 +278,14 @@ impl Fetcher {
         if !status.is_success() {
             return Err(Failure::Http(status.as_u16()));
         }
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.max_body_bytes)
-        {
-            return Err(Failure::TooLarge(self.max_body_bytes));
+        if response.content_length().is_some_and(|len| len > max_bytes) {
+            return Err(Failure::TooLarge(max_bytes));
         }
         let mut body =
             Vec::with_capacity(response.content_length().unwrap_or(4096).min(65536) as usize);
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if (body.len() as u64).saturating_add(chunk.len() as u64) > self.max_body_bytes {
-                return Err(Failure::TooLarge(self.max_body_bytes));
+            if (body.len() as u64).saturating_add(chunk.len() as u64) > max_bytes {
+                return Err(Failure::TooLarge(max_bytes));
             }
             body.extend_from_slice(&chunk);
         }
@@ -384,14 +431,52 @@ fn short(e: impl std::fmt::Debug) -> String {
     s
 }
 
-/// Parses a media playlist into what the freshness decision needs. Every number is hostile:
-/// an `EXT-X-TARGETDURATION` outside the accepted range ([`MIN_TARGET_DURATION_MS`] to
-/// [`MAX_TARGET_DURATION_MS`]) is refused as [`Failure::TargetDuration`]; segment durations that
-/// are not finite, negative or longer than the target duration are taken as the target
-/// duration; program date-times are summed with saturation.
+/// Parses a media playlist into what the freshness decision needs, within the default
+/// [`ParseLimits`]. See [`parse_polled`].
 pub fn parse_media(body: &[u8]) -> Result<Snapshot, Failure> {
+    parse_polled(body, &ParseLimits::default()).map(|p| p.snapshot)
+}
+
+/// What one poll of a media playlist found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Polled {
+    pub snapshot: Snapshot,
+    /// Its LL-HLS tags (see [`llhls::parse`]).
+    pub ll: Option<llhls::LlInfo>,
+    /// Its newest segment (see [`segments::newest_segment`]).
+    pub newest: Option<SegmentRef>,
+}
+
+/// Parses a media playlist into what the freshness decision needs. It is first checked against
+/// `limits` by one pass over its lines, and a long one is parsed by its tail only (see
+/// [`super::scan`]). Every number is hostile: an `EXT-X-TARGETDURATION` outside the accepted
+/// range ([`MIN_TARGET_DURATION_MS`] to [`MAX_TARGET_DURATION_MS`]) is refused as
+/// [`Failure::TargetDuration`]; segment durations that are not finite, negative or longer than
+/// the target duration are taken as the target duration; program date-times are summed with
+/// saturation.
+pub fn parse_polled(body: &[u8], limits: &ParseLimits) -> Result<Polled, Failure> {
+    parse_polled_trimmed(body, limits, true)
+}
+
+fn parse_polled_trimmed(
+    body: &[u8],
+    limits: &ParseLimits,
+    allow_trim: bool,
+) -> Result<Polled, Failure> {
     check_header(body)?;
-    match m3u8_rs::parse_playlist_res(body) {
+    let mut scan = scan::scan_media(body, limits)?;
+    if !allow_trim {
+        scan.trim = None;
+    }
+    let trimmed;
+    let parsed = match &scan.trim {
+        Some(trim) => {
+            trimmed = trim.body(body);
+            &trimmed[..]
+        }
+        None => body,
+    };
+    match m3u8_rs::parse_playlist_res(parsed) {
         Ok(Playlist::MediaPlaylist(p)) => {
             if p.target_duration == 0 {
                 return Err(Failure::Unparsable(
@@ -416,22 +501,41 @@ pub fn parse_media(body: &[u8]) -> Result<Snapshot, Failure> {
                 .map(|s| segment_ms(s.duration))
                 .unwrap_or(0);
             // The newest segment's end by program date-time: the last dated segment's date plus
-            // the durations from there to the end.
+            // the durations from there to the end (those of segments left out of the parse
+            // included).
+            let carry = scan.trim.as_ref().map(|t| {
+                (
+                    t.carry_after,
+                    scan::extinf_sum(&body[t.carry.clone()], segment_ms),
+                )
+            });
             let mut newest_end_unix_ms: Option<i64> = None;
-            for s in &p.segments {
+            for (i, s) in p.segments.iter().enumerate() {
                 if let Some(pdt) = s.program_date_time {
                     newest_end_unix_ms = Some(pdt.timestamp_millis());
                 }
-                newest_end_unix_ms =
-                    newest_end_unix_ms.map(|end| end.saturating_add(segment_ms(s.duration) as i64));
+                let mut ms = segment_ms(s.duration);
+                if let Some((after, sum)) = carry
+                    && after == i
+                {
+                    ms = ms.saturating_add(sum);
+                }
+                newest_end_unix_ms = newest_end_unix_ms
+                    .map(|end| end.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)));
             }
-            Ok(Snapshot {
+            let skipped = scan.trim.as_ref().map_or(0, |t| t.skipped);
+            let snapshot = Snapshot {
                 media_sequence: p.media_sequence,
-                segment_count: p.segments.len() as u64,
+                segment_count: (p.segments.len() as u64).saturating_add(skipped),
                 target_duration_ms,
                 last_segment_ms,
                 ended: p.end_list,
                 newest_end_unix_ms,
+            };
+            Ok(Polled {
+                snapshot,
+                ll: llhls::parse(parsed, snapshot.media_sequence, snapshot.segment_count),
+                newest: segments::newest_segment(body),
             })
         }
         Ok(Playlist::MasterPlaylist(_)) => Err(Failure::Unparsable(
@@ -470,7 +574,19 @@ pub fn stable_url(url: &Url) -> String {
 /// I-frame playlists), resolved against `base`, without duplicate URIs, sorted by key. A media
 /// playlist given as the "master" is treated as a single video rendition.
 pub fn parse_master(body: &[u8], base: &Url) -> Result<Vec<Rendition>, Failure> {
+    parse_master_with(body, base, &ParseLimits::default(), DEFAULT_MAX_RENDITIONS)
+}
+
+/// [`parse_master`], first checked against `limits` and `max_renditions` by one pass over its
+/// lines (see [`scan::scan_master`]).
+pub fn parse_master_with(
+    body: &[u8],
+    base: &Url,
+    limits: &ParseLimits,
+    max_renditions: usize,
+) -> Result<Vec<Rendition>, Failure> {
     check_header(body)?;
+    scan::scan_master(body, limits, max_renditions)?;
     let resolve = |uri: &str| {
         base.join(uri)
             .map_err(|e| Failure::Unparsable(format!("bad URI {uri:?}: {e}")))
@@ -562,6 +678,244 @@ mod tests {
         // A huge body of junk lines parses or fails, but quickly and without panicking.
         let junk = "#EXTM3U\n".to_owned() + &"#EXTINF:x\n".repeat(50_000);
         let _ = parse_media(junk.as_bytes());
+    }
+
+    /// A media playlist of `n` segments: `pdt` dates every `pdt`-th segment (0: none), with a
+    /// duration pattern, optional LL-HLS tail, init segment and end.
+    fn long_media(n: u64, pdt: u64, ll: bool, ended: bool) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n");
+        s.push_str("#EXT-X-MEDIA-SEQUENCE:500\n#EXT-X-PLAYLIST-TYPE:EVENT\n");
+        if ll {
+            s.push_str("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n");
+            s.push_str("#EXT-X-PART-INF:PART-TARGET=0.5\n");
+        }
+        s.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
+        for i in 0..n {
+            if pdt > 0 && i % pdt == 0 {
+                let secs = i * 2;
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-PROGRAM-DATE-TIME:2026-01-01T{:02}:{:02}:{:02}.000Z",
+                    secs / 3600 % 24,
+                    secs / 60 % 60,
+                    secs % 60
+                );
+            }
+            if i % 97 == 5 {
+                s.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if ll && i + 1 == n {
+                s.push_str("#EXT-X-PART:DURATION=0.5,URI=\"x.0.m4s\",INDEPENDENT=YES\n");
+            }
+            let d = [2.0, 1.968, 2.002, 7.5][(i % 4) as usize];
+            let _ = writeln!(s, "#EXTINF:{d:.3},\n{}.m4s", 500 + i);
+        }
+        if ll {
+            s.push_str("#EXT-X-PART:DURATION=0.5,URI=\"y.0.m4s\",INDEPENDENT=YES\n");
+            s.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"y.1.m4s\"\n");
+        }
+        if ended {
+            s.push_str("#EXT-X-ENDLIST\n");
+        }
+        s
+    }
+
+    #[test]
+    fn a_long_playlist_parsed_by_its_tail_reads_as_parsed_whole() {
+        let limits = ParseLimits::default();
+        for n in [1, 255, 256, 257, 300, 1000, 10_800] {
+            for pdt in [0, 1, 7, 1000, 20_000] {
+                for (ll, ended) in [(false, false), (true, false), (false, true)] {
+                    let body = long_media(n, pdt, ll, ended);
+                    let tail = parse_polled(body.as_bytes(), &limits).unwrap();
+                    let whole = parse_polled_trimmed(body.as_bytes(), &limits, false).unwrap();
+                    assert_eq!(tail, whole, "n={n} pdt={pdt} ll={ll} ended={ended}");
+                    assert_eq!(tail.snapshot.segment_count, n);
+                    let trimmed = scan::scan_media(body.as_bytes(), &limits).unwrap().trim;
+                    assert_eq!(trimmed.is_some(), n >= scan::TRIM_FROM_SEGMENTS, "n={n}");
+                }
+            }
+        }
+        // A playlist-level tag among the segments left out: parsed whole.
+        let mut body = long_media(1000, 0, false, false);
+        let at = body.find("#EXTINF:2.000,\n600.m4s").unwrap();
+        body.insert_str(at, "#EXT-X-TARGETDURATION:8\n");
+        assert!(
+            scan::scan_media(body.as_bytes(), &limits)
+                .unwrap()
+                .trim
+                .is_none()
+        );
+        assert_eq!(
+            parse_polled(body.as_bytes(), &limits)
+                .unwrap()
+                .snapshot
+                .target_duration_ms,
+            8_000
+        );
+    }
+
+    /// Generated long playlists of valid lines in any order the RFC allows: dates anywhere,
+    /// discontinuities, keys, byte ranges, date ranges, comments, blank lines, CRLF, parts.
+    #[test]
+    fn generated_long_playlists_read_the_same_by_their_tail() {
+        use std::fmt::Write as _;
+        let limits = ParseLimits::default();
+        for seed in 0..200 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let n = rng.u64(200..700);
+            let nl = if rng.bool() { "\n" } else { "\r\n" };
+            let mut s = format!(
+                "#EXTM3U{nl}#EXT-X-VERSION:7{nl}#EXT-X-TARGETDURATION:{}{nl}#EXT-X-MEDIA-SEQUENCE:{}{nl}",
+                rng.u64(1..10),
+                rng.u64(0..1_000_000)
+            );
+            for i in 0..n {
+                for _ in 0..rng.usize(0..3) {
+                    match rng.u8(0..9) {
+                        0 => {
+                            let _ = write!(
+                                s,
+                                "#EXT-X-PROGRAM-DATE-TIME:2026-01-0{}T10:{:02}:{:02}.{:03}Z{nl}",
+                                rng.u8(1..9),
+                                rng.u8(0..60),
+                                rng.u8(0..60),
+                                rng.u16(0..1000)
+                            );
+                        }
+                        1 => s.push_str(&format!("#EXT-X-DISCONTINUITY{nl}")),
+                        2 => s.push_str(&format!("#EXT-X-KEY:METHOD=AES-128,URI=\"k{i}.key\"{nl}")),
+                        3 => s.push_str(&format!("#EXT-X-BYTERANGE:{}@0{nl}", rng.u32(1..9999))),
+                        4 => s.push_str(&format!(
+                            "#EXT-X-DATERANGE:ID=\"d{i}\",START-DATE=\"2026-01-01T00:00:00Z\"{nl}"
+                        )),
+                        5 => s.push_str(&format!("# a comment{nl}")),
+                        6 => s.push_str(nl),
+                        7 => s.push_str(&format!("#EXT-X-PART:DURATION=0.5,URI=\"p{i}.mp4\"{nl}")),
+                        _ => s.push_str(&format!("#EXT-X-MAP:URI=\"init{i}.mp4\"{nl}")),
+                    }
+                }
+                let _ = write!(
+                    s,
+                    "#EXTINF:{}.{:03},{nl}seg{i}.ts{nl}",
+                    rng.u8(0..12),
+                    rng.u16(0..1000)
+                );
+            }
+            if rng.bool() {
+                s.push_str(&format!("#EXT-X-PART:DURATION=0.5,URI=\"last.mp4\"{nl}"));
+            }
+            if rng.bool() {
+                s.push_str(&format!("#EXT-X-ENDLIST{nl}"));
+            }
+            let tail = parse_polled(s.as_bytes(), &limits);
+            let whole = parse_polled_trimmed(s.as_bytes(), &limits, false);
+            assert_eq!(tail, whole, "seed {seed}");
+            assert_eq!(tail.unwrap().snapshot.segment_count, n, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn every_limit_passes_at_its_value_and_refuses_one_past_it() {
+        let limits = ParseLimits {
+            max_line_bytes: 1_000,
+            max_segments: 300,
+            max_parts: 20,
+        };
+        // Segments.
+        let at = long_media(300, 1, false, false);
+        assert_eq!(
+            parse_polled(at.as_bytes(), &limits)
+                .unwrap()
+                .snapshot
+                .segment_count,
+            300
+        );
+        let past = long_media(301, 1, false, false);
+        let err = parse_polled(past.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err, Failure::TooManySegments(301, 300));
+        assert_eq!(
+            err.to_string(),
+            "playlist lists 301 segments, more than the limit of 300"
+        );
+        // Lines: the longest line (newline excluded) at the limit, then one byte more.
+        let line = |len: usize| {
+            let uri = format!("{}.ts", "a".repeat(len - 3));
+            format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{uri}\n")
+        };
+        assert!(parse_polled(line(1_000).as_bytes(), &limits).is_ok());
+        let err = parse_polled(line(1_001).as_bytes(), &limits).unwrap_err();
+        assert_eq!(err, Failure::LineTooLong(1_000));
+        assert_eq!(
+            err.to_string(),
+            "playlist has a line longer than 1000 bytes"
+        );
+        // A line without a newline at the end of the body counts too, and CRLF's CR is part of
+        // the line.
+        let crlf = line(999).replace('\n', "\r\n");
+        assert!(parse_polled(crlf.as_bytes(), &limits).is_ok());
+        let crlf = line(1_000).replace('\n', "\r\n");
+        assert!(parse_polled(crlf.as_bytes(), &limits).is_err());
+        // Parts.
+        let parts = |n: usize| {
+            let mut s =
+                String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.1\n");
+            s.push_str(&"#EXT-X-PART:DURATION=0.1,URI=\"p.ts\"\n".repeat(n));
+            s.push_str("#EXTINF:2.0,\n1.ts\n");
+            s
+        };
+        assert!(parse_polled(parts(20).as_bytes(), &limits).is_ok());
+        let err = parse_polled(parts(21).as_bytes(), &limits).unwrap_err();
+        assert_eq!(err, Failure::TooManyParts(21, 20));
+        assert_eq!(
+            err.to_string(),
+            "playlist lists 21 LL-HLS parts, more than the limit of 20"
+        );
+        // Renditions of a master, counted before the parse.
+        let base = Url::parse("http://127.0.0.1:9000/s1/master.m3u8").unwrap();
+        let master = |n: usize| {
+            let mut s = String::from(
+                "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"en.m3u8\"\n\
+                 #EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID=\"cc\",NAME=\"cc\",INSTREAM-ID=\"CC1\"\n",
+            );
+            for i in 1..n {
+                s.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH={i}\nv{i}.m3u8\n"));
+            }
+            s
+        };
+        assert_eq!(
+            parse_master_with(master(10).as_bytes(), &base, &limits, 10)
+                .unwrap()
+                .len(),
+            10
+        );
+        let err = parse_master_with(master(11).as_bytes(), &base, &limits, 10).unwrap_err();
+        assert_eq!(err, Failure::TooManyRenditions(11, 10));
+        let long = format!("{}#X-{}\n", master(2), "x".repeat(1_000));
+        let err = parse_master_with(long.as_bytes(), &base, &limits, 10).unwrap_err();
+        assert_eq!(err, Failure::LineTooLong(1_000));
+    }
+
+    #[test]
+    fn the_newest_date_counts_the_segments_left_out() {
+        // Dated once, at the top: the newest end is that date plus every duration.
+        let limits = ParseLimits::default();
+        for pdt in [20_000, 1000] {
+            let body = long_media(10_800, pdt, false, false);
+            let p = parse_polled(body.as_bytes(), &limits).unwrap();
+            let durations: u64 = (0..10_800u64)
+                .skip(if pdt == 1000 { 10_000 } else { 0 })
+                // Clamped to the target duration (2 s).
+                .map(|i| [2000, 1968, 2000, 2000][(i % 4) as usize])
+                .sum();
+            let dated = if pdt == 1000 { 20_000_000 } else { 0 };
+            assert_eq!(
+                p.snapshot.newest_end_unix_ms,
+                Some(1_767_225_600_000 + dated + durations as i64),
+                "pdt={pdt}"
+            );
+        }
     }
 
     #[test]
@@ -833,5 +1187,39 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, Failure::TooLarge(64 * 1024));
+    }
+
+    /// Media and master playlists have limits of their own; a body of exactly the limit passes
+    /// and one byte less refuses it, while streaming (`/big` sends no Content-Length).
+    #[tokio::test]
+    async fn media_and_master_bodies_have_limits_of_their_own() {
+        let base = server().await;
+        let big = base.join("big").unwrap();
+        let any = Destinations::any();
+        let fetcher = |media: u64, master: u64| {
+            Fetcher::new(&FetchLimits {
+                max_body_bytes: media,
+                max_master_bytes: master,
+                allow_private: true,
+                ..FetchLimits::default()
+            })
+            .unwrap()
+        };
+        let two_mib = 2 << 20;
+        let f = fetcher(two_mib, 64 << 10);
+        assert_eq!(f.get(&big, &any).await.unwrap().len() as u64, two_mib);
+        assert_eq!(
+            f.get_master(&big, &any).await.unwrap_err(),
+            Failure::TooLarge(64 << 10)
+        );
+        let f = fetcher(two_mib - 1, two_mib);
+        assert_eq!(
+            f.get(&big, &any).await.unwrap_err(),
+            Failure::TooLarge(two_mib - 1)
+        );
+        assert_eq!(
+            f.get_master(&big, &any).await.unwrap().len() as u64,
+            two_mib
+        );
     }
 }

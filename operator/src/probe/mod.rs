@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fetch;
 pub mod llhls;
 pub mod redact;
+pub mod scan;
 pub mod segments;
 
 pub use engine::{EngineSettings, InstanceHealth, InstanceKey, ProbeEngine, ProbeTarget};

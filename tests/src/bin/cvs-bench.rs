@@ -10,6 +10,13 @@
 //! - `false-verdicts`: healthy but imperfect origins (segment publication jitter, a few requests
 //!   failing, never twice in a row for one playlist) for a long run, with real freezes injected
 //!   meanwhile: counts every `Healthy=False` nobody caused, and times the freezes.
+//! - `parse-cost`: one operator probing long media playlists (a DVR window of N segments, or
+//!   a hostile one): its CPU in consecutive windows (median, min, max), and what each instance
+//!   was judged, so two operator builds can be compared on the same origin.
+//! - `soak`: one operator at scale for a long run (an hour by default) with periodic faults
+//!   (freezes of a rendition, whole-region outages) and churn (streams deleted and created):
+//!   samples its RSS, threads, fds, TCP connections, CPU and probe tasks every 10 s into CSV and
+//!   SVG plots, and judges whether they stay flat.
 //! - `report`: prints the JSON lines the others appended (`--json-out`) as Markdown tables.
 //!
 //! Benchmarks print figures; nothing here is a timed assertion. Everything is on loopback, every
@@ -18,7 +25,7 @@
 //! `make bench` runs the standard set (see BENCHMARKS.md).
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use cvs_e2e::{Dist, dist};
 use cvs_operator::resources::{ClusteredStream, StreamInstance};
 use futures::StreamExt;
@@ -64,6 +71,12 @@ enum Command {
     /// Healthy but imperfect origins (publication jitter, flaky requests) for a long run with
     /// real freezes injected meanwhile: false Stale verdicts, and detection of the freezes.
     FalseVerdicts(FalseVerdictArgs),
+    /// One operator probing long media playlists (`long_window` on every one): its CPU.
+    ParseCost(ParseCostArgs),
+    /// A long run at scale with periodic faults and instance churn: RSS, threads, fds, TCP
+    /// connections, CPU and probe tasks sampled every 10 s (CSV and SVG plots), and whether
+    /// they stay flat.
+    Soak(SoakArgs),
     /// Print the JSON lines written with --json-out as Markdown tables.
     Report {
         /// The JSON-lines file.
@@ -96,6 +109,23 @@ struct Common {
     /// the part bound: 3 x the part target, at most 1.5 x TD).
     #[arg(long)]
     part_target: Option<f64>,
+    /// What the detection campaigns inject: `freeze` (a media playlist stops advancing) or
+    /// `segment-404` (the playlist keeps advancing while its segments answer 404; detection is
+    /// then measured from the moment the fault was applied).
+    #[arg(long, value_enum, default_value_t = BenchFault::Freeze)]
+    fault: BenchFault,
+    /// Create the ClusteredStreams with `spec.health.segmentChecks: false`, to measure what the
+    /// segment checks cost against the same run with them.
+    #[arg(long)]
+    no_segment_checks: bool,
+}
+
+/// The fault a detection campaign injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BenchFault {
+    Freeze,
+    #[value(name = "segment-404")]
+    Segment404,
 }
 
 #[derive(Args, Clone)]
@@ -154,6 +184,43 @@ struct ScaleArgs {
 }
 
 #[derive(Args, Clone)]
+struct ParseCostArgs {
+    /// Streams, one StreamInstance each in us-east-1, with 3 media playlists each (video,
+    /// audio, I-frames).
+    #[arg(long, default_value_t = 34)]
+    streams: usize,
+    /// Segments every media playlist lists (the simulator's `long_window`).
+    #[arg(long, default_value_t = 10_800)]
+    segments: u64,
+    /// Segment duration of the simulated streams, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    target_duration: f64,
+    /// Time after the operator starts before the first window.
+    #[arg(long, default_value = "30s")]
+    warmup: humantime::Duration,
+    /// Consecutive CPU windows, and the length of each.
+    #[arg(long, default_value_t = 6)]
+    windows: usize,
+    #[arg(long, default_value = "10s")]
+    window: humantime::Duration,
+    /// The operator binary [default: <target>/release/cvs-operator].
+    #[arg(long, env = "CVS_OPERATOR_BIN")]
+    operator_bin: Option<PathBuf>,
+    /// The simulator binary [default: <target>/release/hls-origin-sim].
+    #[arg(long, env = "CVS_SIM_BIN")]
+    sim_bin: Option<PathBuf>,
+    /// Extra argument for `cvs-operator run`, repeatable.
+    #[arg(long = "operator-arg", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
+    /// Name of this run in the output.
+    #[arg(long, default_value = "parse-cost")]
+    label: String,
+    /// Hard limit on the whole run.
+    #[arg(long, default_value = "10m")]
+    max_runtime: humantime::Duration,
+}
+
+#[derive(Args, Clone)]
 struct FalseVerdictArgs {
     /// Segment duration of the simulated streams, in seconds.
     #[arg(long, default_value_t = 2.0)]
@@ -175,6 +242,49 @@ struct FalseVerdictArgs {
     /// Freezes in flight at once during the run, each on its own stream.
     #[arg(long, default_value_t = 3)]
     parallel: usize,
+    /// Streams (2 StreamInstances each) created per batch while the operator runs.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct SoakArgs {
+    /// Segment duration of the simulated streams, in seconds.
+    #[arg(long, default_value_t = 6.0)]
+    target_duration: f64,
+    /// Media playlists to probe, 7 per StreamInstance, instances in two regions.
+    #[arg(long, default_value_t = 10_000)]
+    playlists: usize,
+    /// Length of the observed run (after every instance is Healthy).
+    #[arg(long, default_value = "1h")]
+    duration: humantime::Duration,
+    /// Time between the starts of two injected faults; one fault at a time.
+    #[arg(long, default_value = "120s")]
+    fault_every: humantime::Duration,
+    /// How long a fault lasts before it is healed.
+    #[arg(long, default_value = "40s")]
+    fault_for: humantime::Duration,
+    /// Every this many faults, a whole-region outage (taking turns: `refuse`, the region's
+    /// listener closed, and `hang`, every request held) instead of a freeze of one rendition.
+    #[arg(long, default_value_t = 4)]
+    outage_every: u32,
+    /// StreamInstances created, and as many deleted, spread evenly over the run: a stream (its
+    /// ClusteredStream and one StreamInstance per region) is deleted, then another created, so
+    /// the set stays at its size.
+    #[arg(long, default_value_t = 500)]
+    churn: usize,
+    /// Time between two samples.
+    #[arg(long, default_value = "10s")]
+    sample_every: humantime::Duration,
+    /// Directory for samples.csv, soak.svg and summary.json [default:
+    /// <target>/soak/<label>-<unix time>].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Longest wait for every instance to become Healthy after the operator starts.
+    #[arg(long, default_value = "600s")]
+    healthy_timeout: humantime::Duration,
     /// Streams (2 StreamInstances each) created per batch while the operator runs.
     #[arg(long, default_value_t = 50)]
     batch: usize,
@@ -575,6 +685,8 @@ struct OpCounters {
     cluster_errors: f64,
     state_writes: f64,
     state_errors: f64,
+    /// HEADs of the newest segment or init segment (`cvs_segment_checks_total`).
+    segment_checks: f64,
 }
 
 async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<OpCounters> {
@@ -609,6 +721,7 @@ async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<OpCo
         ),
         state_writes: metric_sum(&text, "cvs_state_writes_total", &[], &[]),
         state_errors: metric_sum(&text, "cvs_state_errors_total", &[], &[]),
+        segment_checks: metric_sum(&text, "cvs_segment_checks_total", &[], &[]),
     })
 }
 
@@ -628,6 +741,8 @@ struct BoardInner {
     slots: HashMap<String, watch::Sender<Obs>>,
     /// Instances a freeze worker is working on; a False anywhere else is spurious.
     expected: HashSet<String>,
+    /// Regions under an outage: a False on any of their instances is expected.
+    expected_regions: HashSet<String>,
     spurious: Vec<(String, u64)>,
     updates: u64,
 }
@@ -657,7 +772,11 @@ impl Board {
             .clone();
         if tx.borrow().healthy != healthy {
             tx.send_replace(Obs { healthy, at_ms });
-            if healthy == Some(false) && !b.expected.contains(name) {
+            let in_outage = b
+                .expected_regions
+                .iter()
+                .any(|r| name.ends_with(&format!("-{r}")));
+            if healthy == Some(false) && !b.expected.contains(name) && !in_outage {
                 b.spurious.push((name.to_string(), at_ms));
             }
         }
@@ -692,6 +811,27 @@ impl Board {
         } else {
             b.expected.remove(name);
         }
+    }
+
+    fn expect_region(&self, region: &str, on: bool) {
+        let mut b = self.lock();
+        if on {
+            b.expected_regions.insert(region.to_string());
+        } else {
+            b.expected_regions.remove(region);
+        }
+    }
+
+    /// Forgets a deleted instance.
+    fn forget(&self, name: &str) {
+        let mut b = self.lock();
+        b.updates += 1;
+        b.slots.remove(name);
+    }
+
+    /// Instances the watch knows.
+    fn len(&self) -> usize {
+        self.lock().slots.len()
     }
 
     fn spurious_since(&self, since_ms: u64) -> Vec<(String, u64)> {
@@ -734,6 +874,11 @@ fn spawn_watch(client: kube::Client, ns: &str, board: Arc<Board>) -> tokio::task
                     let at = now_ms();
                     if let Some(name) = si.metadata.name.as_deref() {
                         board.observe(name, healthy_of(&si), at);
+                    }
+                }
+                Ok(watcher::Event::Delete(si)) => {
+                    if let Some(name) = si.metadata.name.as_deref() {
+                        board.forget(name);
                     }
                 }
                 Ok(_) => {}
@@ -808,6 +953,41 @@ async fn create_some(
     results.into_iter().collect()
 }
 
+/// The ClusteredStream (`true`) and the StreamInstances, one per region, of each stream.
+fn stream_objects(
+    streams: &[String],
+    cluster_spec: &serde_json::Value,
+    region_urls: &BTreeMap<String, String>,
+) -> Vec<(bool, serde_json::Value)> {
+    let mut out: Vec<(bool, serde_json::Value)> = Vec::new();
+    for s in streams {
+        out.push((
+            true,
+            serde_json::json!({
+                "apiVersion": "cvs.dev/v1alpha1", "kind": "ClusteredStream",
+                "metadata": {"name": s},
+                "spec": cluster_spec
+            }),
+        ));
+        for region in REGIONS {
+            let url = format!("{}/{s}/master.m3u8", region_urls[region]);
+            out.push((
+                false,
+                serde_json::json!({
+                    "apiVersion": "cvs.dev/v1alpha1", "kind": "StreamInstance",
+                    "metadata": {"name": instance_name(s, region)},
+                    "spec": {
+                        "clusteredStream": s, "region": region,
+                        "cloudfront": {"domain": format!("{s}-{region}.bench.cloudfront.net")},
+                        "origin": {"url": url}
+                    }
+                }),
+            ));
+        }
+    }
+    out
+}
+
 struct Rig {
     client: kube::Client,
     ns: String,
@@ -821,9 +1001,15 @@ struct Rig {
     board: Arc<Board>,
     watch: tokio::task::JoinHandle<()>,
     streams: Vec<String>,
+    /// Streams the simulator serves that were not created (see `Rig::start_with_spare`).
+    spare_streams: Vec<String>,
+    /// The spec of every ClusteredStream the rig creates.
+    cluster_spec: serde_json::Value,
     td_ms: u64,
     /// LL-HLS part target (ms), when the simulator serves LL-HLS.
     part_ms: Option<u64>,
+    /// What the detection campaigns inject.
+    fault: BenchFault,
     create_seconds: f64,
     time_to_healthy_seconds: f64,
     /// Unix ms the operator was started (its probes' first sight of every playlist).
@@ -842,6 +1028,34 @@ impl Rig {
         common: &Common,
         scenario: &str,
         streams: usize,
+        td: f64,
+        healthy_timeout: Duration,
+        cold_start: bool,
+        batch: usize,
+        prelude: &[FaultRequest],
+    ) -> anyhow::Result<Rig> {
+        Self::start_with_spare(
+            common,
+            scenario,
+            streams,
+            0,
+            td,
+            healthy_timeout,
+            cold_start,
+            batch,
+            prelude,
+        )
+        .await
+    }
+
+    /// [`Rig::start`] with `spare` more streams served by the simulator but not created (the
+    /// soak's churn creates them): they are in `spare_streams`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_with_spare(
+        common: &Common,
+        scenario: &str,
+        streams: usize,
+        spare: usize,
         td: f64,
         healthy_timeout: Duration,
         cold_start: bool,
@@ -886,7 +1100,8 @@ impl Rig {
             streams * REGIONS.len(),
             streams * REGIONS.len() * PLAYLISTS_PER_INSTANCE
         ));
-        let (sim, ready) = start_sim(&sim_bin, streams, td, common.part_target, &tag).await?;
+        let (sim, ready) =
+            start_sim(&sim_bin, streams + spare, td, common.part_target, &tag).await?;
         // Faults that shape the origins from the start (before the operator sees them).
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -907,15 +1122,12 @@ impl Rig {
                 serde_json::to_string(req)?
             ));
         }
-        let stream_names: Vec<String> = (1..=streams)
-            .map(|i| {
-                if streams >= 10_000 {
-                    format!("s{i:05}")
-                } else {
-                    format!("s{i:04}")
-                }
-            })
+        // Named as the simulator names them.
+        let width = (streams + spare).to_string().len().max(4);
+        let mut stream_names: Vec<String> = (1..=streams + spare)
+            .map(|i| format!("s{i:0width$}"))
             .collect();
+        let spare_streams = stream_names.split_off(streams);
 
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -929,35 +1141,13 @@ impl Rig {
         let clusters: Api<ClusteredStream> = Api::namespaced(client.clone(), &ns);
         let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
         let region_urls = ready.regions.clone();
-        let objects = |streams: &[String]| {
-            let mut out: Vec<(bool, serde_json::Value)> = Vec::new();
-            for s in streams {
-                out.push((
-                    true,
-                    serde_json::json!({
-                        "apiVersion": "cvs.dev/v1alpha1", "kind": "ClusteredStream",
-                        "metadata": {"name": s},
-                        "spec": {"stateTable": {"name": "cvs-bench", "region": "us-east-1", "create": true}}
-                    }),
-                ));
-                for region in REGIONS {
-                    let url = format!("{}/{s}/master.m3u8", region_urls[region]);
-                    out.push((
-                        false,
-                        serde_json::json!({
-                            "apiVersion": "cvs.dev/v1alpha1", "kind": "StreamInstance",
-                            "metadata": {"name": instance_name(s, region)},
-                            "spec": {
-                                "clusteredStream": s, "region": region,
-                                "cloudfront": {"domain": format!("{s}-{region}.bench.cloudfront.net")},
-                                "origin": {"url": url}
-                            }
-                        }),
-                    ));
-                }
-            }
-            out
-        };
+        let mut cluster_spec = serde_json::json!({
+            "stateTable": {"name": "cvs-bench", "region": "us-east-1", "create": true}
+        });
+        if common.no_segment_checks {
+            cluster_spec["health"] = serde_json::json!({"segmentChecks": false});
+        }
+        let objects = |streams: &[String]| stream_objects(streams, &cluster_spec, &region_urls);
 
         let board = Arc::new(Board::default());
         let watch = spawn_watch(client.clone(), &ns, board.clone());
@@ -990,8 +1180,11 @@ impl Rig {
             board,
             watch,
             streams: stream_names.clone(),
+            spare_streams,
+            cluster_spec: cluster_spec.clone(),
             td_ms: (td * 1000.0).round() as u64,
             part_ms: common.part_target.map(|p| (p * 1000.0).round() as u64),
+            fault: common.fault,
             create_seconds,
             time_to_healthy_seconds: 0.0,
             probing_since_ms,
@@ -1267,11 +1460,18 @@ async fn freeze_campaign_until(
                 let offset_ms = rng.u64(0..td);
                 tokio::time::sleep(Duration::from_millis(offset_ms)).await;
                 rig.board.expect(&name, true);
-                let req = FaultRequest::new(FaultKind::Freeze)
-                    .region(region)
-                    .stream(stream.as_str())
-                    .rendition(rendition)
-                    .resource(ResourceFilter::Media);
+                let req = match rig.fault {
+                    BenchFault::Freeze => FaultRequest::new(FaultKind::Freeze)
+                        .region(region)
+                        .stream(stream.as_str())
+                        .rendition(rendition)
+                        .resource(ResourceFilter::Media),
+                    BenchFault::Segment404 => FaultRequest::new(FaultKind::Http404)
+                        .region(region)
+                        .stream(stream.as_str())
+                        .rendition(rendition)
+                        .resource(ResourceFilter::Segment),
+                };
                 let applied = match rig.fault(&req).await {
                     Ok(a) => a,
                     Err(e) => {
@@ -1280,19 +1480,25 @@ async fn freeze_campaign_until(
                         continue;
                     }
                 };
-                // With LL-HLS the bound runs from the last part published.
-                let last_segment_ms = applied
-                    .frozen
-                    .as_ref()
-                    .and_then(|f| {
-                        let s = f.streams.get(stream.as_str());
-                        if rig.part_ms.is_some() {
-                            s.and_then(|s| s.last_part_published_unix_ms)
-                                .or(f.last_part_published_unix_ms)
-                        } else {
-                            s.and_then(|s| s.last_segment_published_unix_ms)
-                                .or(f.last_segment_published_unix_ms)
-                        }
+                // With LL-HLS the bound runs from the last part published. Segments answering
+                // 404 are timed from the fault: the playlist keeps advancing.
+                let last_segment_ms = if rig.fault == BenchFault::Segment404 {
+                    Some(applied.applied_at_unix_ms)
+                } else {
+                    None
+                };
+                let last_segment_ms = last_segment_ms
+                    .or_else(|| {
+                        applied.frozen.as_ref().and_then(|f| {
+                            let s = f.streams.get(stream.as_str());
+                            if rig.part_ms.is_some() {
+                                s.and_then(|s| s.last_part_published_unix_ms)
+                                    .or(f.last_part_published_unix_ms)
+                            } else {
+                                s.and_then(|s| s.last_segment_published_unix_ms)
+                                    .or(f.last_segment_published_unix_ms)
+                            }
+                        })
                     })
                     .unwrap_or(applied.applied_at_unix_ms);
                 let detected_at_ms = wait_health(&mut rx, false, detect_timeout).await;
@@ -1408,12 +1614,19 @@ fn summarize(
     samples: &[FreezeSample],
     td_ms: u64,
     part_ms: Option<u64>,
+    fault: BenchFault,
     instances: usize,
     spurious: usize,
 ) -> DetectionSummary {
     // The bound (1.5 x TD, or with LL-HLS the part bound: 3 x the part target, at most
-    // 1.5 x TD, the operator's defaults) + 250 ms.
-    let goal_ms = part_ms.map_or(td_ms * 3 / 2, |p| (3 * p).min(td_ms * 3 / 2)) + 250;
+    // 1.5 x TD, the operator's defaults) + 250 ms. Segments answering 404 are found by the
+    // sampled checks: a rendition's turn comes within one segment per rendition of its instance,
+    // then `failureThreshold` (3) failed checks, one per new segment, and the segment that
+    // reveals the last of them: (7 + 3) x TD + 250 ms from the fault.
+    let goal_ms = match fault {
+        BenchFault::Segment404 => (PLAYLISTS_PER_INSTANCE as u64 + 3) * td_ms,
+        BenchFault::Freeze => part_ms.map_or(td_ms * 3 / 2, |p| (3 * p).min(td_ms * 3 / 2)),
+    } + 250;
     let settled_after = settled_after_ms(td_ms);
     let latency = |s: &FreezeSample| Some(s.detected_at_ms? as i64 - s.last_segment_ms as i64);
     let group = |settled: bool| {
@@ -1523,6 +1736,8 @@ struct ResultLine {
     scale: Option<ScaleSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     false_verdicts: Option<FalseVerdictSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    soak: Option<SoakSummary>,
     /// CPU over the freeze campaign.
     #[serde(default)]
     campaign_cpu: CpuReport,
@@ -1594,6 +1809,7 @@ async fn detection(args: DetectionArgs) -> anyhow::Result<()> {
             &samples,
             rig.td_ms,
             rig.part_ms,
+            rig.fault,
             rig.streams.len() * REGIONS.len(),
             rig.board.spurious_since(since).len(),
         );
@@ -1625,6 +1841,7 @@ async fn detection(args: DetectionArgs) -> anyhow::Result<()> {
                 detection: Some(summary),
                 scale: None,
                 false_verdicts: None,
+                soak: None,
                 campaign_cpu: cpu,
                 samples,
             },
@@ -1655,6 +1872,9 @@ struct ScaleSummary {
     probe_requests_per_s: f64,
     media_requests_per_s: f64,
     master_requests_per_s: f64,
+    /// Segment availability checks (HEADs) per second.
+    #[serde(default)]
+    segment_checks_per_s: f64,
     failed_requests_in_window: f64,
     /// Media playlist fetches per playlist per target duration.
     polls_per_playlist_per_segment: f64,
@@ -1778,6 +1998,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
             &samples,
             rig.td_ms,
             rig.part_ms,
+            rig.fault,
             rig.streams.len() * REGIONS.len(),
             rig.board.spurious_since(since).len(),
         );
@@ -1801,6 +2022,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
             ),
             media_requests_per_s: media_rps,
             master_requests_per_s: rate(after.master_requests, before.master_requests),
+            segment_checks_per_s: rate(after.segment_checks, before.segment_checks),
             failed_requests_in_window: after.failed_requests - before.failed_requests,
             polls_per_playlist_per_segment: if after.probed_playlists > 0.0 {
                 ((media_rps * rig.td_ms as f64 / 1000.0 / after.probed_playlists) * 100.0).round()
@@ -1838,6 +2060,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
                 detection: Some(detection),
                 scale: Some(summary),
                 false_verdicts: None,
+                soak: None,
                 campaign_cpu,
                 samples,
             },
@@ -1960,6 +2183,7 @@ async fn false_verdicts(args: FalseVerdictArgs) -> anyhow::Result<()> {
             &samples,
             rig.td_ms,
             None,
+            rig.fault,
             rig.streams.len() * REGIONS.len(),
             false_stale_at.len(),
         );
@@ -2009,6 +2233,7 @@ async fn false_verdicts(args: FalseVerdictArgs) -> anyhow::Result<()> {
                 detection: Some(detection),
                 scale: None,
                 false_verdicts: Some(summary),
+                soak: None,
                 campaign_cpu: cpu,
                 samples,
             },
@@ -2048,10 +2273,11 @@ fn print_scale(label: &str, s: &ScaleSummary, d: &DetectionSummary, campaign: &C
         s.instance_json_bytes, s.instance_managed_fields_bytes
     );
     println!(
-        "  probe requests {:.1}/s (media {:.1}/s, master {:.1}/s, {:.2} media polls per playlist per segment), {} failed",
+        "  probe requests {:.1}/s (media {:.1}/s, master {:.1}/s, segment checks {:.1}/s, {:.2} media polls per playlist per segment), {} failed",
         s.probe_requests_per_s,
         s.media_requests_per_s,
         s.master_requests_per_s,
+        s.segment_checks_per_s,
         s.polls_per_playlist_per_segment,
         s.failed_requests_in_window
     );
@@ -2136,7 +2362,7 @@ fn report(file: &Path) -> anyhow::Result<()> {
     if lines.iter().any(|l| l.scale.is_some()) {
         println!("\n### Scale (steady-state window)\n");
         println!(
-            "| run | TD | instances | playlists | all Healthy after | operator CPU (% of 1 core; max 10 s) | peak RSS (window end) | probe req/s (media / master) | polls per playlist per segment | status writes/s (instance / cluster) | failed reconciles/s (instance / cluster); state-table errors/s | apiserver CPU | etcd CPU | simulator CPU | other load (cores) | spurious | CPU goal | RSS goal |"
+            "| run | TD | instances | playlists | all Healthy after | operator CPU (% of 1 core; max 10 s) | peak RSS (window end) | probe req/s (media / master; segment checks) | polls per playlist per segment | status writes/s (instance / cluster) | failed reconciles/s (instance / cluster); state-table errors/s | apiserver CPU | etcd CPU | simulator CPU | other load (cores) | spurious | CPU goal | RSS goal |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for l in &lines {
@@ -2153,7 +2379,7 @@ fn report(file: &Path) -> anyhow::Result<()> {
                     .map_or("-".to_string(), |v| format!("{v:.1} %"))
             };
             println!(
-                "| {} | {} s | {} | {} | {} | {:.1} % ({:.1} %) | {:.1} MiB ({:.1} MiB) | {:.0} ({:.0} / {:.0}) | {:.2} | {:.1} / {:.1} | {:.1} / {:.1}; {:.1} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                "| {} | {} s | {} | {} | {} | {:.1} % ({:.1} %) | {:.1} MiB ({:.1} MiB) | {:.0} ({:.0} / {:.0}; {:.0}) | {:.2} | {:.1} / {:.1} | {:.1} / {:.1}; {:.1} | {} | {} | {} | {:.2} | {} | {} | {} |",
                 l.label,
                 s.td_ms as f64 / 1000.0,
                 s.instances,
@@ -2166,6 +2392,7 @@ fn report(file: &Path) -> anyhow::Result<()> {
                 s.probe_requests_per_s,
                 s.media_requests_per_s,
                 s.master_requests_per_s,
+                s.segment_checks_per_s,
                 s.polls_per_playlist_per_segment,
                 s.instance_status_writes_per_s,
                 s.cluster_status_writes_per_s,
@@ -2186,6 +2413,211 @@ fn report(file: &Path) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// The `parse-cost` benchmark (see the module documentation).
+async fn parse_cost(args: ParseCostArgs) -> anyhow::Result<()> {
+    const REGION: &str = "us-east-1";
+    if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
+        bail!("the environment is not up: `eval \"$(tests/env/up.sh --no-aws)\"` first");
+    }
+    let operator_bin = args
+        .operator_bin
+        .clone()
+        .unwrap_or_else(|| target_dir().join("release/cvs-operator"));
+    let sim_bin = args
+        .sim_bin
+        .clone()
+        .unwrap_or_else(|| target_dir().join("release/hls-origin-sim"));
+    for b in [&operator_bin, &sim_bin] {
+        if !b.exists() {
+            bail!("{} does not exist", b.display());
+        }
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("kube client from KUBECONFIG")?;
+    let ns = format!("bench-parse-{}", now_ms());
+    let tag = ns.clone();
+    let td_ms = (args.target_duration * 1000.0).round() as u64;
+    // Enough segments published before the simulator starts for the whole window.
+    let start_ms = now_ms().saturating_sub((args.segments + 100).saturating_mul(td_ms));
+    let ready_file = logs_dir().join(format!("{tag}-sim.ready.json"));
+    let mut cmd = tokio::process::Command::new(&sim_bin);
+    cmd.args([
+        "--regions",
+        REGION,
+        "--streams",
+        &args.streams.to_string(),
+        "--renditions",
+        "1",
+        "--audio-renditions",
+        "1",
+        "--target-duration",
+        &args.target_duration.to_string(),
+        "--start-unix-ms",
+        &start_ms.to_string(),
+        "--ready-file",
+    ])
+    .arg(&ready_file)
+    .env("RUST_LOG", "warn");
+    let mut sim = Proc::spawn(
+        "hls-origin-sim",
+        &mut cmd,
+        &logs_dir().join(format!("{tag}-sim.log")),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready: Ready = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            break serde_json::from_str(&text).context("parsing the ready file")?;
+        }
+        if let Some(status) = sim.exited() {
+            bail!("the simulator exited with {status}:\n{}", sim.log_tail());
+        }
+        if Instant::now() > deadline {
+            bail!("the simulator was not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let fault = FaultRequest::new(FaultKind::LongWindow)
+        .resource(ResourceFilter::Media)
+        .params(FaultParams {
+            entries: Some(args.segments),
+            ..Default::default()
+        });
+    let r = http
+        .post(format!("{}/faults", ready.control))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&fault)?)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("POST /faults: {}: {}", r.status(), r.text().await?);
+    }
+    let sample = http
+        .get(format!("{}/s0001/1080p/index.m3u8", ready.regions[REGION]))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    say(format!(
+        "{}: {} streams x 3 media playlists of {} segments ({} bytes for the video one), TD {} s",
+        args.label,
+        args.streams,
+        args.segments,
+        sample.len(),
+        args.target_duration
+    ));
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
+        )
+        .await
+        .context("creating the namespace")?;
+    let clusters: Api<ClusteredStream> = Api::namespaced(client.clone(), &ns);
+    let instances: Api<StreamInstance> = Api::namespaced(client.clone(), &ns);
+    let mut objects = Vec::new();
+    for i in 1..=args.streams {
+        let s = format!("s{i:04}");
+        objects.push((
+            true,
+            serde_json::json!({
+                "apiVersion": "cvs.dev/v1alpha1", "kind": "ClusteredStream",
+                "metadata": {"name": s},
+                "spec": {"stateTable": {"name": "cvs-bench", "region": REGION, "create": true}}
+            }),
+        ));
+        objects.push((
+            false,
+            serde_json::json!({
+                "apiVersion": "cvs.dev/v1alpha1", "kind": "StreamInstance",
+                "metadata": {"name": instance_name(&s, REGION)},
+                "spec": {
+                    "clusteredStream": s, "region": REGION,
+                    "cloudfront": {"domain": format!("{s}.bench.cloudfront.net")},
+                    "origin": {"url": format!("{}/{s}/master.m3u8", ready.regions[REGION])}
+                }
+            }),
+        ));
+    }
+    create_objects(&clusters, &instances, objects).await?;
+    let (operator, op_addr) = start_operator(&operator_bin, &ns, &args.operator_args, &tag).await?;
+    let hz = clk_tck();
+    tokio::time::sleep(args.warmup.into()).await;
+    let mut operator_pct = Vec::new();
+    let mut sim_pct = Vec::new();
+    for _ in 0..args.windows {
+        let meter = CpuMeter::start(vec![("operator", operator.pid), ("simulator", sim.pid)], hz);
+        tokio::time::sleep(args.window.into()).await;
+        let r = meter.read();
+        operator_pct.push(r.processes.get("operator").copied().unwrap_or(f64::NAN));
+        sim_pct.push(r.processes.get("simulator").copied().unwrap_or(f64::NAN));
+        say(format!(
+            "window: operator {:.1} % of a core, simulator {:.1} %, machine {:.2} cores busy",
+            operator_pct.last().unwrap(),
+            sim_pct.last().unwrap(),
+            r.machine_cores_busy
+        ));
+    }
+    let rss_mib = proc_status_kib(operator.pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
+    let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
+    for si in instances.list(&ListParams::default()).await?.items {
+        let reason = si
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+            .map(|c| format!("Healthy={} {}", c.status, c.reason))
+            .unwrap_or_else(|| "no verdict".into());
+        *verdicts.entry(reason).or_default() += 1;
+    }
+    let metrics = http
+        .get(format!("http://{op_addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let requests = metric_sum(&metrics, "cvs_probe_duration_seconds_count", &[], &[]);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut op_sorted, mut sim_sorted) = (operator_pct.clone(), sim_pct.clone());
+    let summary = serde_json::json!({
+        "kind": "parse-cost",
+        "label": args.label,
+        "streams": args.streams,
+        "media_playlists": args.streams * 3,
+        "segments": args.segments,
+        "video_playlist_bytes": sample.len(),
+        "target_duration_s": args.target_duration,
+        "operator_args": args.operator_args,
+        "operator_cpu_percent_median": median(&mut op_sorted),
+        "operator_cpu_percent_windows": operator_pct,
+        "simulator_cpu_percent_median": median(&mut sim_sorted),
+        "operator_peak_rss_mib": (rss_mib * 10.0).round() / 10.0,
+        "probe_requests": requests,
+        "verdicts": verdicts,
+    });
+    println!("{summary}");
+    let code = operator.stop(Duration::from_secs(30)).await;
+    say(format!("operator stopped (exit code {code:?})"));
+    let dp = DeleteParams::default();
+    let lp = ListParams::default();
+    let cleanup = async {
+        let _ = instances.delete_collection(&dp, &lp).await;
+        let _ = clusters.delete_collection(&dp, &lp).await;
+        let _ = namespaces.delete(&ns, &dp).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(60), cleanup).await;
+    sim.stop(Duration::from_secs(10)).await;
+    Ok(())
+}
 
 async fn interrupted() {
     let term = async {
@@ -2230,6 +2662,19 @@ async fn main() -> std::process::ExitCode {
             let max = a.common.max_runtime.into();
             (Box::pin(false_verdicts(a)), max)
         }
+        Command::ParseCost(a) => {
+            let max = a.max_runtime.into();
+            (Box::pin(parse_cost(a)), max)
+        }
+        Command::Soak(a) => {
+            // The run itself, the start-up and 15 minutes more, whatever --max-runtime says.
+            let max = Duration::from(a.common.max_runtime).max(
+                Duration::from(a.duration)
+                    + Duration::from(a.healthy_timeout)
+                    + Duration::from_secs(900),
+            );
+            (Box::pin(soak(a)), max)
+        }
     };
     // Dropping `run` (on timeout or a signal) drops the rig, which kills the operator and the
     // simulator; the objects stay in the namespace until the environment is stopped.
@@ -2247,4 +2692,799 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// soak
+// ---------------------------------------------------------------------------------------------
+
+/// One fault injected during a soak run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SoakFault {
+    /// `freeze`, `refuse` or `hang`.
+    kind: String,
+    region: String,
+    /// The instance and rendition frozen, or `*` for a whole region.
+    target: String,
+    applied_at_ms: u64,
+    /// Instances the fault covers: Healthy when it began, and still existing when it was healed.
+    instances: usize,
+    /// Of which the watch saw Healthy=False while the fault lasted.
+    went_false: usize,
+    /// Until the last of them was seen False: from the last segment published for a freeze,
+    /// from the fault for an outage.
+    detected_after_ms: Option<u64>,
+    healed_at_ms: Option<u64>,
+    /// Instances seen Healthy=True again within the recovery bound after the heal, of those
+    /// covered that still existed then (churn may have deleted some).
+    recovered: usize,
+    #[serde(default)]
+    recovery_instances: usize,
+    /// Until the last of them was.
+    recovered_after_ms: Option<u64>,
+}
+
+impl SoakFault {
+    fn detected(&self) -> bool {
+        self.instances > 0 && self.went_false == self.instances
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SoakSummary {
+    td_ms: u64,
+    /// StreamInstances kept (churn deletes and creates around this).
+    instances: usize,
+    probed_playlists_end: f64,
+    run_seconds: f64,
+    out_dir: String,
+    samples: usize,
+    faults: usize,
+    freezes: usize,
+    outages: usize,
+    /// Faults whose every instance the watch saw Healthy=False while it lasted.
+    faults_detected: usize,
+    freeze_detection_from_last_segment: Option<Dist>,
+    outage_detection_from_fault: Option<Dist>,
+    recovery_after_heal: Option<Dist>,
+    /// Healthy=False on an instance no fault was on.
+    spurious: usize,
+    spurious_at: Vec<(String, u64)>,
+    instances_created: u64,
+    instances_deleted: u64,
+    churn_errors: u64,
+    rss_mib_first: f64,
+    rss_mib_last: f64,
+    rss_mib_max: f64,
+    peak_rss_mib: f64,
+    /// RSS at the end per StreamInstance, KiB.
+    rss_kib_per_instance: f64,
+    tcp_max: u64,
+    fds_max: u64,
+    threads_max: u64,
+    /// After the run and the last churn: the operator's probe tasks against the instances.
+    end_instances: usize,
+    end_instance_tasks: f64,
+    end_rendition_tasks: f64,
+    tasks_match_at_end: bool,
+    flatness: cvs_e2e::soak::Flatness,
+    operator_cpu_pct: f64,
+    loadavg_end: String,
+    fault_list: Vec<SoakFault>,
+}
+
+/// What the soak's loops share: which streams exist, which are under a fault, running totals.
+#[derive(Default)]
+struct SoakState {
+    live: Vec<String>,
+    spare: Vec<String>,
+    busy: HashSet<String>,
+    faults_active: u64,
+    faults: Vec<SoakFault>,
+    creates: u64,
+    deletes: u64,
+    churn_errors: u64,
+}
+
+struct Soak<'a> {
+    rig: &'a Rig,
+    state: Mutex<SoakState>,
+}
+
+impl Soak<'_> {
+    fn state(&self) -> std::sync::MutexGuard<'_, SoakState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes one stream no fault is on (its instances, then its ClusteredStream) and creates
+    /// one that does not exist.
+    async fn churn_once(&self, rng: &mut fastrand::Rng) {
+        let victim = {
+            let mut st = self.state();
+            let candidates: Vec<usize> = (0..st.live.len())
+                .filter(|&i| !st.busy.contains(&st.live[i]))
+                .collect();
+            if candidates.is_empty() {
+                None
+            } else {
+                Some(
+                    st.live
+                        .swap_remove(candidates[rng.usize(..candidates.len())]),
+                )
+            }
+        };
+        let si: Api<StreamInstance> = Api::namespaced(self.rig.client.clone(), &self.rig.ns);
+        let cs: Api<ClusteredStream> = Api::namespaced(self.rig.client.clone(), &self.rig.ns);
+        if let Some(stream) = &victim {
+            let mut ok = true;
+            for region in REGIONS {
+                match si
+                    .delete(&instance_name(stream, region), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => self.state().deletes += 1,
+                    Err(e) => {
+                        ok = false;
+                        say(format!("churn: deleting {stream}-{region} failed: {e}"));
+                    }
+                }
+            }
+            if let Err(e) = cs.delete(stream, &DeleteParams::default()).await {
+                ok = false;
+                say(format!(
+                    "churn: deleting ClusteredStream {stream} failed: {e}"
+                ));
+            }
+            if !ok {
+                self.state().churn_errors += 1;
+            }
+        }
+        let newcomer = {
+            let mut st = self.state();
+            if st.spare.is_empty() {
+                None
+            } else {
+                let i = rng.usize(..st.spare.len());
+                Some(st.spare.swap_remove(i))
+            }
+        };
+        if let Some(stream) = newcomer {
+            let objects = stream_objects(
+                std::slice::from_ref(&stream),
+                &self.rig.cluster_spec,
+                &self.rig.ready.regions,
+            );
+            match create_objects(&cs, &si, objects).await {
+                Ok(()) => {
+                    let mut st = self.state();
+                    st.creates += REGIONS.len() as u64;
+                    st.live.push(stream);
+                }
+                Err(e) => {
+                    say(format!("churn: creating {stream} failed: {e:#}"));
+                    let mut st = self.state();
+                    st.churn_errors += 1;
+                    st.spare.push(stream);
+                }
+            }
+        }
+        // The deleted stream may come back later, not at once.
+        if let Some(stream) = victim {
+            self.state().spare.push(stream);
+        }
+    }
+
+    async fn churn(&self, total: usize, start: Instant, end: Instant) {
+        let steps = total / REGIONS.len();
+        if steps == 0 {
+            return;
+        }
+        let every = (end - start) / steps as u32;
+        let mut rng = fastrand::Rng::new();
+        for k in 0..steps {
+            let at = start + every * k as u32 + every / 2;
+            if at >= end {
+                break;
+            }
+            tokio::time::sleep_until(at.into()).await;
+            self.churn_once(&mut rng).await;
+        }
+    }
+
+    /// Injects faults one at a time, `every` apart, each lasting `hold`.
+    async fn faults(
+        &self,
+        start: Instant,
+        end: Instant,
+        every: Duration,
+        hold: Duration,
+        outage_every: u32,
+    ) {
+        let mut rng = fastrand::Rng::new();
+        let mut k: u32 = 0;
+        loop {
+            let at = start + every * k + every / 4;
+            k += 1;
+            if at + hold > end {
+                break;
+            }
+            if Instant::now() > at {
+                continue; // The previous fault's recovery took this slot.
+            }
+            tokio::time::sleep_until(at.into()).await;
+            let fault = if outage_every > 0 && k.is_multiple_of(outage_every) {
+                let o = (k / outage_every) as usize;
+                let region = REGIONS[o % REGIONS.len()];
+                let kind = if (o / REGIONS.len()).is_multiple_of(2) {
+                    FaultKind::Refuse
+                } else {
+                    FaultKind::Hang
+                };
+                self.outage(region, kind, hold).await
+            } else {
+                self.freeze(&mut rng, hold).await
+            };
+            if let Some(f) = fault {
+                say(format!(
+                    "fault {k}: {} {} {}: {} of {} instances seen False{}, {} of {} Healthy again{}",
+                    f.kind,
+                    f.region,
+                    f.target,
+                    f.went_false,
+                    f.instances,
+                    f.detected_after_ms
+                        .map_or(String::new(), |ms| format!(" (the last after {ms} ms)")),
+                    f.recovered,
+                    f.recovery_instances,
+                    f.recovered_after_ms
+                        .map_or(String::new(), |ms| format!(" ({ms} ms after the heal)")),
+                ));
+                self.state().faults.push(f);
+            }
+        }
+    }
+
+    fn recover_within(&self) -> Duration {
+        Duration::from_millis(self.rig.td_ms * 6 + 60_000)
+    }
+
+    async fn freeze(&self, rng: &mut fastrand::Rng, hold: Duration) -> Option<SoakFault> {
+        let rig = self.rig;
+        let stream = {
+            let mut st = self.state();
+            let candidates: Vec<String> = st
+                .live
+                .iter()
+                .filter(|s| !st.busy.contains(*s))
+                .cloned()
+                .collect();
+            if candidates.is_empty() {
+                return None;
+            }
+            let s = candidates[rng.usize(..candidates.len())].clone();
+            st.busy.insert(s.clone());
+            s
+        };
+        let region = REGIONS[rng.usize(..REGIONS.len())];
+        let rendition = FREEZABLE[rng.usize(..FREEZABLE.len())];
+        let name = instance_name(&stream, region);
+        let mut rx = rig.board.subscribe(&name);
+        let result = async {
+            if wait_health(&mut rx, true, Duration::from_secs(60))
+                .await
+                .is_none()
+            {
+                say(format!("{name} is not Healthy before its freeze; skipped"));
+                return None;
+            }
+            rig.board.expect(&name, true);
+            let req = FaultRequest::new(FaultKind::Freeze)
+                .region(region)
+                .stream(stream.as_str())
+                .rendition(rendition)
+                .resource(ResourceFilter::Media);
+            let applied = match rig.fault(&req).await {
+                Ok(a) => a,
+                Err(e) => {
+                    say(format!("freeze of {name}/{rendition} failed: {e:#}"));
+                    rig.board.expect(&name, false);
+                    return None;
+                }
+            };
+            self.state().faults_active += 1;
+            let last_segment_ms = applied
+                .frozen
+                .as_ref()
+                .and_then(|f| {
+                    f.streams
+                        .get(stream.as_str())
+                        .and_then(|s| s.last_segment_published_unix_ms)
+                        .or(f.last_segment_published_unix_ms)
+                })
+                .unwrap_or(applied.applied_at_unix_ms);
+            let heal_at = Instant::now() + hold;
+            let detected = wait_health(&mut rx, false, hold).await;
+            tokio::time::sleep_until(heal_at.into()).await;
+            let healed = rig.heal(applied.id).await.ok();
+            self.state().faults_active -= 1;
+            let recovered = wait_health(&mut rx, true, self.recover_within()).await;
+            rig.board.expect(&name, false);
+            Some(SoakFault {
+                kind: "freeze".into(),
+                region: region.into(),
+                target: format!("{name}/{rendition}"),
+                applied_at_ms: applied.applied_at_unix_ms,
+                instances: 1,
+                went_false: usize::from(detected.is_some()),
+                detected_after_ms: detected.map(|at| at.saturating_sub(last_segment_ms)),
+                healed_at_ms: healed,
+                recovered: usize::from(recovered.is_some()),
+                recovery_instances: 1,
+                recovered_after_ms: recovered.zip(healed).map(|(r, h)| r.saturating_sub(h)),
+            })
+        }
+        .await;
+        self.state().busy.remove(&stream);
+        result
+    }
+
+    /// The whole region down (`refuse`: its listener closed; `hang`: every request held) for
+    /// `hold`: every instance of the region is expected to turn Healthy=False, and back after.
+    async fn outage(&self, region: &str, kind: FaultKind, hold: Duration) -> Option<SoakFault> {
+        let rig = self.rig;
+        let kind_name = match kind {
+            FaultKind::Refuse => "refuse",
+            _ => "hang",
+        };
+        rig.board.expect_region(region, true);
+        // The instances of the region Healthy when the outage begins (not those the churn has
+        // just created and the operator has not judged yet).
+        let names: Vec<String> = {
+            let live: Vec<String> = self
+                .state()
+                .live
+                .iter()
+                .map(|s| instance_name(s, region))
+                .collect();
+            let b = rig.board.lock();
+            live.into_iter()
+                .filter(|n| {
+                    b.slots
+                        .get(n)
+                        .is_some_and(|s| s.borrow().healthy == Some(true))
+                })
+                .collect()
+        };
+        let applied = match rig.fault(&FaultRequest::new(kind).region(region)).await {
+            Ok(a) => a,
+            Err(e) => {
+                say(format!("{kind_name} of {region} failed: {e:#}"));
+                rig.board.expect_region(region, false);
+                return None;
+            }
+        };
+        self.state().faults_active += 1;
+        // What the watch shows for those still existing.
+        let states = |names: &[String]| -> Vec<Obs> {
+            let b = rig.board.lock();
+            names
+                .iter()
+                .filter_map(|n| b.slots.get(n).map(|s| *s.borrow()))
+                .collect()
+        };
+        let heal_at = Instant::now() + hold;
+        while Instant::now() < heal_at {
+            let seen = states(&names);
+            if seen.iter().all(|o| o.healthy == Some(false)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let seen = states(&names);
+        let down: Vec<u64> = seen
+            .iter()
+            .filter(|o| o.healthy == Some(false) && o.at_ms >= applied.applied_at_unix_ms)
+            .map(|o| o.at_ms)
+            .collect();
+        let went_false = down.len();
+        let instances = seen.len();
+        let detected_after_ms = (went_false == instances && instances > 0)
+            .then(|| down.iter().max().map(|m| m - applied.applied_at_unix_ms))
+            .flatten();
+        tokio::time::sleep_until(heal_at.into()).await;
+        let healed = rig.heal(applied.id).await.ok();
+        self.state().faults_active -= 1;
+        let until = Instant::now() + self.recover_within();
+        while Instant::now() < until {
+            if states(&names).iter().all(|o| o.healthy == Some(true)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let seen = states(&names);
+        let up: Vec<u64> = seen
+            .iter()
+            .filter(|o| o.healthy == Some(true))
+            .map(|o| o.at_ms)
+            .collect();
+        rig.board.expect_region(region, false);
+        Some(SoakFault {
+            kind: kind_name.into(),
+            region: region.into(),
+            target: "*".into(),
+            applied_at_ms: applied.applied_at_unix_ms,
+            instances,
+            went_false,
+            detected_after_ms,
+            healed_at_ms: healed,
+            recovered: up.len(),
+            recovery_instances: seen.len(),
+            recovered_after_ms: (up.len() == seen.len())
+                .then(|| healed.and_then(|h| up.iter().max().map(|m| m.saturating_sub(h))))
+                .flatten(),
+        })
+    }
+
+    /// One sample of the operator process and of the run.
+    async fn sample(&self, t_s: f64, cpu_pct: f64) -> cvs_e2e::soak::Sample {
+        let pid = self.rig.operator_pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let (fds, sockets) = cvs_e2e::soak::fds_and_sockets(pid).unwrap_or_default();
+        let tcp = cvs_e2e::soak::tcp_of(pid, &sockets);
+        let metrics = match self
+            .rig
+            .http
+            .get(format!("http://{}/metrics", self.rig.op_addr))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => {
+                say(format!("scraping /metrics failed: {e}"));
+                String::new()
+            }
+        };
+        let tasks = |kind: &str| metric_sum(&metrics, "cvs_probe_tasks", &[("kind", kind)], &[]);
+        let st = self.state();
+        cvs_e2e::soak::Sample {
+            t_s,
+            rss_mib: cvs_e2e::soak::status_field(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
+            threads: cvs_e2e::soak::status_field(&status, "Threads:").unwrap_or(0),
+            fds,
+            sockets: sockets.len() as u64,
+            tcp: tcp.connections,
+            tcp_established: tcp.established,
+            cpu_pct,
+            instances: self.rig.board.len() as u64,
+            healthy: self.rig.board.count(Some(true)) as u64,
+            probed_playlists: metric_sum(&metrics, "cvs_probed_playlists", &[], &[]),
+            instance_tasks: tasks("instance"),
+            rendition_tasks: tasks("rendition"),
+            stale_playlists: metric_sum(&metrics, "cvs_stale_renditions", &[], &[]),
+            faults_active: st.faults_active,
+            faults: st.faults.len() as u64,
+            faults_detected: st.faults.iter().filter(|f| f.detected()).count() as u64,
+            spurious: self.rig.board.lock().spurious.len() as u64,
+            creates: st.creates,
+            deletes: st.deletes,
+        }
+    }
+
+    /// Samples every `every` until `end`, appending each to `csv`.
+    async fn sampler(
+        &self,
+        start: Instant,
+        end: Instant,
+        every: Duration,
+        csv: &mut std::fs::File,
+    ) -> Vec<cvs_e2e::soak::Sample> {
+        let hz = clk_tck();
+        let pid = self.rig.operator_pid();
+        let mut samples = Vec::new();
+        let mut last = (Instant::now(), proc_ticks(pid).unwrap_or(0));
+        let mut next_note = start + Duration::from_secs(60);
+        // The first sample one interval in, so its CPU covers a whole interval.
+        let mut k: u32 = 1;
+        loop {
+            let at = start + every * k;
+            k += 1;
+            if at > end {
+                break;
+            }
+            tokio::time::sleep_until(at.into()).await;
+            let now = (Instant::now(), proc_ticks(pid).unwrap_or(0));
+            let secs = (now.0 - last.0).as_secs_f64();
+            let cpu_pct = if secs > 0.5 {
+                now.1.saturating_sub(last.1) as f64 / hz / secs * 100.0
+            } else {
+                0.0
+            };
+            last = now;
+            let s = self.sample(start.elapsed().as_secs_f64(), cpu_pct).await;
+            let _ = writeln!(csv, "{}", s.csv_row());
+            if Instant::now() >= next_note {
+                next_note += Duration::from_secs(60);
+                say(format!(
+                    "{:.0} s: RSS {:.1} MiB, {} threads, {} fds, {} TCP, CPU {:.1} %, {} instances ({} Healthy), tasks {} / {}, faults {} ({} detected), spurious {}, churn +{} -{}, load {}",
+                    s.t_s,
+                    s.rss_mib,
+                    s.threads,
+                    s.fds,
+                    s.tcp,
+                    s.cpu_pct,
+                    s.instances,
+                    s.healthy,
+                    s.instance_tasks,
+                    s.rendition_tasks,
+                    s.faults,
+                    s.faults_detected,
+                    s.spurious,
+                    s.creates,
+                    s.deletes,
+                    loadavg()
+                ));
+            }
+            samples.push(s);
+        }
+        samples
+    }
+}
+
+async fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    let label = args.common.label.clone().unwrap_or_else(|| {
+        format!(
+            "soak-td{}-{}-{}",
+            args.target_duration, args.playlists, args.duration
+        )
+    });
+    let instances = args.playlists.div_ceil(PLAYLISTS_PER_INSTANCE);
+    let streams = instances.div_ceil(REGIONS.len()).max(2);
+    // Streams for the churn to create: a tenth more, at least 8.
+    let spare = (streams / 10).max(8);
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+        target_dir()
+            .join("soak")
+            .join(format!("{label}-{}", now_ms() / 1000))
+    });
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut rig = Rig::start_with_spare(
+        &args.common,
+        "soak",
+        streams,
+        spare,
+        args.target_duration,
+        args.healthy_timeout.into(),
+        false,
+        args.batch,
+        &[],
+    )
+    .await?;
+    let result = async {
+        let soak = Soak {
+            rig: &rig,
+            state: Mutex::new(SoakState {
+                live: rig.streams.clone(),
+                spare: rig.spare_streams.clone(),
+                ..SoakState::default()
+            }),
+        };
+        let csv_path = out_dir.join("samples.csv");
+        let mut csv = std::fs::File::create(&csv_path)
+            .with_context(|| format!("creating {}", csv_path.display()))?;
+        writeln!(csv, "{}", cvs_e2e::soak::CSV_HEADER)?;
+        let run: Duration = args.duration.into();
+        say(format!(
+            "soak for {run:?}: a fault every {} for {} (one in {} a region outage), {} StreamInstances created and as many deleted; samples every {} into {}",
+            args.fault_every,
+            args.fault_for,
+            args.outage_every,
+            args.churn,
+            args.sample_every,
+            out_dir.display()
+        ));
+        let since = now_ms();
+        let start = Instant::now();
+        let end = start + run;
+        let meter = CpuMeter::start(meter_pids(&rig), clk_tck());
+        let (samples, (), ()) = tokio::join!(
+            soak.sampler(start, end, args.sample_every.into(), &mut csv),
+            soak.churn(args.churn, start, end),
+            soak.faults(
+                start,
+                end,
+                args.fault_every.into(),
+                args.fault_for.into(),
+                args.outage_every
+            ),
+        );
+        let cpu = meter.read();
+        let run_seconds = start.elapsed().as_secs_f64();
+        // The operator has a moment to catch up with the last churn: its tasks must then match
+        // the instances exactly.
+        let settle_until = Instant::now() + Duration::from_secs(60);
+        let end_sample = loop {
+            let s = soak.sample(start.elapsed().as_secs_f64(), 0.0).await;
+            let want = s.instances as f64;
+            if (s.instance_tasks == want
+                && s.rendition_tasks == want * PLAYLISTS_PER_INSTANCE as f64)
+                || Instant::now() > settle_until
+            {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let peak_rss_mib =
+            proc_status_kib(rig.operator_pid(), "VmHWM:").unwrap_or(0) as f64 / 1024.0;
+        let flatness = cvs_e2e::soak::flatness(&samples);
+        let st = std::mem::take(&mut *soak.state());
+        let spurious_at = rig.board.spurious_since(since);
+        let round1 = |v: f64| (v * 10.0).round() / 10.0;
+        let dist_of = |kinds: &[&str], f: &dyn Fn(&SoakFault) -> Option<u64>| {
+            dist(
+                st.faults
+                    .iter()
+                    .filter(|x| kinds.contains(&x.kind.as_str()))
+                    .filter_map(|x| f(x).map(|v| v as i64)),
+            )
+        };
+        let max_of = |f: fn(&cvs_e2e::soak::Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
+        let summary = SoakSummary {
+            td_ms: rig.td_ms,
+            instances: rig.streams.len() * REGIONS.len(),
+            probed_playlists_end: end_sample.probed_playlists,
+            run_seconds: round1(run_seconds),
+            out_dir: out_dir.display().to_string(),
+            samples: samples.len(),
+            faults: st.faults.len(),
+            freezes: st.faults.iter().filter(|f| f.kind == "freeze").count(),
+            outages: st.faults.iter().filter(|f| f.kind != "freeze").count(),
+            faults_detected: st.faults.iter().filter(|f| f.detected()).count(),
+            freeze_detection_from_last_segment: dist_of(&["freeze"], &|f| f.detected_after_ms),
+            outage_detection_from_fault: dist_of(&["refuse", "hang"], &|f| f.detected_after_ms),
+            recovery_after_heal: dist_of(&["freeze", "refuse", "hang"], &|f| f.recovered_after_ms),
+            spurious: spurious_at.len(),
+            spurious_at,
+            instances_created: st.creates,
+            instances_deleted: st.deletes,
+            churn_errors: st.churn_errors,
+            rss_mib_first: samples.first().map_or(0.0, |s| round1(s.rss_mib)),
+            rss_mib_last: samples.last().map_or(0.0, |s| round1(s.rss_mib)),
+            rss_mib_max: round1(samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max)),
+            peak_rss_mib: round1(peak_rss_mib),
+            rss_kib_per_instance: round1(
+                end_sample.rss_mib * 1024.0 / (end_sample.instances.max(1) as f64),
+            ),
+            tcp_max: max_of(|s| s.tcp),
+            fds_max: max_of(|s| s.fds),
+            threads_max: max_of(|s| s.threads),
+            end_instances: end_sample.instances as usize,
+            end_instance_tasks: end_sample.instance_tasks,
+            end_rendition_tasks: end_sample.rendition_tasks,
+            tasks_match_at_end: end_sample.instance_tasks == end_sample.instances as f64
+                && end_sample.rendition_tasks
+                    == (end_sample.instances as usize * PLAYLISTS_PER_INSTANCE) as f64,
+            flatness,
+            operator_cpu_pct: cpu.processes.get("operator").copied().unwrap_or(0.0),
+            loadavg_end: loadavg(),
+            fault_list: st.faults,
+        };
+        let svg = out_dir.join("soak.svg");
+        if let Err(e) = cvs_e2e::soak::write_svg(&svg, &cvs_e2e::soak::panels(&samples), 900) {
+            say(format!("plotting {} failed: {e}", svg.display()));
+        }
+        std::fs::write(
+            out_dir.join("summary.json"),
+            serde_json::to_vec_pretty(&summary)?,
+        )?;
+        rig.check_alive()?;
+        print_soak(&label, &summary);
+        write_result(
+            &args.common.json_out,
+            &ResultLine {
+                kind: "soak".into(),
+                label,
+                finished_unix_ms: now_ms(),
+                args: std::env::args().skip(1).collect(),
+                operator_args: args.common.operator_args.clone(),
+                detection: None,
+                scale: None,
+                false_verdicts: None,
+                soak: Some(summary),
+                campaign_cpu: cpu,
+                samples: Vec::new(),
+            },
+        )
+    }
+    .await;
+    rig.teardown().await;
+    result
+}
+
+fn print_trend(name: &str, unit: &str, t: &Option<cvs_e2e::soak::Trend>) {
+    match t {
+        Some(t) => println!(
+            "  {name:<16} median {:.1} {unit}, min {:.1}, max {:.1}; trend {:+.2} {unit}/hour, {:+.1} over the window (allowed {:.1}): {}",
+            t.median,
+            t.min,
+            t.max,
+            t.per_hour,
+            t.growth,
+            t.allowed,
+            if t.flat { "flat" } else { "GROWING" }
+        ),
+        None => println!("  {name:<16} too few samples"),
+    }
+}
+
+fn print_soak(label: &str, s: &SoakSummary) {
+    println!(
+        "== {label}: TD {} ms, {} StreamInstances, {} media playlists probed at the end, {:.0} s observed; samples in {}",
+        s.td_ms, s.instances, s.probed_playlists_end, s.run_seconds, s.out_dir
+    );
+    println!(
+        "  faults {} ({} freezes, {} region outages), fully detected {}; spurious Healthy=False {} {:?}",
+        s.faults, s.freezes, s.outages, s.faults_detected, s.spurious, s.spurious_at
+    );
+    println!(
+        "  freeze detection from last segment {}",
+        fmt_dist(&s.freeze_detection_from_last_segment)
+    );
+    println!(
+        "  outage detection from the fault    {}",
+        fmt_dist(&s.outage_detection_from_fault)
+    );
+    println!(
+        "  recovery after heal                {}",
+        fmt_dist(&s.recovery_after_heal)
+    );
+    println!(
+        "  churn: {} StreamInstances created, {} deleted, {} errors",
+        s.instances_created, s.instances_deleted, s.churn_errors
+    );
+    println!(
+        "  RSS first {:.1} MiB, last {:.1}, max {:.1} (peak VmHWM {:.1}); {:.1} KiB per instance at the end; max TCP {}, fds {}, threads {}; operator CPU {:.1} % of one core; load at the end {}",
+        s.rss_mib_first,
+        s.rss_mib_last,
+        s.rss_mib_max,
+        s.peak_rss_mib,
+        s.rss_kib_per_instance,
+        s.tcp_max,
+        s.fds_max,
+        s.threads_max,
+        s.operator_cpu_pct,
+        s.loadavg_end
+    );
+    println!(
+        "  at the end: {} instances, probe tasks {} instance / {} rendition: {}",
+        s.end_instances,
+        s.end_instance_tasks,
+        s.end_rendition_tasks,
+        if s.tasks_match_at_end {
+            "match"
+        } else {
+            "DO NOT MATCH"
+        }
+    );
+    let f = &s.flatness;
+    println!(
+        "  flatness over the last 3/4 of the run ({:.0} s, {} samples):",
+        f.window_s, f.samples
+    );
+    print_trend("RSS", "MiB", &f.rss_mib);
+    print_trend("threads", "", &f.threads);
+    print_trend("open fds", "", &f.fds);
+    print_trend("TCP connections", "", &f.tcp);
+    print_trend("rendition tasks", "", &f.rendition_tasks);
+    println!(
+        "  largest gap between instance probe tasks and StreamInstances: {}",
+        f.instance_task_gap_max
+    );
+    println!(
+        "  verdict: {}",
+        if f.flat && s.tasks_match_at_end {
+            "FLAT"
+        } else {
+            "NOT FLAT"
+        }
+    );
 }
