@@ -293,14 +293,16 @@ pub fn assert_no_panic(log: &str) {
 }
 
 /// A plain-HTTP proxy in front of kube-apiserver (it authenticates upstream as the admin user)
-/// that answers `429 Too Many Requests` with `Retry-After: 1` to every request while throttling
-/// is on, as an API server under load (API Priority and Fairness) does. Open responses (watches)
-/// go on streaming. Counts the requests it saw and the ones it refused.
+/// that answers `429 Too Many Requests` with `Retry-After: 1` while throttling is on, as an API
+/// server under load (API Priority and Fairness) does: to every request, or to one in
+/// [`ThrottlingProxy::set_one_in`]. Open responses (watches) go on streaming. Counts the requests
+/// it saw and the ones it refused.
 pub struct ThrottlingProxy {
     pub addr: std::net::SocketAddr,
     pub throttle: Arc<std::sync::atomic::AtomicBool>,
     pub requests: Arc<std::sync::atomic::AtomicU64>,
     pub refused: Arc<std::sync::atomic::AtomicU64>,
+    one_in: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -311,6 +313,8 @@ struct ProxyState {
     throttle: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<std::sync::atomic::AtomicU64>,
     refused: Arc<std::sync::atomic::AtomicU64>,
+    /// While throttling, refuse one request in this many (0 or 1: every one).
+    one_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ThrottlingProxy {
@@ -334,13 +338,15 @@ impl ThrottlingProxy {
             throttle: Default::default(),
             requests: Default::default(),
             refused: Default::default(),
+            one_in: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (throttle, requests, refused) = (
+        let (throttle, requests, refused, one_in) = (
             state.throttle.clone(),
             state.requests.clone(),
             state.refused.clone(),
+            state.one_in.clone(),
         );
         let app = axum::Router::new()
             .fallback(proxy_request)
@@ -353,6 +359,7 @@ impl ThrottlingProxy {
             throttle,
             requests,
             refused,
+            one_in,
             task,
         })
     }
@@ -369,6 +376,12 @@ impl ThrottlingProxy {
 
     pub fn set_throttle(&self, on: bool) {
         self.throttle.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// While throttling, refuse only one request in `n` (the `n`-th, `2n`-th, ... seen), as an
+    /// API server shedding part of its load does; 0 or 1 refuses every one.
+    pub fn set_one_in(&self, n: u64) {
+        self.one_in.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// (requests seen, requests answered 429) so far.
@@ -390,8 +403,9 @@ async fn proxy_request(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     use std::sync::atomic::Ordering::SeqCst;
-    s.requests.fetch_add(1, SeqCst);
-    if s.throttle.load(SeqCst) {
+    let n = s.requests.fetch_add(1, SeqCst) + 1;
+    let one_in = s.one_in.load(SeqCst).max(1);
+    if s.throttle.load(SeqCst) && n.is_multiple_of(one_in) {
         s.refused.fetch_add(1, SeqCst);
         let body = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Too many requests, please try again later.","reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429}"#;
         return (

@@ -42,9 +42,11 @@ const TESTS: &[(&str, TestFn)] = tests![
     kube_apiserver_restarted_during_reconciles,
     etcd_restarted_during_reconciles,
     operator_sigkilled_during_a_burst_of_writes,
+    operator_sigkilled_three_times_in_one_burst,
     moto_stopped_events_are_delivered_after_it_is_back,
     an_origin_flapping_every_few_seconds,
     the_api_server_answering_429,
+    the_api_server_answering_429_to_one_request_in_three,
     crds_deleted_and_created_again,
 ];
 
@@ -582,6 +584,75 @@ async fn operator_sigkilled_during_a_burst_of_writes() {
     f.assert_writes_announced(EAST, &events, 0).await;
 }
 
+/// The operator SIGKILLed three times while one burst of patches is being written: after the
+/// burst's first table write, again as soon as the restarted operator is ready (while it
+/// catches up with the patches it missed), and again at its next table write. Between kills it
+/// starts again at once. The item converges to the spec, versions never go back, and every
+/// write is one announced change (counted once per sequence), however the kills fall.
+async fn operator_sigkilled_three_times_in_one_burst() {
+    let mut f = Fixture::start("fault-kill3", "{mode: Manual}").await;
+    let api: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    // Patches from another task, one every 40 ms, until the third restart is done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burst = {
+        let (api, stop) = (api.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut k = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let patch = serde_json::json!({"spec": {"distroOpen": k % 2 == 1}});
+                // The API server is not the fault here: a failed patch is sent again.
+                if api
+                    .patch(
+                        &instance_name(EAST),
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    k += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            k
+        })
+    };
+    let v0 = f.item(EAST).await.unwrap().version;
+    f.wait_item("a write of the burst", EAST, WAIT, |i| i.version > v0)
+        .await;
+    f.operator.take().unwrap().kill();
+    f.start_operator().await;
+    // Ready: it is catching up with the patches it missed.
+    f.operator.take().unwrap().kill();
+    let v1 = f.item(EAST).await.unwrap().version;
+    f.start_operator().await;
+    f.wait_item("a write after the second restart", EAST, WAIT, |i| {
+        i.version > v1
+    })
+    .await;
+    f.operator.take().unwrap().kill();
+    f.start_operator().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let patches = burst.await.unwrap();
+    // Whatever the burst ended on, close east once more.
+    f.patch_open(EAST, false).await;
+    let took = f
+        .converged(
+            "converged after three kills",
+            false,
+            Duration::from_secs(60),
+        )
+        .await;
+    println!(
+        "{patches} patches in the burst; converged in {:.1} s after the patch that followed it",
+        took.as_secs_f64()
+    );
+    let events = f.events().await;
+    f.assert_invariants(&events, &[(EAST, None), (WEST, Some(0))])
+        .await;
+    f.assert_writes_announced(EAST, &events, 0).await;
+}
+
 /// moto (SNS, S3) stopped (SIGSTOP: it holds its port and answers nothing, so every call
 /// times out) while east is closed and opened again: the table follows at once, the two events
 /// wait, and once moto runs again (SIGCONT) they are delivered in order with no gap.
@@ -799,6 +870,64 @@ async fn the_api_server_answering_429() {
     let events = f.events().await;
     f.assert_invariants(&events, &[(EAST, Some(1)), (WEST, Some(0))])
         .await;
+}
+
+/// One request in three answered 429 (an API server shedding part of its load) for 25 s while
+/// east is closed and opened again: both changes reach the table while the throttling lasts
+/// (the refused requests are retried), each written once and announced once; west is not
+/// written; no Healthy condition flips.
+async fn the_api_server_answering_429_to_one_request_in_three() {
+    let proxy = ThrottlingProxy::start().await.unwrap();
+    let kubeconfig = proxy
+        .kubeconfig(&FaultEnv::state_dir().join("kubeconfig-throttled-partly"))
+        .unwrap();
+    let f = Fixture::start_with("fault-429-partly", "{mode: Manual}", &[], Some(kubeconfig)).await;
+    proxy.set_one_in(3);
+    proxy.set_throttle(true);
+    let throttled = Instant::now();
+    let (before, refused_before) = proxy.counts();
+    f.patch_open(EAST, false).await;
+    let closed = Instant::now();
+    f.wait_item("east closed while throttled", EAST, WAIT, |i| {
+        !i.distro_open
+    })
+    .await;
+    let close_took = closed.elapsed();
+    f.patch_open(EAST, true).await;
+    let opened = Instant::now();
+    f.wait_item("east open again while throttled", EAST, WAIT, |i| {
+        i.distro_open
+    })
+    .await;
+    let open_took = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(25).saturating_sub(throttled.elapsed())).await;
+    let (during, refused) = proxy.counts();
+    let window = throttled.elapsed();
+    proxy.set_throttle(false);
+    let took = f
+        .converged(
+            "status converged after the partial 429s",
+            true,
+            Duration::from_secs(90),
+        )
+        .await;
+    println!(
+        "{} requests in {:.0} s with one in three refused ({} refused); the close reached the table in {:.1} s, the open in {:.1} s; converged in {:.1} s after",
+        during - before,
+        window.as_secs_f64(),
+        refused - refused_before,
+        close_took.as_secs_f64(),
+        open_took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(
+        refused > refused_before,
+        "no request was refused: the test proves nothing"
+    );
+    let events = f.events().await;
+    f.assert_invariants(&events, &[(EAST, Some(2)), (WEST, Some(0))])
+        .await;
+    f.assert_writes_announced(EAST, &events, 0).await;
 }
 
 /// The CRDs deleted (every ClusteredStream and StreamInstance with them, as `helm uninstall`
