@@ -121,6 +121,7 @@ impl Fixture {
     async fn sign_in(&self, token: &str) -> reqwest::Response {
         self.http
             .post(format!("{}/api/session", self.base))
+            .header("content-type", "application/json")
             .body(serde_json::json!({ "token": token }).to_string())
             .send()
             .await
@@ -176,6 +177,7 @@ impl Fixture {
                 self.ns,
                 instance_name(region)
             ))
+            .header("content-type", "application/json")
             .body(serde_json::json!({ "open": open }).to_string());
         if let Some(s) = session {
             r = r.header("cookie", &s.cookie);

@@ -168,12 +168,35 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
         })
 }
 
+/// Whether the request says its body is JSON. Without a CORS preflight (which this server never
+/// grants) another site's page can only send a form's types (`application/x-www-form-urlencoded`,
+/// `multipart/form-data`, `text/plain`), so requiring JSON keeps a page elsewhere from posting
+/// here from the user's browser: signing them in with the attacker's token (login CSRF), or, as
+/// a second line behind the CSRF token, acting for them.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn not_json() -> Response {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "the body must be JSON, sent with Content-Type: application/json",
+    )
+}
+
 #[derive(serde::Deserialize)]
 struct SignIn {
     token: String,
 }
 
-async fn post_session(State(app): State<Shared>, body: Body) -> Response {
+async fn post_session(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    if !is_json(&headers) {
+        return not_json();
+    }
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -374,6 +397,9 @@ async fn post_distro_open(
     let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
     if !session::csrf_matches(&session, sent) {
         return error(StatusCode::FORBIDDEN, "CSRF token missing or wrong");
+    }
+    if !is_json(&headers) {
+        return not_json();
     }
     let body = match read_body(body).await {
         Ok(b) => b,

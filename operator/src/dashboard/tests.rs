@@ -247,6 +247,7 @@ impl Harness {
     async fn sign_in(&self, token: &str) -> reqwest::Response {
         self.http
             .post(format!("{}/api/session", self.base))
+            .header("content-type", "application/json")
             .body(serde_json::json!({ "token": token }).to_string())
             .send()
             .await
@@ -280,6 +281,7 @@ impl Harness {
                 "{}/api/namespaces/live/streaminstances/{name}/distro-open",
                 self.base
             ))
+            .header("content-type", "application/json")
             .body(serde_json::json!({ "open": open }).to_string());
         if let Some(c) = cookie {
             r = r.header(header::COOKIE, c);
@@ -474,11 +476,71 @@ async fn actions_need_the_csrf_token_and_rbac_and_name_the_person() {
         ))
         .header(header::COOKIE, &alice)
         .header("x-csrf-token", &alice_csrf)
+        .header("content-type", "application/json")
         .body("{\"open\": \"no\"}")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn only_json_bodies_are_taken_so_another_site_cannot_post_a_form() {
+    let h = harness(Settings::default()).await;
+    // What a form on another site can send without a preflight: valid JSON as text/plain.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+    ] {
+        let mut r = h
+            .http
+            .post(format!("{}/api/session", h.base))
+            .body(serde_json::json!({ "token": "alice-token" }).to_string());
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 415, "sign-in with {content_type:?}");
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+    }
+    assert_eq!(
+        h.seen.requests.load(Ordering::SeqCst),
+        0,
+        "a refused sign-in reached the API server"
+    );
+    // A parameter after the media type is fine.
+    let r = h
+        .http
+        .post(format!("{}/api/session", h.base))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(serde_json::json!({ "token": "alice-token" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        h.seen.requests.load(Ordering::SeqCst) > 0,
+        "a sign-in reviews its token: the count above proves nothing"
+    );
+    // The action too, even with the session and its CSRF token.
+    let (cookie, csrf) = h.session("alice-token").await;
+    let r = h
+        .http
+        .post(format!(
+            "{}/api/namespaces/live/streaminstances/event-eu/distro-open",
+            h.base
+        ))
+        .header(header::COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("content-type", "text/plain")
+        .body("{\"open\": false}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert!(h.seen.patches.lock().unwrap().is_empty(), "patched anyway");
 }
 
 #[tokio::test]
