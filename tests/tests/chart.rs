@@ -338,6 +338,7 @@ async fn the_chart_grants_the_dashboard_what_it_needs_only_when_enabled() {
     let http = reqwest::Client::new();
     let r = http
         .post(format!("http://{dashboard}/api/session"))
+        .header("content-type", "application/json")
         .body(serde_json::json!({ "token": token.trim() }).to_string())
         .send()
         .await
@@ -352,6 +353,7 @@ async fn the_chart_grants_the_dashboard_what_it_needs_only_when_enabled() {
         ))
         .header("cookie", &cookie)
         .header("x-csrf-token", body["csrfToken"].as_str().unwrap())
+        .header("content-type", "application/json")
         .body(r#"{"open": false}"#)
         .send()
         .await
