@@ -245,13 +245,19 @@ async fn harness(settings: Settings) -> Harness {
 
 impl Harness {
     async fn sign_in(&self, token: &str) -> reqwest::Response {
-        self.http
+        self.sign_in_as(Some("application/json"), token).await
+    }
+
+    /// Signs in with `token`, the body sent with the `content_type` given.
+    async fn sign_in_as(&self, content_type: Option<&str>, token: &str) -> reqwest::Response {
+        let mut r = self
+            .http
             .post(format!("{}/api/session", self.base))
-            .header("content-type", "application/json")
-            .body(serde_json::json!({ "token": token }).to_string())
-            .send()
-            .await
-            .unwrap()
+            .body(serde_json::json!({ "token": token }).to_string());
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        r.send().await.unwrap()
     }
 
     /// Signs in; the cookie and the CSRF token.
@@ -275,14 +281,35 @@ impl Harness {
         name: &str,
         open: bool,
     ) -> reqwest::Response {
+        self.post_action(
+            cookie,
+            csrf,
+            name,
+            Some("application/json"),
+            serde_json::json!({ "open": open }).to_string(),
+        )
+        .await
+    }
+
+    /// POSTs `body` as it is to `name`'s distro-open action, with the `content_type` given.
+    async fn post_action(
+        &self,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+        name: &str,
+        content_type: Option<&str>,
+        body: String,
+    ) -> reqwest::Response {
         let mut r = self
             .http
             .post(format!(
                 "{}/api/namespaces/live/streaminstances/{name}/distro-open",
                 self.base
             ))
-            .header("content-type", "application/json")
-            .body(serde_json::json!({ "open": open }).to_string());
+            .body(body);
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
         if let Some(c) = cookie {
             r = r.header(header::COOKIE, c);
         }
@@ -469,18 +496,14 @@ async fn actions_need_the_csrf_token_and_rbac_and_name_the_person() {
         .await;
     assert_eq!(r.status(), 404);
     let r = h
-        .http
-        .post(format!(
-            "{}/api/namespaces/live/streaminstances/event-eu/distro-open",
-            h.base
-        ))
-        .header(header::COOKIE, &alice)
-        .header("x-csrf-token", &alice_csrf)
-        .header("content-type", "application/json")
-        .body("{\"open\": \"no\"}")
-        .send()
-        .await
-        .unwrap();
+        .post_action(
+            Some(&alice),
+            Some(&alice_csrf),
+            "event-eu",
+            Some("application/json"),
+            "{\"open\": \"no\"}".into(),
+        )
+        .await;
     assert_eq!(r.status(), 400);
 }
 
@@ -494,14 +517,7 @@ async fn only_json_bodies_are_taken_so_another_site_cannot_post_a_form() {
         Some("application/x-www-form-urlencoded"),
         Some("multipart/form-data; boundary=x"),
     ] {
-        let mut r = h
-            .http
-            .post(format!("{}/api/session", h.base))
-            .body(serde_json::json!({ "token": "alice-token" }).to_string());
-        if let Some(t) = content_type {
-            r = r.header("content-type", t);
-        }
-        let r = r.send().await.unwrap();
+        let r = h.sign_in_as(content_type, "alice-token").await;
         assert_eq!(r.status(), 415, "sign-in with {content_type:?}");
         assert!(r.headers().get(header::SET_COOKIE).is_none());
     }
@@ -512,13 +528,8 @@ async fn only_json_bodies_are_taken_so_another_site_cannot_post_a_form() {
     );
     // A parameter after the media type is fine.
     let r = h
-        .http
-        .post(format!("{}/api/session", h.base))
-        .header("content-type", "Application/JSON; charset=utf-8")
-        .body(serde_json::json!({ "token": "alice-token" }).to_string())
-        .send()
-        .await
-        .unwrap();
+        .sign_in_as(Some("Application/JSON; charset=utf-8"), "alice-token")
+        .await;
     assert_eq!(r.status(), 200);
     assert!(
         h.seen.requests.load(Ordering::SeqCst) > 0,
@@ -527,18 +538,14 @@ async fn only_json_bodies_are_taken_so_another_site_cannot_post_a_form() {
     // The action too, even with the session and its CSRF token.
     let (cookie, csrf) = h.session("alice-token").await;
     let r = h
-        .http
-        .post(format!(
-            "{}/api/namespaces/live/streaminstances/event-eu/distro-open",
-            h.base
-        ))
-        .header(header::COOKIE, &cookie)
-        .header("x-csrf-token", &csrf)
-        .header("content-type", "text/plain")
-        .body("{\"open\": false}")
-        .send()
-        .await
-        .unwrap();
+        .post_action(
+            Some(&cookie),
+            Some(&csrf),
+            "event-eu",
+            Some("text/plain"),
+            "{\"open\": false}".into(),
+        )
+        .await;
     assert_eq!(r.status(), 415);
     assert!(h.seen.patches.lock().unwrap().is_empty(), "patched anyway");
 }
