@@ -12,7 +12,7 @@ use super::confirm::{self, Confirm};
 use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
-use super::fetch::{self, FetchLimits, Fetcher, ParseLimits, Polled, Rendition};
+use super::fetch::{self, FetchLimits, Fetcher, InstanceBudget, ParseLimits, Polled, Rendition};
 use super::llhls;
 use super::redact::{redact_text, redact_url};
 use super::segments::{self, SegmentCheck, SegmentRef};
@@ -25,7 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -321,7 +321,7 @@ struct RenditionCtx {
     shared: Arc<Shared>,
     policy: watch::Receiver<Policy>,
     reports: mpsc::Sender<Report>,
-    budget: Arc<Semaphore>,
+    budget: Arc<InstanceBudget>,
     destinations: watch::Receiver<Arc<Destinations>>,
     /// Media playlists of the instance, which spaces the segment checks (see `segments`).
     renditions: Arc<std::sync::atomic::AtomicUsize>,
@@ -764,12 +764,12 @@ fn rendition_health(shared: &Shared, task: &RenditionTask) -> RenditionHealth {
 
 async fn fetch_master(
     shared: Arc<Shared>,
-    budget: Arc<Semaphore>,
+    budget: Arc<InstanceBudget>,
     url: Url,
     destinations: Arc<Destinations>,
 ) -> Result<Vec<Rendition>, Failure> {
     let queued = Instant::now();
-    let permit = shared.fetcher.permit(&budget, &url).await;
+    let permit = shared.fetcher.permit(&budget, &url, false).await;
     shared
         .metrics
         .probe_queue_wait
@@ -885,7 +885,11 @@ async fn run_rendition(
             let queued = Instant::now();
             shared.metrics.probes_queued.inc();
             let permit = {
-                let mut acquire = Box::pin(shared.fetcher.permit(&ctx.budget, &uri));
+                // A rendition whose last request failed while it is still fresh goes first
+                // among equals at its host: its answer can decide a verdict.
+                let pending_verdict = tracker.consecutive_failures > 0 && tracker.is_fresh();
+                let mut acquire =
+                    Box::pin(shared.fetcher.permit(&ctx.budget, &uri, pending_verdict));
                 loop {
                     let deadline = tracker
                         .watch_deadline_ms(&policy)
@@ -1360,7 +1364,7 @@ async fn check_segments(
         let result = match playlist.join(uri) {
             Err(e) => Err(Failure::Unparsable(format!("bad segment URI: {e}"))),
             Ok(url) => {
-                let permit = shared.fetcher.permit(&ctx.budget, &url).await;
+                let permit = shared.fetcher.permit(&ctx.budget, &url, false).await;
                 let settings = shared
                     .settings
                     .confirm
@@ -1521,6 +1525,12 @@ mod tests {
         segment_reads: AtomicU64,
         /// Serves the stream as it was this long ago (a region behind the others).
         behind_ms: AtomicU64,
+        /// Live renditions listed besides `v.m3u8` (as `v.m3u8?r=N`: the same playlist).
+        live_renditions: usize,
+        /// Every media playlist request is held forever while set (a hung host), and counted
+        /// in `held_reads`.
+        hang_media: AtomicBool,
+        held_reads: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -1551,6 +1561,10 @@ mod tests {
             .route(
                 "/v.m3u8",
                 get(|State(o): State<Arc<Origin>>| async move {
+                    if o.hang_media.load(Ordering::SeqCst) {
+                        o.held_reads.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
                     let n = o.media_reads.fetch_add(1, Ordering::SeqCst) + 1;
                     let every = o.fail_every.load(Ordering::SeqCst);
                     if every > 0 && n % every == 0 {
@@ -1574,6 +1588,9 @@ mod tests {
                     }
                     for i in 0..o.hanging {
                         m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=2\nhang/{i}.m3u8\n"));
+                    }
+                    for i in 0..o.live_renditions {
+                        m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=3\nv.m3u8?r={i}\n"));
                     }
                     m
                 }),
@@ -1853,6 +1870,61 @@ mod tests {
         assert!(
             e.shared.metrics.probe_starved.get() > 0,
             "the queue never made a deadline pass: the test proves nothing"
+        );
+    }
+
+    /// A host that hangs every media playlist request, shared by 8 instances of 8 renditions,
+    /// with 2 permits: every request holds a permit for the whole timeout, so the order in
+    /// which the host's permits are handed out decides how many requests it takes to judge
+    /// every instance. Instances take turns (see `host_queue`): about one hung request (and
+    /// its confirming retry) per instance. A first-come queue served the renditions in the
+    /// order they asked, which is one instance's renditions after the other's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_host_is_judged_at_about_one_request_per_instance() {
+        const INSTANCES: u64 = 8;
+        let origin = Arc::new(Origin {
+            live_renditions: 7,
+            ..Origin::default()
+        });
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            request_timeout: Duration::from_millis(300),
+            per_host: 2,
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        // Started apart within one target duration, so each instance's renditions poll
+        // together and apart from the other instances', as at scale.
+        for n in 0..INSTANCES {
+            probe(&e, &format!("i{n}"), &url);
+            sleep(Duration::from_millis(110)).await;
+        }
+        for n in 0..INSTANCES {
+            let (healthy, seen) = watch_until(&e, &format!("i{n}"), Duration::from_secs(20), |h| {
+                h == Some(true)
+            })
+            .await;
+            assert!(healthy, "i{n}: {seen:?}");
+        }
+        origin.hang_media.store(true, Ordering::SeqCst);
+        for n in 0..INSTANCES {
+            let (stale, seen) = watch_until(&e, &format!("i{n}"), Duration::from_secs(90), |h| {
+                h == Some(false)
+            })
+            .await;
+            assert!(stale, "i{n}: {seen:?}");
+        }
+        let held = origin.held_reads.load(Ordering::SeqCst);
+        // Each judged instance costs a hung request and its retry, plus what the two permits
+        // held when the hang started and what goes out while the verdicts are read: 22 in
+        // three runs. The first-come queue needed 46-61.
+        assert!(
+            held <= 4 * INSTANCES,
+            "{held} hung requests to judge {INSTANCES} instances"
+        );
+        assert!(
+            held >= INSTANCES,
+            "{held}: fewer hung requests than instances"
         );
     }
 

@@ -4,6 +4,7 @@
 use super::decision::{Failure, MAX_TARGET_DURATION_MS, MIN_TARGET_DURATION_MS, Snapshot};
 use super::destination::{self, Destinations, GuardedResolver};
 use super::engine::DEFAULT_MAX_RENDITIONS;
+use super::host_queue::{Asker, HostPermit, HostQueue};
 use super::llhls;
 use super::scan;
 pub use super::scan::ParseLimits;
@@ -77,8 +78,15 @@ pub const DEFAULT_MAX_MASTER_BYTES: u64 = 512 << 10;
 /// it is the operator's delay, never the origin's.
 pub struct Permit {
     _instance: OwnedSemaphorePermit,
-    _host: OwnedSemaphorePermit,
+    _host: HostPermit,
     _global: OwnedSemaphorePermit,
+}
+
+/// The requests one instance may have in flight at once (every probe of the instance shares
+/// it), and the instance's identity in the host queues (see [`super::host_queue`]).
+pub struct InstanceBudget {
+    id: u64,
+    permits: Arc<Semaphore>,
 }
 
 /// Permission to hold one LL-HLS blocking reload (see [`FetchLimits::blocking_concurrency`]).
@@ -92,7 +100,7 @@ pub struct BlockingPermit {
 pub struct Fetcher {
     client: reqwest::Client,
     permits: Arc<Semaphore>,
-    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    hosts: Arc<Mutex<HashMap<String, Arc<HostQueue>>>>,
     blocking: Arc<Semaphore>,
     blocking_hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     blocking_per_host: usize,
@@ -139,20 +147,26 @@ impl Fetcher {
     }
 
     /// A new per-instance budget, shared by every probe of one instance.
-    pub fn instance_budget(&self) -> Arc<Semaphore> {
-        Arc::new(Semaphore::new(self.per_instance))
+    pub fn instance_budget(&self) -> Arc<InstanceBudget> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Arc::new(InstanceBudget {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            permits: Arc::new(Semaphore::new(self.per_instance)),
+        })
     }
 
-    fn host_budget(&self, url: &Url) -> Arc<Semaphore> {
-        host_semaphore(&self.hosts, url, self.per_host)
+    fn host_budget(&self, url: &Url) -> Arc<HostQueue> {
+        per_host(&self.hosts, url, || HostQueue::new(self.per_host))
     }
 
     /// A slot for an LL-HLS blocking reload of `url`, if one is free now (never waits: a
     /// rendition without one polls plainly).
     pub fn try_blocking_permit(&self, url: &Url) -> Option<BlockingPermit> {
-        let host = host_semaphore(&self.blocking_hosts, url, self.blocking_per_host)
-            .try_acquire_owned()
-            .ok()?;
+        let host = per_host(&self.blocking_hosts, url, || {
+            Arc::new(Semaphore::new(self.blocking_per_host))
+        })
+        .try_acquire_owned()
+        .ok()?;
         let global = self.blocking.clone().try_acquire_owned().ok()?;
         Some(BlockingPermit {
             _host: host,
@@ -162,13 +176,29 @@ impl Fetcher {
 
     /// Waits for the operator's own permission to fetch `url` for the instance whose budget is
     /// `instance`: its instance's, its host's and the global limit, in that order, so a probe
-    /// never holds a scarcer permit while it waits for a more local one. Tokio's semaphores are
-    /// fair (first come, first served).
-    pub async fn permit(&self, instance: &Arc<Semaphore>, url: &Url) -> Permit {
+    /// never holds a scarcer permit while it waits for a more local one. The instance's and the
+    /// global semaphores are first come, first served; a host's permits go to its instances in
+    /// turn, a request whose answer can decide a verdict (`pending_verdict`) first among
+    /// equals (see [`super::host_queue`]).
+    pub async fn permit(
+        &self,
+        instance: &InstanceBudget,
+        url: &Url,
+        pending_verdict: bool,
+    ) -> Permit {
         // The semaphores are never closed, so acquiring cannot fail.
         let closed = "probe semaphores are never closed";
-        let instance = instance.clone().acquire_owned().await.expect(closed);
-        let host = self.host_budget(url).acquire_owned().await.expect(closed);
+        let asker = Asker {
+            instance: instance.id,
+            pending_verdict,
+        };
+        let instance = instance
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect(closed);
+        let host = self.host_budget(url).acquire(asker).await;
         let global = self.permits.clone().acquire_owned().await.expect(closed);
         Permit {
             _instance: instance,
@@ -184,7 +214,7 @@ impl Fetcher {
         url: &Url,
         destinations: &Destinations,
     ) -> Result<Vec<u8>, Failure> {
-        let _permit = self.permit(&self.instance_budget(), url).await;
+        let _permit = self.permit(&self.instance_budget(), url, false).await;
         self.get_master(url, destinations).await
     }
 
@@ -352,11 +382,12 @@ impl Fetcher {
 }
 
 /// The semaphore of `url`'s host (host and port) in `hosts`, made with `per_host` permits.
-fn host_semaphore(
-    hosts: &Mutex<HashMap<String, Arc<Semaphore>>>,
+/// The limit of `url`'s host (host and port) in `hosts`, made by `new` on first use.
+fn per_host<T>(
+    hosts: &Mutex<HashMap<String, Arc<T>>>,
     url: &Url,
-    per_host: usize,
-) -> Arc<Semaphore> {
+    new: impl FnOnce() -> Arc<T>,
+) -> Arc<T> {
     let host = format!(
         "{}:{}",
         url.host_str().unwrap_or(""),
@@ -367,10 +398,7 @@ fn host_semaphore(
         // Forget hosts nobody is using, so the map follows the origins in use.
         hosts.retain(|_, s| Arc::strong_count(s) > 1);
     }
-    hosts
-        .entry(host)
-        .or_insert_with(|| Arc::new(Semaphore::new(per_host)))
-        .clone()
+    hosts.entry(host).or_insert_with(new).clone()
 }
 
 fn classify(e: reqwest::Error) -> Failure {

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod destination;
 pub mod engine;
 pub mod fetch;
+pub mod host_queue;
 pub mod llhls;
 pub mod redact;
 pub mod scan;

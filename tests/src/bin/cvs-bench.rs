@@ -120,6 +120,15 @@ struct Common {
     no_segment_checks: bool,
 }
 
+/// The region outages of a soak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutageKinds {
+    /// `refuse` and `hang` taking turns, two of each kind in a row across the regions.
+    Alternate,
+    Refuse,
+    Hang,
+}
+
 /// The fault a detection campaign injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BenchFault {
@@ -270,6 +279,9 @@ struct SoakArgs {
     /// listener closed, and `hang`, every request held) instead of a freeze of one rendition.
     #[arg(long, default_value_t = 4)]
     outage_every: u32,
+    /// Which outages: both in turn, or only one kind (to measure it alone).
+    #[arg(long, value_enum, default_value_t = OutageKinds::Alternate)]
+    outage_kind: OutageKinds,
     /// StreamInstances created, and as many deleted, spread evenly over the run: a stream (its
     /// ClusteredStream and one StreamInstance per region) is deleted, then another created, so
     /// the set stays at its size.
@@ -2899,6 +2911,7 @@ impl Soak<'_> {
         every: Duration,
         hold: Duration,
         outage_every: u32,
+        outage_kind: OutageKinds,
     ) {
         let mut rng = fastrand::Rng::new();
         let mut k: u32 = 0;
@@ -2915,10 +2928,13 @@ impl Soak<'_> {
             let fault = if outage_every > 0 && k.is_multiple_of(outage_every) {
                 let o = (k / outage_every) as usize;
                 let region = REGIONS[o % REGIONS.len()];
-                let kind = if (o / REGIONS.len()).is_multiple_of(2) {
-                    FaultKind::Refuse
-                } else {
-                    FaultKind::Hang
+                let kind = match outage_kind {
+                    OutageKinds::Refuse => FaultKind::Refuse,
+                    OutageKinds::Hang => FaultKind::Hang,
+                    OutageKinds::Alternate if (o / REGIONS.len()).is_multiple_of(2) => {
+                        FaultKind::Refuse
+                    }
+                    OutageKinds::Alternate => FaultKind::Hang,
                 };
                 self.outage(region, kind, hold).await
             } else {
@@ -3294,7 +3310,8 @@ async fn soak(args: SoakArgs) -> anyhow::Result<()> {
                 end,
                 args.fault_every.into(),
                 args.fault_for.into(),
-                args.outage_every
+                args.outage_every,
+                args.outage_kind,
             ),
         );
         let cpu = meter.read();
