@@ -178,6 +178,132 @@ pub fn instance_name(region: &str) -> String {
     format!("event-{region}")
 }
 
+/// The event the probe tests watch: the ClusteredStream `event` (state table `cvs-state`, with
+/// `spec_extra`, YAML lines indented under `spec`, appended) and one StreamInstance per region
+/// of `origins` (region, master playlist URL), as one manifest for `kubectl apply`.
+pub fn probed_event_manifest(spec_extra: &str, origins: &[(&str, String)]) -> String {
+    let mut manifest = format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n{spec_extra}"
+    );
+    for (i, (region, url)) in origins.iter().enumerate() {
+        manifest.push_str(&format!(
+            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d{i}.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n",
+            instance_name(region),
+        ));
+    }
+    manifest
+}
+
+/// `cvs-operator run` flags of the probe tests: masters read again every second, failing
+/// playlists retried within 2 s, rendition detail published every 2 s, so a test sees a
+/// change within seconds.
+pub const PROBE_TEST_FLAGS: [&str; 6] = [
+    "--rediscover-interval",
+    "1s",
+    "--max-probe-backoff",
+    "2s",
+    "--status-refresh-interval",
+    "2s",
+];
+
+/// A 1.5 s request timeout, with [`PROBE_TEST_FLAGS`], so a hanging origin fails within the
+/// 1.5 s staleness bound of a 1 s target duration.
+pub const SHORT_PROBE_TIMEOUT: [&str; 2] = ["--probe-timeout", "1500ms"];
+
+/// The status of `region`'s instance of the event, if it has one.
+pub async fn instance_status(
+    instances: &kube::Api<cvs_operator::resources::StreamInstance>,
+    region: &str,
+) -> Option<cvs_operator::resources::StreamInstanceStatus> {
+    instances.get(&instance_name(region)).await.ok()?.status
+}
+
+/// Waits until `region`'s instance has the `Healthy` condition `healthy`, returning its status.
+pub async fn wait_instance_healthy(
+    instances: &kube::Api<cvs_operator::resources::StreamInstance>,
+    region: &str,
+    healthy: bool,
+    within: Duration,
+) -> cvs_operator::resources::StreamInstanceStatus {
+    let want = if healthy { "True" } else { "False" };
+    wait_for(&format!("{region} Healthy={want}"), within, || async {
+        let s = instance_status(instances, region).await?;
+        let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+        (c.status == want).then_some(s)
+    })
+    .await
+}
+
+/// A StreamInstance `name` of the event in `region`, behind CloudFront `domain`, whose origin
+/// is `master_url`.
+pub fn stream_instance_manifest(
+    name: &str,
+    region: &str,
+    domain: &str,
+    master_url: &str,
+) -> String {
+    format!(
+        "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {name}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {domain}}}\n  origin: {{url: \"{master_url}\"}}\n"
+    )
+}
+
+/// What the state, leader-election and fault tests start from: the simulator serving one
+/// stream (2 video renditions and 1 audio) in us-east-1 and eu-west-1, a namespace, an SQS
+/// inbox subscribed to a new SNS topic, and the ClusteredStream `event` applied with its own
+/// state table (created by the operator), `failover` and that topic. No instance yet.
+pub struct StatefulEvent {
+    pub sim: hls_sim::SimHandle,
+    pub ns: String,
+    pub table: String,
+    pub inbox: EventInbox,
+}
+
+impl StatefulEvent {
+    pub async fn start(test: &str, target_duration: Duration, failover: &str) -> StatefulEvent {
+        install_crds();
+        let sim = hls_sim::Simulator::start(hls_sim::SimConfig {
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            streams: 1,
+            renditions: 2,
+            audio_renditions: 1,
+            target_duration,
+            ..hls_sim::SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
+        let ns = namespace(test);
+        let inbox = EventInbox::create(&ns)
+            .await
+            .expect("SNS topic and SQS inbox");
+        let table = format!("{ns}-state");
+        let manifest = format!(
+            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  failover: {failover}\n  notifications: {{snsTopicArn: \"{}\"}}\n",
+            inbox.topic_arn
+        );
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+        StatefulEvent {
+            sim,
+            ns,
+            table,
+            inbox,
+        }
+    }
+
+    /// The StreamInstance of `region` (see [`instance_name`], [`instance_domain`]) on the
+    /// simulator's copy of the stream there.
+    pub fn instance_manifest(&self, region: &str) -> String {
+        stream_instance_manifest(
+            &instance_name(region),
+            region,
+            &instance_domain(region),
+            &self
+                .sim
+                .master_url(region, "s0001")
+                .expect("a simulated region"),
+        )
+    }
+}
+
 /// The CloudFront domain the e2e fixtures give a region's instance.
 pub fn instance_domain(region: &str) -> String {
     format!("d-{region}.cloudfront.net")

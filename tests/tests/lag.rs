@@ -64,30 +64,13 @@ impl Fixture {
             .await
             .expect("lag fault applies");
         let ns = namespace(name);
-        let mut manifest = format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n  health:\n    lag: {lag}\n"
-        );
-        for (i, region) in [EAST, WEST].iter().enumerate() {
-            manifest.push_str(&format!(
-                "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d{i}.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
-                instance_name(region),
-                sim.master_url(region, STREAM).unwrap()
-            ));
-        }
+        let origins = [EAST, WEST].map(|r| (r, sim.master_url(r, STREAM).unwrap()));
+        let manifest = probed_event_manifest(&format!("  health:\n    lag: {lag}\n"), &origins);
         kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
         let operator = Operator::start_with(
             name,
             &ns,
-            &[
-                "--probe-timeout",
-                "1500ms",
-                "--rediscover-interval",
-                "1s",
-                "--max-probe-backoff",
-                "2s",
-                "--status-refresh-interval",
-                "2s",
-            ],
+            &[&SHORT_PROBE_TIMEOUT[..], &PROBE_TEST_FLAGS].concat(),
         )
         .await
         .expect("operator starts");
@@ -104,11 +87,7 @@ impl Fixture {
     }
 
     async fn status(&self, region: &str) -> Option<StreamInstanceStatus> {
-        self.instances
-            .get(&instance_name(region))
-            .await
-            .ok()?
-            .status
+        instance_status(&self.instances, region).await
     }
 
     /// Waits until `region`'s condition `type_` has `status` (and, if given, `reason`).

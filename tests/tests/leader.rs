@@ -7,8 +7,8 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use cvs_e2e::*;
 use cvs_operator::resources::StreamInstance;
+use hls_sim::SimHandle;
 use hls_sim::api::{FaultKind, FaultRequest, ResourceFilter};
-use hls_sim::{SimConfig, SimHandle, Simulator};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::Value;
@@ -49,27 +49,19 @@ fn name(instance: &str) -> String {
 
 impl Fixture {
     async fn start(test: &str) -> Fixture {
-        install_crds();
-        let sim = Simulator::start(SimConfig {
-            regions: vec![EAST.into(), WEST.into()],
-            streams: 1,
-            renditions: 2,
-            audio_renditions: 1,
-            // 2 s segments (staleness bound 3 s): a machine loaded by other work must not
-            // make a healthy region look stale, since these tests assert that no health flips.
-            target_duration: Duration::from_secs(2),
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let ns = namespace(test);
-        let inbox = EventInbox::create(&ns).await.unwrap();
-        let table = format!("{ns}-state");
-        let manifest = format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  failover: {{mode: Automatic, holdDownSeconds: 1}}\n  notifications: {{snsTopicArn: \"{}\"}}\n",
-            inbox.topic_arn
-        );
-        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+        // 2 s segments (staleness bound 3 s): a machine loaded by other work must not make a
+        // healthy region look stale, since these tests assert that no health flips.
+        let StatefulEvent {
+            sim,
+            ns,
+            table,
+            inbox,
+        } = StatefulEvent::start(
+            test,
+            Duration::from_secs(2),
+            "{mode: Automatic, holdDownSeconds: 1}",
+        )
+        .await;
         let f = Fixture {
             sim,
             table,
@@ -79,11 +71,11 @@ impl Fixture {
             ns,
         };
         for (instance, origin) in [(EAST, EAST), (WEST, WEST), (BACKUP, WEST)] {
-            let manifest = format!(
-                "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {origin}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-                name(instance),
-                domain(instance),
-                f.sim.master_url(origin, "s0001").unwrap()
+            let manifest = stream_instance_manifest(
+                &name(instance),
+                origin,
+                &domain(instance),
+                &f.sim.master_url(origin, "s0001").unwrap(),
             );
             kubectl_ok(&["apply", "-n", &f.ns, "-f", "-"], Some(&manifest));
         }

@@ -41,31 +41,12 @@ impl Fixture {
         .await
         .expect("simulator starts");
         let ns = namespace(name);
-        let mut manifest = String::from(
-            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n  health: {partStalenessMultiplier: 3}\n",
-        );
-        for (i, region) in [EAST, WEST].iter().enumerate() {
-            manifest.push_str(&format!(
-                "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d{i}.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
-                instance_name(region),
-                sim.master_url(region, STREAM).unwrap()
-            ));
-        }
+        let origins = [EAST, WEST].map(|r| (r, sim.master_url(r, STREAM).unwrap()));
+        let manifest = probed_event_manifest("  health: {partStalenessMultiplier: 3}\n", &origins);
         kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
-        let operator = Operator::start_with(
-            name,
-            &ns,
-            &[
-                "--rediscover-interval",
-                "1s",
-                "--max-probe-backoff",
-                "2s",
-                "--status-refresh-interval",
-                "2s",
-            ],
-        )
-        .await
-        .expect("operator starts");
+        let operator = Operator::start_with(name, &ns, &PROBE_TEST_FLAGS)
+            .await
+            .expect("operator starts");
         let instances = Api::namespaced(client().await, &ns);
         Fixture {
             sim,
@@ -75,11 +56,7 @@ impl Fixture {
     }
 
     async fn status(&self, region: &str) -> Option<StreamInstanceStatus> {
-        self.instances
-            .get(&instance_name(region))
-            .await
-            .ok()?
-            .status
+        instance_status(&self.instances, region).await
     }
 
     /// Waits until the `Stale` condition's message contains `text`.
@@ -98,13 +75,7 @@ impl Fixture {
         healthy: bool,
         within: Duration,
     ) -> StreamInstanceStatus {
-        let want = if healthy { "True" } else { "False" };
-        wait_for(&format!("{region} Healthy={want}"), within, || async {
-            let s = self.status(region).await?;
-            let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
-            (c.status == want).then_some(s)
-        })
-        .await
+        wait_instance_healthy(&self.instances, region, healthy, within).await
     }
 
     /// A counter of the operator's metrics (summed over the series whose labels contain

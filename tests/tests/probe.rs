@@ -44,31 +44,14 @@ impl Fixture {
         .await
         .expect("simulator starts");
         let ns = namespace(name);
-        let mut manifest = String::from(
-            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {name: cvs-state, region: us-east-1}\n",
-        );
-        for (i, region) in [EAST, WEST].iter().enumerate() {
-            manifest.push_str(&format!(
-                "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d{i}.cloudfront.net}}\n  origin: {{url: \"{}\"}}\n",
-                instance_name(region),
-                sim.master_url(region, STREAM).unwrap()
-            ));
-        }
+        let origins = [EAST, WEST].map(|r| (r, sim.master_url(r, STREAM).unwrap()));
+        let manifest = probed_event_manifest("", &origins);
         kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
         before_operator(&sim).await;
         let operator = Operator::start_with(
             name,
             &ns,
-            &[
-                "--probe-timeout",
-                "1500ms",
-                "--rediscover-interval",
-                "1s",
-                "--max-probe-backoff",
-                "2s",
-                "--status-refresh-interval",
-                "2s",
-            ],
+            &[&SHORT_PROBE_TIMEOUT[..], &PROBE_TEST_FLAGS].concat(),
         )
         .await
         .expect("operator starts");
@@ -84,11 +67,7 @@ impl Fixture {
     }
 
     async fn status(&self, region: &str) -> Option<StreamInstanceStatus> {
-        self.instances
-            .get(&instance_name(region))
-            .await
-            .ok()?
-            .status
+        instance_status(&self.instances, region).await
     }
 
     /// Waits until the instance's `Healthy` condition has `status`, returning the status.
@@ -98,13 +77,7 @@ impl Fixture {
         healthy: bool,
         within: Duration,
     ) -> StreamInstanceStatus {
-        let want = if healthy { "True" } else { "False" };
-        wait_for(&format!("{region} Healthy={want}"), within, || async {
-            let s = self.status(region).await?;
-            let c = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
-            (c.status == want).then_some(s)
-        })
-        .await
+        wait_instance_healthy(&self.instances, region, healthy, within).await
     }
 
     async fn events(&self, region: &str) -> Vec<Event> {

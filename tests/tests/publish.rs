@@ -191,11 +191,11 @@ spec:
 }
 
 fn instance_manifest(sim: &SimHandle, region: &str) -> String {
-    format!(
-        "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-        instance_name(region),
-        instance_domain(region),
-        sim.master_url(region, "s0001").unwrap()
+    stream_instance_manifest(
+        &instance_name(region),
+        region,
+        &instance_domain(region),
+        &sim.master_url(region, "s0001").unwrap(),
     )
 }
 

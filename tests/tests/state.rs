@@ -6,8 +6,8 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use cvs_e2e::*;
 use cvs_operator::resources::{ClusteredStream, StreamInstance};
+use hls_sim::SimHandle;
 use hls_sim::api::{FaultKind, FaultRequest, ResourceFilter};
-use hls_sim::{SimConfig, SimHandle, Simulator};
 use kube::api::Api;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -31,27 +31,13 @@ struct Fixture {
 
 impl Fixture {
     async fn start(test: &str, failover: &str) -> Fixture {
-        install_crds();
-        let sim = Simulator::start(SimConfig {
-            regions: vec![EAST.into(), WEST.into()],
-            streams: 1,
-            renditions: 2,
-            audio_renditions: 1,
-            target_duration: Duration::from_secs(1),
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let ns = namespace(test);
+        let StatefulEvent {
+            sim,
+            ns,
+            table,
+            inbox: queue,
+        } = StatefulEvent::start(test, Duration::from_secs(1), failover).await;
         let aws = aws_config().await;
-        let queue = EventInbox::create(&ns).await.unwrap();
-        let topic = queue.topic_arn.clone();
-
-        let table = format!("{ns}-state");
-        let manifest = format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  failover: {failover}\n  notifications: {{snsTopicArn: \"{topic}\"}}\n"
-        );
-        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
         let ddb_proxy = TcpProxy::start(&std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap())
             .await
             .unwrap();
@@ -132,11 +118,11 @@ impl Fixture {
 
     /// The StreamInstance of `region`, as the fixture first applied it.
     fn instance_manifest(&self, region: &str) -> String {
-        format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-            instance_name(region),
-            instance_domain(region),
-            self.sim.master_url(region, "s0001").unwrap()
+        stream_instance_manifest(
+            &instance_name(region),
+            region,
+            &instance_domain(region),
+            &self.sim.master_url(region, "s0001").unwrap(),
         )
     }
 
