@@ -18,7 +18,7 @@
 use cvs_e2e::faults::*;
 use cvs_e2e::*;
 use cvs_operator::resources::{ClusteredStream, StreamInstance};
-use hls_sim::{SimConfig, SimHandle, Simulator};
+use hls_sim::SimHandle;
 use kube::api::Api;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -44,6 +44,7 @@ const TESTS: &[(&str, TestFn)] = tests![
     operator_sigkilled_during_a_burst_of_writes,
     operator_sigkilled_three_times_in_one_burst,
     moto_stopped_events_are_delivered_after_it_is_back,
+    moto_stopped_the_master_playlist_is_published_after_it_is_back,
     an_origin_flapping_every_few_seconds,
     the_api_server_answering_429,
     the_api_server_answering_429_to_one_request_in_three,
@@ -154,30 +155,17 @@ impl Fixture {
         extra_args: &[&str],
         kubeconfig: Option<String>,
     ) -> Fixture {
-        install_crds();
-        let sim = Simulator::start(SimConfig {
-            regions: vec![EAST.into(), WEST.into()],
-            streams: 1,
-            renditions: 2,
-            audio_renditions: 1,
-            // 2 s, not 1 s: restarting kube-apiserver or etcd takes both cores for a moment,
-            // and at 1 s (a staleness bound of 1.5 s) a starved operator has judged a healthy
-            // origin stale for half a second (NoNewSegment, 1.54 s), which is not the fault
-            // under test.
-            target_duration: Duration::from_secs(2),
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let ns = namespace(test);
+        // 2 s, not 1 s: restarting kube-apiserver or etcd takes both cores for a moment, and
+        // at 1 s (a staleness bound of 1.5 s) a starved operator has judged a healthy origin
+        // stale for half a second (NoNewSegment, 1.54 s), which is not the fault under test.
+        let StatefulEvent {
+            sim,
+            ns,
+            table,
+            inbox,
+        } = StatefulEvent::start(test, Duration::from_secs(2), failover).await;
         let aws = aws_config().await;
-        let inbox = EventInbox::create(&ns).await.unwrap();
         let topic = inbox.topic_arn.clone();
-        let table = format!("{ns}-state");
-        let manifest = format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: {table}, region: us-east-1, create: true}}\n  failover: {failover}\n  notifications: {{snsTopicArn: \"{topic}\"}}\n"
-        );
-        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
         let mut f = Fixture {
             sim,
             table,
@@ -273,11 +261,11 @@ impl Fixture {
     }
 
     fn instance_manifest(&self, region: &str) -> String {
-        format!(
-            "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: {}}}\n  origin: {{url: \"{}\"}}\n",
-            instance_name(region),
-            instance_domain(region),
-            self.sim.master_url(region, "s0001").unwrap()
+        stream_instance_manifest(
+            &instance_name(region),
+            region,
+            &instance_domain(region),
+            &self.sim.master_url(region, "s0001").unwrap(),
         )
     }
 
@@ -717,6 +705,108 @@ async fn moto_stopped_events_are_delivered_after_it_is_back() {
     );
     let events = f.events().await;
     f.assert_invariants(&events, &[(EAST, Some(2)), (WEST, Some(0))])
+        .await;
+    f.assert_writes_announced(EAST, &events, 0).await;
+}
+
+/// moto stopped (SIGSTOP) while the merged master playlist is published to its S3 and the
+/// events go to its SNS: east is closed meanwhile. The table follows at once (DynamoDB is not
+/// moto), `Published` turns False while the S3 target times out, and once moto runs again the
+/// master is published without east's variants (`closedVariants: Omit`) and the event is
+/// delivered. Nothing is written or announced twice.
+async fn moto_stopped_the_master_playlist_is_published_after_it_is_back() {
+    const KEY: &str = "live/event/master.m3u8";
+    let f = Fixture::start("fault-moto-s3", "{mode: Manual}").await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("{}-master", f.ns);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    kubectl_ok(
+        &[
+            "patch",
+            "clusteredstream",
+            "event",
+            "-n",
+            &f.ns,
+            "--type",
+            "merge",
+            "-p",
+            &format!(
+                r#"{{"spec":{{"playlist":{{"closedVariants":"Omit","targets":[{{"region":"us-east-1","bucket":"{bucket}","key":"{KEY}"}}]}}}}}}"#
+            ),
+        ],
+        None,
+    );
+    let master = || async {
+        let out = s3.get_object().bucket(&bucket).key(KEY).send().await.ok()?;
+        let body = out.body.collect().await.ok()?.into_bytes();
+        String::from_utf8(body.to_vec()).ok()
+    };
+    let lists =
+        |body: &str, region: &str| body.contains(&format!("https://{}/", instance_domain(region)));
+    wait_for("the master published with both regions", WAIT, || async {
+        let body = master().await?;
+        (lists(&body, EAST) && lists(&body, WEST)).then_some(())
+    })
+    .await;
+
+    component("pause", "moto").unwrap();
+    let resumed = scopeguard_resume();
+    f.patch_open(EAST, false).await;
+    f.wait_item("east closed in the table", EAST, WAIT, |i| !i.distro_open)
+        .await;
+    // The SDK's operation timeout (8 s) turns the silence into failures.
+    let failing = wait_for("Published=False", WAIT, || async {
+        let (status, reason, message) = f.cluster_condition("Published").await?;
+        (status == "False").then_some((reason, message))
+    })
+    .await;
+    assert!(failing.1.contains(&bucket), "{failing:?}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(resumed);
+    let back = Instant::now();
+    // Bound: the publication's backoff (30 s at most) plus an upload.
+    wait_for(
+        "the master published without east",
+        Duration::from_secs(75),
+        || async {
+            let body = master().await?;
+            (!lists(&body, EAST) && lists(&body, WEST)).then_some(())
+        },
+    )
+    .await;
+    let published_after = back.elapsed();
+    let seq = f.item(EAST).await.unwrap().event_seq;
+    wait_for(
+        "east's event delivered",
+        Duration::from_secs(75),
+        || async {
+            f.events()
+                .await
+                .iter()
+                .any(|e| {
+                    e["domain"] == instance_domain(EAST) && e["sequence"].as_u64() == Some(seq)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("Published=True and EventsDelivered=True", WAIT, || async {
+        let published = f.cluster_condition("Published").await?.0 == "True";
+        let delivered = f.cluster_condition("EventsDelivered").await?.0 == "True";
+        (published && delivered).then_some(())
+    })
+    .await;
+    println!(
+        "converged in {:.1} s after moto ran again (master published after {:.1} s, the event delivered)",
+        back.elapsed().as_secs_f64(),
+        published_after.as_secs_f64()
+    );
+    let events = f.events().await;
+    f.assert_invariants(&events, &[(EAST, Some(1)), (WEST, Some(0))])
         .await;
     f.assert_writes_announced(EAST, &events, 0).await;
 }
