@@ -96,6 +96,11 @@ export async function startFixtureServer({ port = 0, anonymousRead = false, snap
     req.on('end', () => resolve(data));
   });
 
+  // As the operator does (dashboard/mod.rs `is_json`): a form another site posts is refused.
+  const isJson = (req) =>
+    (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase() === 'application/json';
+  const notJson = (res) => json(res, 415, { error: 'the body must be JSON, sent with Content-Type: application/json' });
+
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://x');
     const p = url.pathname;
@@ -114,6 +119,7 @@ export async function startFixtureServer({ port = 0, anonymousRead = false, snap
         return json(res, 401, { error: 'no session', anonymousRead });
       }
       if (req.method === 'POST') {
+        if (!isJson(req)) return notJson(res);
         let token = null;
         try {
           token = JSON.parse(await readBody(req)).token;
@@ -149,6 +155,7 @@ export async function startFixtureServer({ port = 0, anonymousRead = false, snap
     }
     const m = /^\/api\/namespaces\/([^/]+)\/streaminstances\/([^/]+)\/distro-open$/.exec(p);
     if (m && req.method === 'POST') {
+      if (!isJson(req)) return notJson(res);
       const ns = decodeURIComponent(m[1]);
       const name = decodeURIComponent(m[2]);
       let body = null;
