@@ -14,9 +14,14 @@
 //! 1. has the fewest requests in flight to the host,
 //! 2. has a rendition whose next answer can change a verdict (its last request failed while
 //!    it is still fresh: see [`Asker::pending_verdict`]),
-//! 3. was granted a permit of this host least recently,
+//! 3. took its last turn longest ago: its last grant here, or the moment it began waiting
+//!    after having nothing in flight or queued here (so an instance that comes and goes does
+//!    not jump ahead of one that has waited all along),
 //!
-//! and then to that instance's oldest waiter. Instances thus take turns: every instance gets
+//! and then to that instance's oldest pending waiter, else its oldest waiter. Instances with
+//! waiters are kept ordered by these three keys, so a grant costs a logarithm of the
+//! instances waiting plus a scan of one instance's waiters (at most its
+//! `FetchLimits::per_instance` permits, acquired before this queue). Instances thus take turns: every instance gets
 //! one request out before any gets a second, so a hung host is judged at about one request per
 //! instance. The order changes nobody's verdict rules: a rendition is still judged only on its
 //! own request, and the time it waits here is still the operator's, never the origin's. When
@@ -29,7 +34,7 @@
 //! Written by hand: Tokio's semaphore is strictly first come, first served, and no maintained
 //! crate offers a semaphore with a caller-chosen grant order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -40,7 +45,7 @@ pub struct Asker {
     pub instance: u64,
     /// The rendition's last request failed and it is still fresh: the answer to this request
     /// can decide a verdict, so it goes before the instance's routine polls and before
-    /// instances with nothing pending.
+    /// instances with nothing pending that have as many requests in flight.
     pub pending_verdict: bool,
 }
 
@@ -61,32 +66,98 @@ pub struct HostQueue {
     state: Mutex<State>,
 }
 
+/// An instance's place in the order: requests in flight, nothing pending, its last turn.
+type Rank = (usize, bool, u64);
+
 #[derive(Default)]
 struct State {
     free: usize,
-    /// Stamps grants and waiters, so "least recently" and "oldest" are well defined.
+    /// Stamps turns and tickets, so "longest ago" and "oldest" are well defined.
     clock: u64,
-    waiters: VecDeque<Waiter>,
+    /// Instances with a request in flight or a waiter here.
     instances: HashMap<u64, InstanceState>,
+    /// The instances with waiters, next first.
+    ready: BTreeSet<(Rank, u64)>,
+    in_flight: usize,
+    waiting: usize,
+}
+
+struct InstanceState {
+    in_flight: usize,
+    turn: u64,
+    waiters: VecDeque<Waiter>,
+}
+
+impl InstanceState {
+    fn rank(&self) -> Option<Rank> {
+        (!self.waiters.is_empty()).then(|| {
+            let pending = self.waiters.iter().any(|w| w.pending_verdict);
+            (self.in_flight, !pending, self.turn)
+        })
+    }
 }
 
 struct Waiter {
     ticket: u64,
-    asker: Asker,
+    pending_verdict: bool,
     grant: oneshot::Sender<HostPermit>,
 }
 
-#[derive(Default)]
-struct InstanceState {
-    in_flight: usize,
-    waiting: usize,
-    /// The clock at this instance's last grant (0: none since it last went idle).
-    last_grant: u64,
-}
+impl State {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
 
-impl InstanceState {
-    fn idle(&self) -> bool {
-        self.in_flight == 0 && self.waiting == 0
+    /// Applies `change` to `instance` (made, with its turn now, if it had nothing here),
+    /// keeping `ready` in order and forgetting the instance once it has nothing here.
+    fn update<T>(&mut self, instance: u64, change: impl FnOnce(&mut InstanceState, u64) -> T) -> T {
+        let now = self.tick();
+        let i = self
+            .instances
+            .entry(instance)
+            .or_insert_with(|| InstanceState {
+                in_flight: 0,
+                turn: now,
+                waiters: VecDeque::new(),
+            });
+        if let Some(rank) = i.rank() {
+            self.ready.remove(&(rank, instance));
+        }
+        let out = change(i, now);
+        match i.rank() {
+            Some(rank) => {
+                self.ready.insert((rank, instance));
+            }
+            None if i.in_flight == 0 => {
+                self.instances.remove(&instance);
+            }
+            None => {}
+        }
+        out
+    }
+
+    /// Takes the next waiter out of the queue (see the module documentation) and counts its
+    /// request in flight.
+    fn grant_next(&mut self) -> Option<(u64, Waiter)> {
+        let &(_, instance) = self.ready.first()?;
+        let w = self.update(instance, |i, now| {
+            let index = i
+                .waiters
+                .iter()
+                .position(|w| w.pending_verdict)
+                .unwrap_or(0);
+            let w = i
+                .waiters
+                .remove(index)
+                .expect("a ready instance has waiters");
+            i.in_flight += 1;
+            i.turn = now;
+            w
+        });
+        self.waiting -= 1;
+        self.in_flight += 1;
+        Some((instance, w))
     }
 }
 
@@ -110,27 +181,28 @@ impl HostQueue {
     pub async fn acquire(self: &Arc<Self>, asker: Asker) -> HostPermit {
         let (ticket, rx) = {
             let mut s = self.lock();
-            if s.free > 0 && s.waiters.is_empty() {
+            if s.free > 0 && s.waiting == 0 {
                 s.free -= 1;
-                s.clock += 1;
-                let clock = s.clock;
-                let i = s.instances.entry(asker.instance).or_default();
-                i.in_flight += 1;
-                i.last_grant = clock;
+                s.in_flight += 1;
+                s.update(asker.instance, |i, now| {
+                    i.in_flight += 1;
+                    i.turn = now;
+                });
                 return HostPermit {
                     queue: self.clone(),
                     instance: asker.instance,
                 };
             }
-            s.clock += 1;
-            let ticket = s.clock;
             let (tx, rx) = oneshot::channel();
-            s.instances.entry(asker.instance).or_default().waiting += 1;
-            s.waiters.push_back(Waiter {
-                ticket,
-                asker,
-                grant: tx,
+            let ticket = s.update(asker.instance, |i, now| {
+                i.waiters.push_back(Waiter {
+                    ticket: now,
+                    pending_verdict: asker.pending_verdict,
+                    grant: tx,
+                });
+                now
             });
+            s.waiting += 1;
             (ticket, rx)
         };
         let mut guard = WaitGuard {
@@ -150,65 +222,31 @@ impl HostQueue {
     /// Requests in flight to this host and waiters, for tests and metrics.
     pub fn load(&self) -> (usize, usize) {
         let s = self.lock();
-        let in_flight = s.instances.values().map(|i| i.in_flight).sum();
-        (in_flight, s.waiters.len())
+        (s.in_flight, s.waiting)
     }
 
     fn release(self: &Arc<Self>, instance: u64) {
         let next = {
             let mut s = self.lock();
-            if let Some(i) = s.instances.get_mut(&instance) {
-                i.in_flight = i.in_flight.saturating_sub(1);
-                if i.idle() {
-                    s.instances.remove(&instance);
-                }
+            if s.instances.contains_key(&instance) {
+                s.update(instance, |i, _| i.in_flight = i.in_flight.saturating_sub(1));
             }
-            match s.pick() {
-                Some(index) => {
-                    let w = s.waiters.remove(index).expect("picked from the queue");
-                    s.clock += 1;
-                    let clock = s.clock;
-                    let i = s.instances.entry(w.asker.instance).or_default();
-                    i.waiting = i.waiting.saturating_sub(1);
-                    i.in_flight += 1;
-                    i.last_grant = clock;
-                    Some(w)
-                }
-                None => {
-                    s.free += 1;
-                    None
-                }
+            s.in_flight = s.in_flight.saturating_sub(1);
+            let next = s.grant_next();
+            if next.is_none() {
+                s.free += 1;
             }
+            next
         };
         // Sent outside the lock: if the waiter is gone, the permit comes back here through
         // its drop, which takes the lock again.
-        if let Some(w) = next {
+        if let Some((instance, w)) = next {
             let permit = HostPermit {
                 queue: self.clone(),
-                instance: w.asker.instance,
+                instance,
             };
             drop(w.grant.send(permit));
         }
-    }
-}
-
-impl State {
-    /// The waiter to serve next (see the module documentation), as an index into `waiters`.
-    fn pick(&self) -> Option<usize> {
-        let mut best: Option<((usize, bool, u64, u64), usize)> = None;
-        for (index, w) in self.waiters.iter().enumerate() {
-            let i = self.instances.get(&w.asker.instance);
-            let key = (
-                i.map_or(0, |i| i.in_flight),
-                !w.asker.pending_verdict,
-                i.map_or(0, |i| i.last_grant),
-                w.ticket,
-            );
-            if best.as_ref().is_none_or(|(b, _)| key < *b) {
-                best = Some((key, index));
-            }
-        }
-        best.map(|(_, index)| index)
     }
 }
 
@@ -227,14 +265,18 @@ impl Drop for WaitGuard<'_> {
         };
         {
             let mut s = self.queue.lock();
-            if let Some(index) = s.waiters.iter().position(|w| w.ticket == self.ticket) {
-                s.waiters.remove(index);
-                if let Some(i) = s.instances.get_mut(&self.instance) {
-                    i.waiting = i.waiting.saturating_sub(1);
-                    if i.idle() {
-                        s.instances.remove(&self.instance);
-                    }
-                }
+            let queued = s
+                .instances
+                .get(&self.instance)
+                .is_some_and(|i| i.waiters.iter().any(|w| w.ticket == self.ticket));
+            if queued {
+                let ticket = self.ticket;
+                // Dropped here, under the lock: a sender that never sent holds no permit.
+                let _gone = s.update(self.instance, |i, _| {
+                    let index = i.waiters.iter().position(|w| w.ticket == ticket);
+                    index.and_then(|index| i.waiters.remove(index))
+                });
+                s.waiting -= 1;
                 return;
             }
         }
@@ -341,6 +383,44 @@ mod tests {
         };
         let order = served_order(1, &[9], &[asker(1), asker(2), pending]).await;
         assert_eq!(order[0], pending);
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_comes_and_goes_does_not_jump_ahead_of_one_that_waited() {
+        // X waits with two renditions and is served once; Y asks only after that. X's second
+        // rendition has waited since before Y asked, so it goes first: Y takes its turn
+        // after X's last one, not ahead of it as an instance never seen would.
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let spawn = |i: u64, tx: tokio::sync::mpsc::UnboundedSender<(u64, HostPermit)>| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let p = q.acquire(asker(i)).await;
+                tx.send((i, p)).unwrap();
+            });
+        };
+        for n in 1..=2 {
+            spawn(1, tx.clone());
+            while q.load().1 < n {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        let (first, p) = rx.recv().await.unwrap();
+        assert_eq!(first, 1);
+        spawn(2, tx.clone());
+        while q.load().1 < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(p);
+        let (second, p) = rx.recv().await.unwrap();
+        assert_eq!(
+            second, 1,
+            "instance 2 jumped ahead of instance 1's waiting rendition"
+        );
+        drop(p);
+        assert_eq!(rx.recv().await.unwrap().0, 2);
     }
 
     #[tokio::test]
