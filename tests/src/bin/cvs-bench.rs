@@ -315,6 +315,31 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Checks that the environment is up and returns the operator and simulator binaries to run:
+/// the ones given, else the release builds in the target directory; both must exist.
+fn environment_and_binaries(
+    operator_bin: Option<&PathBuf>,
+    sim_bin: Option<&PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
+        bail!(
+            "the environment is not up: run `make bench`, or `eval \"$(tests/env/up.sh --no-aws)\"` first"
+        );
+    }
+    let operator_bin = operator_bin
+        .cloned()
+        .unwrap_or_else(|| target_dir().join("release/cvs-operator"));
+    let sim_bin = sim_bin
+        .cloned()
+        .unwrap_or_else(|| target_dir().join("release/hls-origin-sim"));
+    for b in [&operator_bin, &sim_bin] {
+        if !b.exists() {
+            bail!("{} does not exist: run `make bench-build`", b.display());
+        }
+    }
+    Ok((operator_bin, sim_bin))
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -1074,27 +1099,8 @@ impl Rig {
         batch: usize,
         prelude: &[FaultRequest],
     ) -> anyhow::Result<Rig> {
-        if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
-            bail!(
-                "the environment is not up: run `make bench`, or `eval \"$(tests/env/up.sh --no-aws)\"` first"
-            );
-        }
-        let operator_bin = common
-            .operator_bin
-            .clone()
-            .unwrap_or_else(|| target_dir().join("release/cvs-operator"));
-        let sim_bin = common
-            .sim_bin
-            .clone()
-            .unwrap_or_else(|| target_dir().join("release/hls-origin-sim"));
-        for b in [&operator_bin, &sim_bin] {
-            if !b.exists() {
-                bail!(
-                    "{} does not exist: run `cargo build --release -p operator -p hls-sim`",
-                    b.display()
-                );
-            }
-        }
+        let (operator_bin, sim_bin) =
+            environment_and_binaries(common.operator_bin.as_ref(), common.sim_bin.as_ref())?;
         let client = kube::Client::try_default()
             .await
             .context("kube client from KUBECONFIG")?;
@@ -2429,22 +2435,8 @@ fn report(file: &Path) -> anyhow::Result<()> {
 /// The `parse-cost` benchmark (see the module documentation).
 async fn parse_cost(args: ParseCostArgs) -> anyhow::Result<()> {
     const REGION: &str = "us-east-1";
-    if std::env::var("CVS_ENV_UP").as_deref() != Ok("1") {
-        bail!("the environment is not up: `eval \"$(tests/env/up.sh --no-aws)\"` first");
-    }
-    let operator_bin = args
-        .operator_bin
-        .clone()
-        .unwrap_or_else(|| target_dir().join("release/cvs-operator"));
-    let sim_bin = args
-        .sim_bin
-        .clone()
-        .unwrap_or_else(|| target_dir().join("release/hls-origin-sim"));
-    for b in [&operator_bin, &sim_bin] {
-        if !b.exists() {
-            bail!("{} does not exist", b.display());
-        }
-    }
+    let (operator_bin, sim_bin) =
+        environment_and_binaries(args.operator_bin.as_ref(), args.sim_bin.as_ref())?;
     let client = kube::Client::try_default()
         .await
         .context("kube client from KUBECONFIG")?;
