@@ -78,7 +78,6 @@ struct State {
     instances: HashMap<u64, InstanceState>,
     /// The instances with waiters, next first.
     ready: BTreeSet<(Rank, u64)>,
-    in_flight: usize,
     waiting: usize,
 }
 
@@ -156,7 +155,6 @@ impl State {
             w
         });
         self.waiting -= 1;
-        self.in_flight += 1;
         Some((instance, w))
     }
 }
@@ -183,7 +181,6 @@ impl HostQueue {
             let mut s = self.lock();
             if s.free > 0 && s.waiting == 0 {
                 s.free -= 1;
-                s.in_flight += 1;
                 s.update(asker.instance, |i, now| {
                     i.in_flight += 1;
                     i.turn = now;
@@ -219,10 +216,12 @@ impl HostQueue {
         permit
     }
 
-    /// Requests in flight to this host and waiters, for tests and metrics.
-    pub fn load(&self) -> (usize, usize) {
+    /// Requests in flight to this host and waiters.
+    #[cfg(test)]
+    fn load(&self) -> (usize, usize) {
         let s = self.lock();
-        (s.in_flight, s.waiting)
+        let in_flight = s.instances.values().map(|i| i.in_flight).sum();
+        (in_flight, s.waiting)
     }
 
     fn release(self: &Arc<Self>, instance: u64) {
@@ -231,7 +230,6 @@ impl HostQueue {
             if s.instances.contains_key(&instance) {
                 s.update(instance, |i, _| i.in_flight = i.in_flight.saturating_sub(1));
             }
-            s.in_flight = s.in_flight.saturating_sub(1);
             let next = s.grant_next();
             if next.is_none() {
                 s.free += 1;
@@ -300,6 +298,20 @@ mod tests {
         }
     }
 
+    /// Spawns a task that waits for a permit for `a` and returns it through its handle, once
+    /// the wait is in the queue (so waiters queued one after another keep their order).
+    async fn queued(q: &Arc<HostQueue>, a: Asker) -> tokio::task::JoinHandle<HostPermit> {
+        let waiting = q.load().1;
+        let task = tokio::spawn({
+            let q = q.clone();
+            async move { q.acquire(a).await }
+        });
+        while q.load().1 <= waiting {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
     /// Queues one waiter per asker, in order, behind a host whose permits are all held, and
     /// returns the order in which they are served as permits free up one at a time.
     async fn served_order(permits: usize, held_by: &[u64], askers: &[Asker]) -> Vec<Asker> {
@@ -309,16 +321,9 @@ mod tests {
             held.push(q.acquire(asker(i)).await);
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for (n, &a) in askers.iter().enumerate() {
-            let (queue, tx) = (q.clone(), tx.clone());
-            tokio::spawn(async move {
-                let p = queue.acquire(a).await;
-                tx.send((a, p)).unwrap();
-            });
-            // Each waiter in the queue before the next one asks.
-            while q.load().1 < n + 1 {
-                tokio::task::yield_now().await;
-            }
+        for &a in askers {
+            let (waiter, tx) = (queued(&q, a).await, tx.clone());
+            tokio::spawn(async move { tx.send((a, waiter.await.unwrap())).unwrap() });
         }
         let mut order = Vec::new();
         drop(held.remove(0));
@@ -351,20 +356,8 @@ mod tests {
         let q = HostQueue::new(2);
         let _one = q.acquire(asker(1)).await;
         let nine = q.acquire(asker(9)).await;
-        let first = tokio::spawn({
-            let q = q.clone();
-            async move { q.acquire(asker(1)).await }
-        });
-        while q.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
-        let second = tokio::spawn({
-            let q = q.clone();
-            async move { q.acquire(asker(2)).await }
-        });
-        while q.load().1 < 2 {
-            tokio::task::yield_now().await;
-        }
+        let first = queued(&q, asker(1)).await;
+        let second = queued(&q, asker(2)).await;
         drop(nine);
         let granted = tokio::time::timeout(Duration::from_secs(5), second)
             .await
@@ -392,48 +385,29 @@ mod tests {
         // after X's last one, not ahead of it as an instance never seen would.
         let q = HostQueue::new(1);
         let held = q.acquire(asker(9)).await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let spawn = |i: u64, tx: tokio::sync::mpsc::UnboundedSender<(u64, HostPermit)>| {
-            let q = q.clone();
-            tokio::spawn(async move {
-                let p = q.acquire(asker(i)).await;
-                tx.send((i, p)).unwrap();
-            });
-        };
-        for n in 1..=2 {
-            spawn(1, tx.clone());
-            while q.load().1 < n {
-                tokio::task::yield_now().await;
-            }
-        }
+        let x1 = queued(&q, asker(1)).await;
+        let x2 = queued(&q, asker(1)).await;
         drop(held);
-        let (first, p) = rx.recv().await.unwrap();
-        assert_eq!(first, 1);
-        spawn(2, tx.clone());
-        while q.load().1 < 2 {
-            tokio::task::yield_now().await;
-        }
-        drop(p);
-        let (second, p) = rx.recv().await.unwrap();
-        assert_eq!(
-            second, 1,
+        let first = x1.await.unwrap();
+        let y = queued(&q, asker(2)).await;
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), x2)
+            .await
+            .expect("instance 1's second rendition is served")
+            .unwrap();
+        assert!(
+            !y.is_finished(),
             "instance 2 jumped ahead of instance 1's waiting rendition"
         );
-        drop(p);
-        assert_eq!(rx.recv().await.unwrap().0, 2);
+        drop(second);
+        assert_eq!(y.await.unwrap().instance, 2);
     }
 
     #[tokio::test]
     async fn a_dropped_wait_leaves_the_queue_and_loses_no_permit() {
         let q = HostQueue::new(1);
         let held = q.acquire(asker(1)).await;
-        let waiting = tokio::spawn({
-            let q = q.clone();
-            async move { q.acquire(asker(2)).await }
-        });
-        while q.load().1 < 1 {
-            tokio::task::yield_now().await;
-        }
+        let waiting = queued(&q, asker(2)).await;
         waiting.abort();
         let _ = waiting.await;
         assert_eq!(q.load(), (1, 0));
