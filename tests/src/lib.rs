@@ -77,6 +77,17 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `kubectl patch <kind> <name> -n <ns> --type merge -p <patch>`, failing with kubectl's stderr
+/// when it does not succeed.
+pub fn kubectl_merge_patch(ns: &str, kind: &str, name: &str, patch: &str) -> String {
+    kubectl_ok(
+        &[
+            "patch", kind, name, "-n", ns, "--type", "merge", "-p", patch,
+        ],
+        None,
+    )
+}
+
 /// Runs kubectl until it succeeds (bounded), for what the API server publishes a little after
 /// a CRD is Established (its OpenAPI document, used by `kubectl explain`).
 pub async fn kubectl_eventually(args: &[&str], timeout: std::time::Duration) -> String {
@@ -186,9 +197,12 @@ pub fn probed_event_manifest(spec_extra: &str, origins: &[(&str, String)]) -> St
         "apiVersion: cvs.dev/v1alpha1\nkind: ClusteredStream\nmetadata:\n  name: event\nspec:\n  stateTable: {{name: cvs-state, region: us-east-1}}\n{spec_extra}"
     );
     for (i, (region, url)) in origins.iter().enumerate() {
-        manifest.push_str(&format!(
-            "---\napiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: {}\nspec:\n  clusteredStream: event\n  region: {region}\n  cloudfront: {{domain: d{i}.cloudfront.net}}\n  origin: {{url: \"{url}\"}}\n",
-            instance_name(region),
+        manifest.push_str("---\n");
+        manifest.push_str(&stream_instance_manifest(
+            &instance_name(region),
+            region,
+            &format!("d{i}.cloudfront.net"),
+            url,
         ));
     }
     manifest
@@ -288,20 +302,17 @@ impl StatefulEvent {
             inbox,
         }
     }
+}
 
-    /// The StreamInstance of `region` (see [`instance_name`], [`instance_domain`]) on the
-    /// simulator's copy of the stream there.
-    pub fn instance_manifest(&self, region: &str) -> String {
-        stream_instance_manifest(
-            &instance_name(region),
-            region,
-            &instance_domain(region),
-            &self
-                .sim
-                .master_url(region, "s0001")
-                .expect("a simulated region"),
-        )
-    }
+/// The StreamInstance of `region` (see [`instance_name`], [`instance_domain`]) on the
+/// simulator's copy of stream `s0001` there.
+pub fn region_instance_manifest(sim: &hls_sim::SimHandle, region: &str) -> String {
+    stream_instance_manifest(
+        &instance_name(region),
+        region,
+        &instance_domain(region),
+        &sim.master_url(region, "s0001").expect("a simulated region"),
+    )
 }
 
 /// The CloudFront domain the e2e fixtures give a region's instance.

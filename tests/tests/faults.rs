@@ -261,12 +261,7 @@ impl Fixture {
     }
 
     fn instance_manifest(&self, region: &str) -> String {
-        stream_instance_manifest(
-            &instance_name(region),
-            region,
-            &instance_domain(region),
-            &self.sim.master_url(region, "s0001").unwrap(),
-        )
+        region_instance_manifest(&self.sim, region)
     }
 
     /// Patches `distroOpen` through the API (retrying while the API server is coming back).
@@ -724,21 +719,13 @@ async fn moto_stopped_the_master_playlist_is_published_after_it_is_back() {
     );
     let bucket = format!("{}-master", f.ns);
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    kubectl_ok(
-        &[
-            "patch",
-            "clusteredstream",
-            "event",
-            "-n",
-            &f.ns,
-            "--type",
-            "merge",
-            "-p",
-            &format!(
-                r#"{{"spec":{{"playlist":{{"closedVariants":"Omit","targets":[{{"region":"us-east-1","bucket":"{bucket}","key":"{KEY}"}}]}}}}}}"#
-            ),
-        ],
-        None,
+    kubectl_merge_patch(
+        &f.ns,
+        "clusteredstream",
+        "event",
+        &format!(
+            r#"{{"spec":{{"playlist":{{"closedVariants":"Omit","targets":[{{"region":"us-east-1","bucket":"{bucket}","key":"{KEY}"}}]}}}}}}"#
+        ),
     );
     let master = || async {
         let out = s3.get_object().bucket(&bucket).key(KEY).send().await.ok()?;

@@ -276,19 +276,11 @@ async fn immutable_fields_are_refused_on_update() {
         );
     }
     // distroOpen is meant to be patched.
-    kubectl_ok(
-        &[
-            "patch",
-            "streaminstance",
-            "live-event-us-east-1",
-            "-n",
-            &ns,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"distroOpen":false}}"#,
-        ],
-        None,
+    kubectl_merge_patch(
+        &ns,
+        "streaminstance",
+        "live-event-us-east-1",
+        r#"{"spec":{"distroOpen":false}}"#,
     );
 }
 
@@ -343,19 +335,11 @@ async fn operator_sets_status_and_stops_cleanly() {
 
     // Closing one region by patch reaches its status, with an Event.
     let patch_closed = |name: &str| {
-        kubectl_ok(
-            &[
-                "patch",
-                "streaminstance",
-                name,
-                "-n",
-                &ns,
-                "--type",
-                "merge",
-                "-p",
-                r#"{"spec":{"distroOpen":false}}"#,
-            ],
-            None,
+        kubectl_merge_patch(
+            &ns,
+            "streaminstance",
+            name,
+            r#"{"spec":{"distroOpen":false}}"#,
         )
     };
     patch_closed("live-event-eu-west-1");

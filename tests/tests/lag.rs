@@ -316,19 +316,11 @@ async fn without_program_date_time_lag_is_judged_only_on_a_shared_media_sequence
     assert_eq!(condition(&later, "Lagging").unwrap().status, "Unknown");
     assert_eq!(condition(&later, "Healthy").unwrap().status, "True");
 
-    kubectl_ok(
-        &[
-            "patch",
-            "clusteredstream",
-            "event",
-            "-n",
-            &f.ns,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"health":{"lag":{"sharedMediaSequence":true}}}}"#,
-        ],
-        None,
+    kubectl_merge_patch(
+        &f.ns,
+        "clusteredstream",
+        "event",
+        r#"{"spec":{"health":{"lag":{"sharedMediaSequence":true}}}}"#,
     );
     let lagging = f
         .wait_condition(WEST, "Healthy", "False", Some("Lagging"), DETECT)

@@ -403,19 +403,11 @@ fn patch_storm(f: &Fixture, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<bo
         let mut open = true;
         while !stop.load(Ordering::SeqCst) {
             open = !open;
-            kubectl_ok(
-                &[
-                    "patch",
-                    "streaminstance",
-                    &name(WEST),
-                    "-n",
-                    &ns,
-                    "--type",
-                    "merge",
-                    "-p",
-                    &format!(r#"{{"spec":{{"distroOpen":{open}}}}}"#),
-                ],
-                None,
+            kubectl_merge_patch(
+                &ns,
+                "streaminstance",
+                &name(WEST),
+                &format!(r#"{{"spec":{{"distroOpen":{open}}}}}"#),
             );
             std::thread::sleep(Duration::from_millis(700));
         }

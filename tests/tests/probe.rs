@@ -281,19 +281,11 @@ async fn a_single_failed_request_never_changes_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_rendition_is_stale_at_the_bound_whatever_the_threshold() {
     let f = Fixture::start("threshold-bound", async |_| {}).await;
-    kubectl_ok(
-        &[
-            "patch",
-            "clusteredstream",
-            "event",
-            "-n",
-            &f.ns,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"health":{"failureThreshold":10}}}"#,
-        ],
-        None,
+    kubectl_merge_patch(
+        &f.ns,
+        "clusteredstream",
+        "event",
+        r#"{"spec":{"health":{"failureThreshold":10}}}"#,
     );
     f.wait_healthy(EAST, true, DETECT).await;
     // Let the operator take the new policy in (it follows the ClusteredStream's watch).

@@ -81,7 +81,7 @@ spec:
         for region in [EAST, WEST] {
             kubectl_ok(
                 &["apply", "-n", &ns, "-f", "-"],
-                Some(&instance_manifest(&sim, region)),
+                Some(&region_instance_manifest(&sim, region)),
             );
         }
         let operator = Operator::start_with(
@@ -174,12 +174,7 @@ spec:
     }
 
     fn patch(&self, kind: &str, name: &str, patch: &str) {
-        kubectl_ok(
-            &[
-                "patch", kind, name, "-n", &self.ns, "--type", "merge", "-p", patch,
-            ],
-            None,
-        );
+        kubectl_merge_patch(&self.ns, kind, name, patch);
     }
 
     async fn published(&self) -> Option<(String, String, String)> {
@@ -188,15 +183,6 @@ spec:
         let c = s.conditions.into_iter().find(|c| c.type_ == "Published")?;
         Some((c.status, c.reason, c.message))
     }
-}
-
-fn instance_manifest(sim: &SimHandle, region: &str) -> String {
-    stream_instance_manifest(
-        &instance_name(region),
-        region,
-        &instance_domain(region),
-        &sim.master_url(region, "s0001").unwrap(),
-    )
 }
 
 /// The distinct PATHWAY-IDs of a master's variants, sorted.
@@ -328,7 +314,7 @@ async fn master_and_steering_follow_every_state_change() {
     // An instance added joins the master and the steering manifest; deleted, it leaves both.
     kubectl_ok(
         &["apply", "-n", &f.ns, "-f", "-"],
-        Some(&instance_manifest(&f.sim, SOUTH)),
+        Some(&region_instance_manifest(&f.sim, SOUTH)),
     );
     f.wait_master_pathways("south added", &[SOUTH, WEST, EAST])
         .await;
@@ -377,7 +363,7 @@ async fn an_unusable_master_keeps_the_last_good_copy_and_a_never_seen_one_is_lef
         .unwrap();
     kubectl_ok(
         &["apply", "-n", &f.ns, "-f", "-"],
-        Some(&instance_manifest(&f.sim, SOUTH)),
+        Some(&region_instance_manifest(&f.sim, SOUTH)),
     );
     let api: Api<ClusteredStream> = Api::namespaced(f.client.clone(), &f.ns);
     let contributions = wait_for("reasons in status", WAIT, || async {

@@ -118,28 +118,15 @@ impl Fixture {
 
     /// The StreamInstance of `region`, as the fixture first applied it.
     fn instance_manifest(&self, region: &str) -> String {
-        stream_instance_manifest(
-            &instance_name(region),
-            region,
-            &instance_domain(region),
-            &self.sim.master_url(region, "s0001").unwrap(),
-        )
+        region_instance_manifest(&self.sim, region)
     }
 
     fn patch_open(&self, region: &str, open: bool) {
-        kubectl_ok(
-            &[
-                "patch",
-                "streaminstance",
-                &instance_name(region),
-                "-n",
-                &self.ns,
-                "--type",
-                "merge",
-                "-p",
-                &format!(r#"{{"spec":{{"distroOpen":{open}}}}}"#),
-            ],
-            None,
+        kubectl_merge_patch(
+            &self.ns,
+            "streaminstance",
+            &instance_name(region),
+            &format!(r#"{{"spec":{{"distroOpen":{open}}}}}"#),
         );
     }
 
