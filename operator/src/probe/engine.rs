@@ -408,6 +408,8 @@ async fn run_instance(
     let mut renditions: BTreeMap<String, RenditionTask> = BTreeMap::new();
     let mut master_error: Option<Failure> = None;
     let mut master_failures: u32 = 0;
+    let mut master_answered = false;
+    let mut rng = fastrand::Rng::new();
     let mut next_master = Instant::now();
     // The master fetch runs beside the loop, so verdicts are aggregated while it is in flight.
     let mut master_fetch: Option<MasterFetch> = None;
@@ -439,6 +441,8 @@ async fn run_instance(
             }
             found = async { master_fetch.as_mut().expect("guarded").await }, if master_fetch.is_some() => {
                 master_fetch = None;
+                // Whether this answer ends a run in step with the region's other instances.
+                let spread = !master_answered || master_failures > 0;
                 match found {
                     Ok(found) if found.len() > shared.settings.max_renditions => {
                         master_error = Some(Failure::TooManyRenditions(
@@ -447,7 +451,9 @@ async fn run_instance(
                         ));
                         master_failures = 0;
                         renditions.clear();
-                        next_master = Instant::now() + shared.settings.rediscover_every;
+                        master_answered = true;
+                        next_master =
+                            Instant::now() + master_reread(&shared.settings, spread, &mut rng);
                     }
                     Ok(found) => {
                         master_error = None;
@@ -494,7 +500,9 @@ async fn run_instance(
                                 }
                             }
                         }
-                        next_master = Instant::now() + shared.settings.rediscover_every;
+                        master_answered = true;
+                        next_master =
+                            Instant::now() + master_reread(&shared.settings, spread, &mut rng);
                     }
                     Err(e) => {
                         // Like a media playlist: a transient failure (already confirmed by a
@@ -538,6 +546,7 @@ async fn run_instance(
                 let new = target_rx.borrow_and_update().clone();
                 if new.master_url != target.master_url {
                     renditions.clear();
+                    master_answered = false;
                     master_error = None;
                     master_fetch = None;
                     last = None;
@@ -727,6 +736,21 @@ impl Drop for EdgeSlot {
     fn drop(&mut self) {
         self.leave();
     }
+}
+
+/// When a master that answered is read again. Every re-read lands at a random point in the last
+/// fifth of `rediscover_every`. After its first answer, and after an answer that ended failures,
+/// the next read lands anywhere in the interval's last nine tenths instead: every instance of a
+/// region starts together and recovers together (its origin answers again for all of them at
+/// once), and 700 masters of one host falling due in the same second take its permits from the
+/// media playlists the next time that host hangs (RELIABILITY.md, "the third outage").
+fn master_reread(settings: &EngineSettings, spread: bool, rng: &mut fastrand::Rng) -> Duration {
+    let per_mille = if spread {
+        rng.u32(100..=1000)
+    } else {
+        rng.u32(800..=1000)
+    };
+    settings.rediscover_every * per_mille / 1000
 }
 
 /// How long to wait before fetching a failing master again: exponential from 500 ms, but never
@@ -1500,7 +1524,7 @@ mod tests {
 
     use super::*;
     use axum::Router;
-    use axum::extract::State;
+    use axum::extract::{RawQuery, State};
     use axum::routing::get;
     use std::sync::atomic::AtomicU32;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1516,6 +1540,11 @@ mod tests {
         tokens: AtomicBool,
         hang_master: AtomicBool,
         master_reads: AtomicU64,
+        /// `/m.m3u8` answers 500 while set.
+        fail_master: AtomicBool,
+        /// When each master read arrived, with the query that named its instance and whether
+        /// it was answered with the master.
+        master_read_log: Mutex<Vec<(Option<String>, Instant, bool)>>,
         hanging: usize,
         /// Every `fail_every`-th read of `/v.m3u8` answers 500 (0: never).
         fail_every: AtomicU64,
@@ -1575,25 +1604,33 @@ mod tests {
             )
             .route(
                 "/m.m3u8",
-                get(|State(o): State<Arc<Origin>>| async move {
-                    let n = o.master_reads.fetch_add(1, Ordering::SeqCst);
-                    if n > 0 && o.hang_master.load(Ordering::SeqCst) {
-                        std::future::pending::<()>().await;
-                    }
-                    let mut m = String::from("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n");
-                    if o.tokens.load(Ordering::SeqCst) {
-                        m.push_str(&format!("v.m3u8?session={n}\n"));
-                    } else {
-                        m.push_str("v.m3u8\n");
-                    }
-                    for i in 0..o.hanging {
-                        m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=2\nhang/{i}.m3u8\n"));
-                    }
-                    for i in 0..o.live_renditions {
-                        m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=3\nv.m3u8?r={i}\n"));
-                    }
-                    m
-                }),
+                get(
+                    |State(o): State<Arc<Origin>>, RawQuery(query): RawQuery| async move {
+                        let at = Instant::now();
+                        let n = o.master_reads.fetch_add(1, Ordering::SeqCst);
+                        if n > 0 && o.hang_master.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        let fail = o.fail_master.load(Ordering::SeqCst);
+                        o.master_read_log.lock().unwrap().push((query, at, !fail));
+                        if fail {
+                            return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                        }
+                        let mut m = String::from("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n");
+                        if o.tokens.load(Ordering::SeqCst) {
+                            m.push_str(&format!("v.m3u8?session={n}\n"));
+                        } else {
+                            m.push_str("v.m3u8\n");
+                        }
+                        for i in 0..o.hanging {
+                            m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=2\nhang/{i}.m3u8\n"));
+                        }
+                        for i in 0..o.live_renditions {
+                            m.push_str(&format!("#EXT-X-STREAM-INF:BANDWIDTH=3\nv.m3u8?r={i}\n"));
+                        }
+                        Ok(m)
+                    },
+                ),
             )
             .route(
                 "/{segment}",
@@ -1925,6 +1962,83 @@ mod tests {
         assert!(
             held >= INSTANCES,
             "{held}: fewer hung requests than instances"
+        );
+    }
+
+    #[test]
+    fn a_master_is_read_again_within_the_rediscover_interval() {
+        let settings = EngineSettings::default();
+        let every = settings.rediscover_every;
+        let mut rng = fastrand::Rng::with_seed(11);
+        let steady: Vec<Duration> = (0..1000)
+            .map(|_| master_reread(&settings, false, &mut rng))
+            .collect();
+        assert!(steady.iter().all(|d| *d >= every * 8 / 10 && *d <= every));
+        let spread: Vec<Duration> = (0..1000)
+            .map(|_| master_reread(&settings, true, &mut rng))
+            .collect();
+        assert!(spread.iter().all(|d| *d >= every / 10 && *d <= every));
+        // Spread over the interval, not bunched at one end.
+        let early = spread.iter().filter(|d| **d < every / 2).count();
+        assert!(
+            (350..=550).contains(&early),
+            "{early} of 1000 in the first half"
+        );
+    }
+
+    /// Every instance's master fails and answers again at the same moment (a region's origin
+    /// recovering): the next reads are spread over the rediscover interval instead of falling
+    /// due together, and keep a host's permits from going to 700 masters at once the next time
+    /// it hangs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn masters_that_recover_together_are_read_again_apart() {
+        const INSTANCES: usize = 24;
+        let origin = Arc::new(Origin::default());
+        origin.fail_master.store(true, Ordering::SeqCst);
+        let url = serve(origin.clone()).await;
+        let every = Duration::from_secs(2);
+        let e = ProbeEngine::new(
+            EngineSettings {
+                limits: FetchLimits {
+                    allow_private: true,
+                    ..FetchLimits::default()
+                },
+                max_backoff: Duration::from_millis(400),
+                rediscover_every: every,
+                max_renditions: 10,
+                confirm: Confirm::default(),
+                parse: Default::default(),
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap()
+        .0;
+        for n in 0..INSTANCES {
+            let mut u = url.clone();
+            u.set_query(Some(&format!("i={n}")));
+            probe(&e, &format!("i{n}"), &u);
+        }
+        sleep(Duration::from_millis(1500)).await;
+        origin.fail_master.store(false, Ordering::SeqCst);
+        sleep(every + Duration::from_millis(1500)).await;
+        let log = origin.master_read_log.lock().unwrap().clone();
+        let mut gaps = Vec::new();
+        for n in 0..INSTANCES {
+            let name = format!("i={n}");
+            let reads: Vec<Instant> = log
+                .iter()
+                .filter(|(q, _, answered)| *answered && q.as_deref() == Some(name.as_str()))
+                .map(|(_, at, _)| *at)
+                .collect();
+            assert!(reads.len() >= 2, "{name}: answered {} times", reads.len());
+            gaps.push(reads[1] - reads[0]);
+        }
+        let (min, max) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+        // Drawn from 0.2-2 s, 24 draws span less than 1 s about once in 60,000 runs; read
+        // again after a fixed interval, the gaps differ by scheduling noise only.
+        assert!(
+            *max - *min >= Duration::from_secs(1),
+            "re-read gaps after recovery from {min:?} to {max:?}"
         );
     }
 
