@@ -76,6 +76,9 @@ pub struct Metrics {
     /// Staleness deadlines that passed while the probe waited for the operator's own limits
     /// (not declared stale: the operator, not the origin, was late).
     pub probe_starved: Counter,
+    /// Master playlists read again in the background (behind the media playlists at their
+    /// host) that waited a whole rediscover interval and were then asked for as routine polls.
+    pub master_reads_promoted: Counter,
     /// LL-HLS renditions that left blocking playlist reload because the server misbehaved.
     pub probe_blocking_fallbacks: Counter,
     /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
@@ -196,6 +199,12 @@ impl Default for Metrics {
             "Probes waiting for the operator's own concurrency limits",
             probes_queued.clone(),
         );
+        let master_reads_promoted = Counter::default();
+        registry.register(
+            "probe_master_reads_promoted",
+            "Master playlists read again behind the media playlists at their host that waited a rediscover interval and were then sent as routine polls",
+            master_reads_promoted.clone(),
+        );
         let probe_starved = Counter::default();
         registry.register(
             "probe_starved",
@@ -309,6 +318,7 @@ impl Default for Metrics {
             probe_starved,
             probe_blocking_fallbacks,
             probe_task_restarts,
+            master_reads_promoted,
             probe_tasks,
             probe_retries,
             segment_checks,

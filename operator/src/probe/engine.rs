@@ -13,6 +13,7 @@ use super::credentials::OriginCredentials;
 use super::decision::{self, Failure, InstanceVerdict, Policy, Tracker};
 use super::destination::Destinations;
 use super::fetch::{self, FetchLimits, Fetcher, InstanceBudget, ParseLimits, Polled, Rendition};
+use super::host_queue::Urgency;
 use super::llhls;
 use super::redact::{redact_text, redact_url};
 use super::segments::{self, SegmentCheck, SegmentRef};
@@ -431,11 +432,19 @@ async fn run_instance(
     loop {
         tokio::select! {
             _ = sleep_until(next_master), if master_fetch.is_none() => {
+                // With renditions known, the master only follows added or removed ones: it
+                // waits behind every media playlist at a busy host (see `host_queue`).
+                let urgency = if renditions.is_empty() {
+                    Urgency::Routine
+                } else {
+                    Urgency::Background
+                };
                 master_fetch = Some(Box::pin(fetch_master(
                     shared.clone(),
                     ctx.budget.clone(),
                     target.master_url.clone(),
                     destinations_tx.borrow().clone(),
+                    urgency,
                 )));
                 continue;
             }
@@ -513,12 +522,17 @@ async fn run_instance(
                         {
                             master_error = Some(e);
                         }
-                        let min_target = renditions
-                            .values()
-                            .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
-                            .min();
-                        next_master = Instant::now()
-                            + master_retry(master_failures, min_target, &shared.settings);
+                        // With renditions known, a failing master judges nothing (they are
+                        // judged on their own requests) and is read again on its usual
+                        // schedule; when a host hangs, masters retried within half a target
+                        // duration would hold much of its permits. Without, it is retried at
+                        // the HLS reload interval, as a player would.
+                        let retry = if renditions.is_empty() {
+                            master_retry(master_failures, &shared.settings)
+                        } else {
+                            master_reread(&shared.settings, false, &mut rng)
+                        };
+                        next_master = Instant::now() + retry;
                     }
                 }
                 dirty = true;
@@ -753,11 +767,11 @@ fn master_reread(settings: &EngineSettings, spread: bool, rng: &mut fastrand::Rn
     settings.rediscover_every * per_mille / 1000
 }
 
-/// How long to wait before fetching a failing master again: exponential from 500 ms, but never
-/// longer than the HLS reload interval of its renditions (half the smallest target duration
-/// known, or of the default), so a master that answers again is noticed as a player would.
-fn master_retry(failures: u32, min_target_ms: Option<u64>, settings: &EngineSettings) -> Duration {
-    let td = min_target_ms.unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
+/// How long to wait before fetching a failing master that listed no renditions yet again:
+/// exponential from 500 ms, but never longer than the HLS reload interval (half the default
+/// target duration), so a master that answers again is noticed as a player would.
+fn master_retry(failures: u32, settings: &EngineSettings) -> Duration {
+    let td = decision::DEFAULT_TARGET_DURATION_MS;
     let reload = Duration::from_millis((td / 2).max(decision::MIN_POLL_MS));
     Duration::from_millis(500)
         .saturating_mul(1 << failures.min(8))
@@ -791,9 +805,25 @@ async fn fetch_master(
     budget: Arc<InstanceBudget>,
     url: Url,
     destinations: Arc<Destinations>,
+    urgency: Urgency,
 ) -> Result<Vec<Rendition>, Failure> {
     let queued = Instant::now();
-    let permit = shared.fetcher.permit(&budget, &url, false).await;
+    let permit = match urgency {
+        // Waits at most one rediscover interval behind the media playlists, then as a routine
+        // poll: a host kept busy (not hung) by its media playlists still has its masters read,
+        // and an origin whose rendition URIs carry expiring tokens gets them refreshed.
+        Urgency::Background => {
+            let background = shared.fetcher.permit(&budget, &url, Urgency::Background);
+            match tokio::time::timeout(shared.settings.rediscover_every, background).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    shared.metrics.master_reads_promoted.inc();
+                    shared.fetcher.permit(&budget, &url, Urgency::Routine).await
+                }
+            }
+        }
+        urgency => shared.fetcher.permit(&budget, &url, urgency).await,
+    };
     shared
         .metrics
         .probe_queue_wait
@@ -911,9 +941,12 @@ async fn run_rendition(
             let permit = {
                 // A rendition whose last request failed while it is still fresh goes first
                 // among equals at its host: its answer can decide a verdict.
-                let pending_verdict = tracker.consecutive_failures > 0 && tracker.is_fresh();
-                let mut acquire =
-                    Box::pin(shared.fetcher.permit(&ctx.budget, &uri, pending_verdict));
+                let urgency = if tracker.consecutive_failures > 0 && tracker.is_fresh() {
+                    Urgency::PendingVerdict
+                } else {
+                    Urgency::Routine
+                };
+                let mut acquire = Box::pin(shared.fetcher.permit(&ctx.budget, &uri, urgency));
                 loop {
                     let deadline = tracker
                         .watch_deadline_ms(&policy)
@@ -1388,7 +1421,10 @@ async fn check_segments(
         let result = match playlist.join(uri) {
             Err(e) => Err(Failure::Unparsable(format!("bad segment URI: {e}"))),
             Ok(url) => {
-                let permit = shared.fetcher.permit(&ctx.budget, &url, false).await;
+                let permit = shared
+                    .fetcher
+                    .permit(&ctx.budget, &url, Urgency::Routine)
+                    .await;
                 let settings = shared
                     .settings
                     .confirm
@@ -1560,6 +1596,8 @@ mod tests {
         /// in `held_reads`.
         hang_media: AtomicBool,
         held_reads: AtomicU64,
+        /// Every media playlist is answered this much later (a busy origin).
+        media_delay_ms: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -1593,6 +1631,10 @@ mod tests {
                     if o.hang_media.load(Ordering::SeqCst) {
                         o.held_reads.fetch_add(1, Ordering::SeqCst);
                         std::future::pending::<()>().await;
+                    }
+                    let delay = o.media_delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        sleep(Duration::from_millis(delay)).await;
                     }
                     let n = o.media_reads.fetch_add(1, Ordering::SeqCst) + 1;
                     let every = o.fail_every.load(Ordering::SeqCst);
@@ -1910,8 +1952,8 @@ mod tests {
         );
     }
 
-    /// A host that hangs every media playlist request, shared by 8 instances of 8 renditions,
-    /// with 2 permits: every request holds a permit for the whole timeout, so the order in
+    /// A host that hangs every request (masters read again every 300 ms, and media playlists),
+    /// shared by 8 instances of 8 renditions, with 2 permits: every request holds a permit for the whole timeout, so the order in
     /// which the host's permits are handed out decides how many requests it takes to judge
     /// every instance. Instances take turns (see `host_queue`): about one hung request (and
     /// its confirming retry) per instance. A first-come queue served the renditions in the
@@ -1943,6 +1985,9 @@ mod tests {
             .await;
             assert!(healthy, "i{n}: {seen:?}");
         }
+        // The whole host hangs: the masters too (read again every 300 ms here).
+        let masters_before = origin.master_reads.load(Ordering::SeqCst);
+        origin.hang_master.store(true, Ordering::SeqCst);
         origin.hang_media.store(true, Ordering::SeqCst);
         for n in 0..INSTANCES {
             let (stale, seen) = watch_until(&e, &format!("i{n}"), Duration::from_secs(90), |h| {
@@ -1952,6 +1997,7 @@ mod tests {
             assert!(stale, "i{n}: {seen:?}");
         }
         let held = origin.held_reads.load(Ordering::SeqCst);
+        let masters = origin.master_reads.load(Ordering::SeqCst) - masters_before;
         // Each judged instance costs a hung request and its retry, plus what the two permits
         // held when the hang started and what goes out while the verdicts are read: 22 in
         // three runs. The first-come queue needed 46-61.
@@ -1962,6 +2008,13 @@ mod tests {
         assert!(
             held >= INSTANCES,
             "{held}: fewer hung requests than instances"
+        );
+        // The masters, read again every 300 ms, wait behind the media playlists: 0-2 were
+        // sent while the host hung. Read like a media playlist they took 10, and the media
+        // playlists 30-32 requests.
+        assert!(
+            masters <= INSTANCES / 2,
+            "{masters} master reads held permits of the hung host"
         );
     }
 
@@ -2040,6 +2093,45 @@ mod tests {
             *max - *min >= Duration::from_secs(1),
             "re-read gaps after recovery from {min:?} to {max:?}"
         );
+    }
+
+    /// One permit at a host kept busy by its media playlists (ten renditions polled twice a
+    /// second, each answered after 300 ms: six times what the permit can serve) but not hung:
+    /// the master, read again behind them, still goes out once it has waited a rediscover
+    /// interval (300 ms here) instead of waiting as long as the host stays busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_behind_a_busy_host_is_still_read() {
+        let origin = Arc::new(Origin {
+            live_renditions: 9,
+            ..Origin::default()
+        });
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            per_host: 1,
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "busy", &url);
+        let (healthy, seen) =
+            watch_until(&e, "busy", Duration::from_secs(20), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        origin.media_delay_ms.store(300, Ordering::SeqCst);
+        sleep(Duration::from_secs(2)).await;
+        let (masters, media) = (
+            origin.master_reads.load(Ordering::SeqCst),
+            origin.media_reads.load(Ordering::SeqCst),
+        );
+        sleep(Duration::from_secs(5)).await;
+        let masters = origin.master_reads.load(Ordering::SeqCst) - masters;
+        let media = origin.media_reads.load(Ordering::SeqCst) - media;
+        // Promoted after 300 ms, it then waits behind the polls already queued as any poll
+        // does (about 3 s here): 2 in 5 s. Behind the media playlists without a bound, 0 went
+        // out in two runs.
+        assert!(
+            masters >= 1,
+            "{masters} master reads, {media} media reads in 5 s"
+        );
+        assert!(e.shared.metrics.master_reads_promoted.get() >= 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2141,15 +2233,10 @@ mod tests {
     fn a_failing_master_is_retried_within_the_hls_reload_interval() {
         let settings = EngineSettings::default();
         for failures in 1..40 {
-            let d = master_retry(failures, Some(2_000), &settings);
-            assert!(d <= Duration::from_secs(1), "{failures}: {d:?}");
-            let d = master_retry(failures, None, &settings);
+            let d = master_retry(failures, &settings);
             assert!(d <= Duration::from_secs(3), "{failures}: {d:?}");
             assert!(d >= Duration::from_millis(500));
         }
-        // A hostile target duration cannot stretch it past the backoff limits.
-        let d = master_retry(40, Some(u64::MAX), &settings);
-        assert!(d <= settings.rediscover_every);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

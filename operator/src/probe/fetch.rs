@@ -4,7 +4,7 @@
 use super::decision::{Failure, MAX_TARGET_DURATION_MS, MIN_TARGET_DURATION_MS, Snapshot};
 use super::destination::{self, Destinations, GuardedResolver};
 use super::engine::DEFAULT_MAX_RENDITIONS;
-use super::host_queue::{Asker, HostPermit, HostQueue};
+use super::host_queue::{Asker, HostPermit, HostQueue, Urgency};
 use super::llhls;
 use super::scan;
 pub use super::scan::ParseLimits;
@@ -178,19 +178,13 @@ impl Fetcher {
     /// `instance`: its instance's, its host's and the global limit, in that order, so a probe
     /// never holds a scarcer permit while it waits for a more local one. The instance's and the
     /// global semaphores are first come, first served; a host's permits go to its instances in
-    /// turn, a request whose answer can decide a verdict (`pending_verdict`) first among
-    /// equals (see [`super::host_queue`]).
-    pub async fn permit(
-        &self,
-        instance: &InstanceBudget,
-        url: &Url,
-        pending_verdict: bool,
-    ) -> Permit {
+    /// turn, by `urgency` among equals (see [`super::host_queue`]).
+    pub async fn permit(&self, instance: &InstanceBudget, url: &Url, urgency: Urgency) -> Permit {
         // The semaphores are never closed, so acquiring cannot fail.
         let closed = "probe semaphores are never closed";
         let asker = Asker {
             instance: instance.id,
-            pending_verdict,
+            urgency,
         };
         let instance = instance
             .permits
@@ -214,7 +208,9 @@ impl Fetcher {
         url: &Url,
         destinations: &Destinations,
     ) -> Result<Vec<u8>, Failure> {
-        let _permit = self.permit(&self.instance_budget(), url, false).await;
+        let _permit = self
+            .permit(&self.instance_budget(), url, Urgency::Routine)
+            .await;
         self.get_master(url, destinations).await
     }
 

@@ -11,15 +11,17 @@
 //! requests fails and the other six requests taught nothing new.
 //!
 //! This queue grants a freed permit to the waiter whose instance
-//! 1. has the fewest requests in flight to the host,
-//! 2. has a rendition whose next answer can change a verdict (its last request failed while
-//!    it is still fresh: see [`Asker::pending_verdict`]),
-//! 3. took its last turn longest ago: its last grant here, or the moment it began waiting
+//! 1. waits for more than a background request (a master playlist read again while its
+//!    renditions are known: it decides no verdict, see [`Urgency::Background`]),
+//! 2. has the fewest requests in flight to the host,
+//! 3. has a rendition whose next answer can change a verdict (its last request failed while
+//!    it is still fresh: see [`Urgency::PendingVerdict`]),
+//! 4. took its last turn longest ago: its last grant here, or the moment it began waiting
 //!    after having nothing in flight or queued here (so an instance that comes and goes does
 //!    not jump ahead of one that has waited all along),
 //!
-//! and then to that instance's oldest pending waiter, else its oldest waiter. Instances with
-//! waiters are kept ordered by these three keys, so a grant costs a logarithm of the
+//! and then to that instance's most urgent waiter, the oldest of those. Instances with
+//! waiters are kept ordered by these four keys, so a grant costs a logarithm of the
 //! instances waiting plus a scan of one instance's waiters (at most its
 //! `FetchLimits::per_instance` permits, acquired before this queue). Instances thus take turns: every instance gets
 //! one request out before any gets a second, so a hung host is judged at about one request per
@@ -38,15 +40,29 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// How much the answer to a request can decide; orders a host's waiters (least first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Urgency {
+    /// A master playlist read again while its renditions are known: a failing master judges
+    /// no instance that has renditions (they are judged on their own requests), so at a busy
+    /// host it waits behind every media playlist. When a host hangs, the masters of its
+    /// instances (read every rediscover interval, and retried within half a target duration
+    /// while they fail) would otherwise hold a large part of its permits.
+    Background,
+    /// A routine poll.
+    Routine,
+    /// The rendition's last request failed and it is still fresh: the answer to this request
+    /// can decide a verdict, so it goes before the instance's routine polls and before
+    /// instances with nothing pending that have as many requests in flight.
+    PendingVerdict,
+}
+
 /// Who asks for a permit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Asker {
     /// The instance the request is for (see `fetch::InstanceBudget`).
     pub instance: u64,
-    /// The rendition's last request failed and it is still fresh: the answer to this request
-    /// can decide a verdict, so it goes before the instance's routine polls and before
-    /// instances with nothing pending that have as many requests in flight.
-    pub pending_verdict: bool,
+    pub urgency: Urgency,
 }
 
 /// Permission to hold one request to the host; freed (and handed to the next waiter) on drop.
@@ -66,8 +82,9 @@ pub struct HostQueue {
     state: Mutex<State>,
 }
 
-/// An instance's place in the order: requests in flight, nothing pending, its last turn.
-type Rank = (usize, bool, u64);
+/// An instance's place in the order: only background waiters, requests in flight, nothing
+/// pending, its last turn.
+type Rank = (bool, usize, bool, u64);
 
 #[derive(Default)]
 struct State {
@@ -89,16 +106,19 @@ struct InstanceState {
 
 impl InstanceState {
     fn rank(&self) -> Option<Rank> {
-        (!self.waiters.is_empty()).then(|| {
-            let pending = self.waiters.iter().any(|w| w.pending_verdict);
-            (self.in_flight, !pending, self.turn)
-        })
+        let most = self.waiters.iter().map(|w| w.urgency).max()?;
+        Some((
+            most == Urgency::Background,
+            self.in_flight,
+            most != Urgency::PendingVerdict,
+            self.turn,
+        ))
     }
 }
 
 struct Waiter {
     ticket: u64,
-    pending_verdict: bool,
+    urgency: Urgency,
     grant: oneshot::Sender<HostPermit>,
 }
 
@@ -141,10 +161,11 @@ impl State {
     fn grant_next(&mut self) -> Option<(u64, Waiter)> {
         let &(_, instance) = self.ready.first()?;
         let w = self.update(instance, |i, now| {
+            let most = i.waiters.iter().map(|w| w.urgency).max();
             let index = i
                 .waiters
                 .iter()
-                .position(|w| w.pending_verdict)
+                .position(|w| Some(w.urgency) == most)
                 .unwrap_or(0);
             let w = i
                 .waiters
@@ -194,7 +215,7 @@ impl HostQueue {
             let ticket = s.update(asker.instance, |i, now| {
                 i.waiters.push_back(Waiter {
                     ticket: now,
-                    pending_verdict: asker.pending_verdict,
+                    urgency: asker.urgency,
                     grant: tx,
                 });
                 now
@@ -294,7 +315,7 @@ mod tests {
     fn asker(instance: u64) -> Asker {
         Asker {
             instance,
-            pending_verdict: false,
+            urgency: Urgency::Routine,
         }
     }
 
@@ -372,10 +393,39 @@ mod tests {
     async fn a_pending_verdict_goes_first_among_equals() {
         let pending = Asker {
             instance: 3,
-            pending_verdict: true,
+            urgency: Urgency::PendingVerdict,
         };
         let order = served_order(1, &[9], &[asker(1), asker(2), pending]).await;
         assert_eq!(order[0], pending);
+    }
+
+    #[tokio::test]
+    async fn a_background_read_waits_behind_every_poll() {
+        // Instance 1's master is read again (background) and asked first; instance 2's
+        // routine poll, with a request already in flight, still goes first.
+        let q = HostQueue::new(2);
+        let _two = q.acquire(asker(2)).await;
+        let held = q.acquire(asker(9)).await;
+        let background = Asker {
+            instance: 1,
+            urgency: Urgency::Background,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (n, a) in [background, asker(2)].into_iter().enumerate() {
+            let (queue, tx) = (q.clone(), tx.clone());
+            tokio::spawn(async move {
+                let p = queue.acquire(a).await;
+                tx.send((a, p)).unwrap();
+            });
+            while q.load().1 < n + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        let (first, p) = rx.recv().await.unwrap();
+        assert_eq!(first, asker(2));
+        drop(p);
+        assert_eq!(rx.recv().await.unwrap().0, background);
     }
 
     #[tokio::test]
@@ -431,7 +481,11 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let a = Asker {
                     instance: n % 7,
-                    pending_verdict: n % 5 == 0,
+                    urgency: match n % 5 {
+                        0 => Urgency::PendingVerdict,
+                        1 => Urgency::Background,
+                        _ => Urgency::Routine,
+                    },
                 };
                 // Every third wait gives up after a moment, like a probe whose instance goes.
                 let wait = q.acquire(a);
