@@ -157,6 +157,11 @@ struct RunArgs {
     /// signing in; actions still need a session.
     #[arg(long, env = "CVS_DASHBOARD_ANONYMOUS_READ")]
     dashboard_anonymous_read: bool,
+    /// Mark the dashboard's session cookie `Secure`, so browsers send it only over HTTPS: set it
+    /// when people reach the dashboard through TLS (an ingress). `kubectl port-forward` to
+    /// `http://localhost` still works in current browsers, which treat localhost as secure.
+    #[arg(long, env = "CVS_DASHBOARD_SECURE_COOKIE")]
+    dashboard_secure_cookie: bool,
     /// Log format.
     #[arg(long, env = "CVS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -355,7 +360,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
-            tracing::info!(addr = %listener.local_addr()?, anonymous_read = args.dashboard_anonymous_read, "serving the dashboard");
+            tracing::info!(addr = %listener.local_addr()?, anonymous_read = args.dashboard_anonymous_read, secure_cookie = args.dashboard_secure_cookie, "serving the dashboard");
             if election.is_some() {
                 feed.watch_alone(client.clone(), args.namespace.as_deref());
             }
@@ -363,6 +368,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let router = cvs_operator::dashboard::router(
                 cvs_operator::dashboard::Settings {
                     anonymous_read: args.dashboard_anonymous_read,
+                    secure_cookies: args.dashboard_secure_cookie,
                     ..Default::default()
                 },
                 client.clone(),

@@ -80,6 +80,7 @@ refused "must be longer than leaderElection.leaseDurationSeconds" --set terminat
 refused "needs leaderElection.enabled" --set leaderElection.enabled=false
 refused "/dashboard/port" --set dashboard.enabled=true --set dashboard.port=0
 refused "/dashboard/anonymousRead" --set dashboard.anonymousRead=yes
+refused "/dashboard/secureCookie" --set dashboard.secureCookie=on
 refused "/dashboard/service/type" --set dashboard.service.type=ExternalName
 refused "needs metrics.service.enabled" --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
 
@@ -119,6 +120,7 @@ absent "defaults: no patch of a StreamInstance's spec" "$d" '^    resources: \["
 "$helm" template cvs "$chart" --namespace cvs-system --set dashboard.enabled=true >"$work/dash.yaml"
 expect "dashboard: its own listener on the pod's addresses" "$work/dash.yaml" '^            - --dashboard-addr=0\.0\.0\.0:8090$'
 absent "dashboard: anonymous read off by default" "$work/dash.yaml" 'dashboard-anonymous-read'
+absent "dashboard: plain cookie by default" "$work/dash.yaml" 'dashboard-secure-cookie'
 expect "dashboard: container port" "$work/dash.yaml" '^            - name: http-dashboard$'
 expect "dashboard: a Service" "$work/dash.yaml" '^  name: cvs-cvs-operator-dashboard$'
 expect "dashboard: a client stays on the replica holding its session" "$work/dash.yaml" '^  sessionAffinity: ClientIP$'
@@ -137,6 +139,7 @@ expect "all options: image by digest" "$work/all.yaml" 'cvs-operator@sha256:0123
 expect "all options: IRSA annotation" "$work/all.yaml" 'eks.amazonaws.com/role-arn'
 expect "all options: NetworkPolicy egress" "$work/all.yaml" '^    - Egress$'
 expect "all options: anonymous read" "$work/all.yaml" '^            - --dashboard-anonymous-read$'
+expect "all options: Secure session cookie" "$work/all.yaml" '^            - --dashboard-secure-cookie$'
 expect "all options: dashboard port 8443" "$work/all.yaml" '^            - --dashboard-addr=0\.0\.0\.0:8443$'
 expect "all options: NetworkPolicy admits the dashboard" "$work/all.yaml" '^        - port: http-dashboard$'
 

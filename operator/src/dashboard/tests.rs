@@ -416,6 +416,36 @@ async fn reading_needs_a_session_unless_anonymous_read() {
 }
 
 #[tokio::test]
+async fn the_session_cookie_is_secure_only_when_asked() {
+    for secure in [false, true] {
+        let h = harness(Settings {
+            secure_cookies: secure,
+            ..Default::default()
+        })
+        .await;
+        let r = h.sign_in("alice-token").await;
+        assert_eq!(r.status(), 200);
+        let opened = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        let (cookie, _) = h.session("alice-token").await;
+        let r = h
+            .http
+            .delete(format!("{}/api/session", h.base))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let cleared = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        for c in [&opened, &cleared] {
+            let attributes: Vec<&str> = c.split(';').map(str::trim).collect();
+            assert_eq!(attributes.contains(&"Secure"), secure, "{c}");
+            assert!(attributes.contains(&"HttpOnly"), "{c}");
+        }
+        assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    }
+}
+
+#[tokio::test]
 async fn actions_need_the_csrf_token_and_rbac_and_name_the_person() {
     let h = harness(Settings::default()).await;
     let (alice, alice_csrf) = h.session("alice-token").await;
