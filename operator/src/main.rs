@@ -290,9 +290,11 @@ async fn load_aws_config() -> aws_config::SdkConfig {
 }
 
 /// A probed instance whose verdict is older than this means the probe engine is stuck: the
-/// engine republishes every verdict after each master-playlist round (every rediscover interval,
-/// plus at most one request timeout), so this allows several missed rounds and never less than
-/// five minutes: a false alarm restarts the operator, which costs more than a late one.
+/// engine republishes a verdict on the first media-playlist report or master round 5 s after
+/// the last (a master round comes every rediscover interval, plus up to one more while a working
+/// master waits behind the media playlists at a busy host, plus a request timeout), so this
+/// allows several missed rounds and never less than five minutes: a false alarm restarts the
+/// operator, which costs more than a late one.
 fn probe_stall_bound(
     rediscover: std::time::Duration,
     timeout: std::time::Duration,

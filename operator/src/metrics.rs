@@ -61,6 +61,9 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub status_writes: Family<ControllerLabels, Counter>,
+    /// Status writes of an instance's rendition detail alone put off because every slot for
+    /// them was taken (the API server slow or the operator busy): verdicts go first.
+    pub detail_writes_deferred: Counter,
     pub condition_transitions: Family<ConditionLabels, Counter>,
     pub open_instances: Gauge,
     pub probe_requests: Family<ProbeLabels, Counter>,
@@ -130,6 +133,12 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Time spent in one reconciliation",
             reconcile_duration.clone(),
+        );
+        let detail_writes_deferred = Counter::default();
+        registry.register(
+            "status_detail_writes_deferred",
+            "Status writes of an instance's rendition detail alone put off because every slot for them was taken (verdicts go first)",
+            detail_writes_deferred.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();
         registry.register(
@@ -319,6 +328,7 @@ impl Default for Metrics {
             probe_blocking_fallbacks,
             probe_task_restarts,
             master_reads_promoted,
+            detail_writes_deferred,
             probe_tasks,
             probe_retries,
             segment_checks,

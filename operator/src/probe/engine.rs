@@ -432,9 +432,10 @@ async fn run_instance(
     loop {
         tokio::select! {
             _ = sleep_until(next_master), if master_fetch.is_none() => {
-                // With renditions known, the master only follows added or removed ones: it
-                // waits behind every media playlist at a busy host (see `host_queue`).
-                let urgency = if renditions.is_empty() {
+                // A working master with renditions known only follows added or removed ones:
+                // it waits behind the media playlists at a busy host (see `host_queue`). One
+                // that failed is not: its next answer sets or clears `MasterUnavailable`.
+                let urgency = if renditions.is_empty() || master_error.is_some() || master_failures > 0 {
                     Urgency::Routine
                 } else {
                     Urgency::Background
@@ -522,17 +523,12 @@ async fn run_instance(
                         {
                             master_error = Some(e);
                         }
-                        // With renditions known, a failing master judges nothing (they are
-                        // judged on their own requests) and is read again on its usual
-                        // schedule; when a host hangs, masters retried within half a target
-                        // duration would hold much of its permits. Without, it is retried at
-                        // the HLS reload interval, as a player would.
-                        let retry = if renditions.is_empty() {
-                            master_retry(master_failures, &shared.settings)
-                        } else {
-                            master_reread(&shared.settings, false, &mut rng)
-                        };
-                        next_master = Instant::now() + retry;
+                        let min_target = renditions
+                            .values()
+                            .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
+                            .min();
+                        next_master = Instant::now()
+                            + master_retry(master_failures, min_target, &shared.settings);
                     }
                 }
                 dirty = true;
@@ -562,6 +558,7 @@ async fn run_instance(
                     renditions.clear();
                     master_answered = false;
                     master_error = None;
+                    master_failures = 0;
                     master_fetch = None;
                     last = None;
                     last_judged = None;
@@ -767,11 +764,11 @@ fn master_reread(settings: &EngineSettings, spread: bool, rng: &mut fastrand::Rn
     settings.rediscover_every * per_mille / 1000
 }
 
-/// How long to wait before fetching a failing master that listed no renditions yet again:
-/// exponential from 500 ms, but never longer than the HLS reload interval (half the default
-/// target duration), so a master that answers again is noticed as a player would.
-fn master_retry(failures: u32, settings: &EngineSettings) -> Duration {
-    let td = decision::DEFAULT_TARGET_DURATION_MS;
+/// How long to wait before fetching a failing master again: exponential from 500 ms, but never
+/// longer than the HLS reload interval of its renditions (half the smallest target duration
+/// known, or of the default), so a master that answers again is noticed as a player would.
+fn master_retry(failures: u32, min_target_ms: Option<u64>, settings: &EngineSettings) -> Duration {
+    let td = min_target_ms.unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
     let reload = Duration::from_millis((td / 2).max(decision::MIN_POLL_MS));
     Duration::from_millis(500)
         .saturating_mul(1 << failures.min(8))
@@ -809,18 +806,19 @@ async fn fetch_master(
 ) -> Result<Vec<Rendition>, Failure> {
     let queued = Instant::now();
     let permit = match urgency {
-        // Waits at most one rediscover interval behind the media playlists, then as a routine
-        // poll: a host kept busy (not hung) by its media playlists still has its masters read,
-        // and an origin whose rendition URIs carry expiring tokens gets them refreshed.
+        // Behind the media playlists for one rediscover interval at most, then as a routine
+        // poll where it stands: a host kept busy (not hung) by its media playlists still has
+        // its masters read, and an origin whose rendition URIs carry expiring tokens gets
+        // them refreshed.
         Urgency::Background => {
-            let background = shared.fetcher.permit(&budget, &url, Urgency::Background);
-            match tokio::time::timeout(shared.settings.rediscover_every, background).await {
-                Ok(permit) => permit,
-                Err(_) => {
-                    shared.metrics.master_reads_promoted.inc();
-                    shared.fetcher.permit(&budget, &url, Urgency::Routine).await
-                }
+            let permit = shared
+                .fetcher
+                .background_permit(&budget, &url, shared.settings.rediscover_every)
+                .await;
+            if permit.promoted() {
+                shared.metrics.master_reads_promoted.inc();
             }
+            permit
         }
         urgency => shared.fetcher.permit(&budget, &url, urgency).await,
     };
@@ -1952,8 +1950,8 @@ mod tests {
         );
     }
 
-    /// A host that hangs every request (masters read again every 300 ms, and media playlists),
-    /// shared by 8 instances of 8 renditions, with 2 permits: every request holds a permit for the whole timeout, so the order in
+    /// A host that hangs every media playlist request, shared by 8 instances of 8 renditions,
+    /// with 2 permits: every request holds a permit for the whole timeout, so the order in
     /// which the host's permits are handed out decides how many requests it takes to judge
     /// every instance. Instances take turns (see `host_queue`): about one hung request (and
     /// its confirming retry) per instance. A first-come queue served the renditions in the
@@ -1985,9 +1983,6 @@ mod tests {
             .await;
             assert!(healthy, "i{n}: {seen:?}");
         }
-        // The whole host hangs: the masters too (read again every 300 ms here).
-        let masters_before = origin.master_reads.load(Ordering::SeqCst);
-        origin.hang_master.store(true, Ordering::SeqCst);
         origin.hang_media.store(true, Ordering::SeqCst);
         for n in 0..INSTANCES {
             let (stale, seen) = watch_until(&e, &format!("i{n}"), Duration::from_secs(90), |h| {
@@ -1997,7 +1992,6 @@ mod tests {
             assert!(stale, "i{n}: {seen:?}");
         }
         let held = origin.held_reads.load(Ordering::SeqCst);
-        let masters = origin.master_reads.load(Ordering::SeqCst) - masters_before;
         // Each judged instance costs a hung request and its retry, plus what the two permits
         // held when the hang started and what goes out while the verdicts are read: 22 in
         // three runs. The first-come queue needed 46-61.
@@ -2009,40 +2003,8 @@ mod tests {
             held >= INSTANCES,
             "{held}: fewer hung requests than instances"
         );
-        // The masters, read again every 300 ms, wait behind the media playlists: 0-2 were
-        // sent while the host hung. Read like a media playlist they took 10, and the media
-        // playlists 30-32 requests.
-        assert!(
-            masters <= INSTANCES / 2,
-            "{masters} master reads held permits of the hung host"
-        );
     }
 
-    #[test]
-    fn a_master_is_read_again_within_the_rediscover_interval() {
-        let settings = EngineSettings::default();
-        let every = settings.rediscover_every;
-        let mut rng = fastrand::Rng::with_seed(11);
-        let steady: Vec<Duration> = (0..1000)
-            .map(|_| master_reread(&settings, false, &mut rng))
-            .collect();
-        assert!(steady.iter().all(|d| *d >= every * 8 / 10 && *d <= every));
-        let spread: Vec<Duration> = (0..1000)
-            .map(|_| master_reread(&settings, true, &mut rng))
-            .collect();
-        assert!(spread.iter().all(|d| *d >= every / 10 && *d <= every));
-        // Spread over the interval, not bunched at one end.
-        let early = spread.iter().filter(|d| **d < every / 2).count();
-        assert!(
-            (350..=550).contains(&early),
-            "{early} of 1000 in the first half"
-        );
-    }
-
-    /// Every instance's master fails and answers again at the same moment (a region's origin
-    /// recovering): the next reads are spread over the rediscover interval instead of falling
-    /// due together, and keep a host's permits from going to 700 masters at once the next time
-    /// it hangs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn masters_that_recover_together_are_read_again_apart() {
         const INSTANCES: usize = 24;
@@ -2132,6 +2094,49 @@ mod tests {
             "{masters} master reads, {media} media reads in 5 s"
         );
         assert!(e.shared.metrics.master_reads_promoted.get() >= 1);
+    }
+
+    /// A master that fails while its renditions are live makes the instance stale
+    /// (`MasterUnavailable`); once it answers again it is read within the HLS reload interval,
+    /// not on the 10 s rediscover schedule, so the instance is healthy again at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_that_answers_again_is_noticed_within_the_reload_interval() {
+        let origin = Arc::new(Origin::default());
+        let url = serve(origin.clone()).await;
+        let e = ProbeEngine::new(
+            EngineSettings {
+                limits: FetchLimits {
+                    allow_private: true,
+                    ..FetchLimits::default()
+                },
+                max_backoff: Duration::from_secs(2),
+                rediscover_every: Duration::from_secs(10),
+                max_renditions: 10,
+                confirm: Confirm::default(),
+                parse: Default::default(),
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap()
+        .0;
+        probe(&e, "m", &url);
+        let (healthy, seen) =
+            watch_until(&e, "m", Duration::from_secs(20), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        origin.fail_master.store(true, Ordering::SeqCst);
+        let (stale, seen) =
+            watch_until(&e, "m", Duration::from_secs(30), |h| h == Some(false)).await;
+        assert!(stale, "{seen:?}");
+        assert_eq!(
+            e.health(&key("m")).unwrap().verdict.reason,
+            "MasterUnavailable"
+        );
+        origin.fail_master.store(false, Ordering::SeqCst);
+        // Retried every 0.5 s (half the 1 s target duration); read on the rediscover schedule
+        // it would take 8-10 s.
+        let (healthy, seen) =
+            watch_until(&e, "m", Duration::from_secs(4), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2233,10 +2238,15 @@ mod tests {
     fn a_failing_master_is_retried_within_the_hls_reload_interval() {
         let settings = EngineSettings::default();
         for failures in 1..40 {
-            let d = master_retry(failures, &settings);
+            let d = master_retry(failures, Some(2_000), &settings);
+            assert!(d <= Duration::from_secs(1), "{failures}: {d:?}");
+            let d = master_retry(failures, None, &settings);
             assert!(d <= Duration::from_secs(3), "{failures}: {d:?}");
             assert!(d >= Duration::from_millis(500));
         }
+        // A hostile target duration cannot stretch it past the backoff limits.
+        let d = master_retry(40, Some(u64::MAX), &settings);
+        assert!(d <= settings.rediscover_every);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,8 +78,16 @@ pub const DEFAULT_MAX_MASTER_BYTES: u64 = 512 << 10;
 /// it is the operator's delay, never the origin's.
 pub struct Permit {
     _instance: OwnedSemaphorePermit,
-    _host: HostPermit,
+    host: HostPermit,
     _global: OwnedSemaphorePermit,
+}
+
+impl Permit {
+    /// Whether a background wait was raised to routine at the host (see
+    /// [`Fetcher::background_permit`]).
+    pub fn promoted(&self) -> bool {
+        self.host.promoted()
+    }
 }
 
 /// The requests one instance may have in flight at once (every probe of the instance shares
@@ -180,11 +188,34 @@ impl Fetcher {
     /// global semaphores are first come, first served; a host's permits go to its instances in
     /// turn, by `urgency` among equals (see [`super::host_queue`]).
     pub async fn permit(&self, instance: &InstanceBudget, url: &Url, urgency: Urgency) -> Permit {
+        self.permit_as(instance, url, urgency, None).await
+    }
+
+    /// [`Fetcher::permit`] for a background request, raised to routine where it stands in its
+    /// host's queue once it has waited `promote_after` there (see [`Permit::promoted`]).
+    pub async fn background_permit(
+        &self,
+        instance: &InstanceBudget,
+        url: &Url,
+        promote_after: Duration,
+    ) -> Permit {
+        self.permit_as(instance, url, Urgency::Background, Some(promote_after))
+            .await
+    }
+
+    async fn permit_as(
+        &self,
+        instance: &InstanceBudget,
+        url: &Url,
+        urgency: Urgency,
+        promote_after: Option<Duration>,
+    ) -> Permit {
         // The semaphores are never closed, so acquiring cannot fail.
         let closed = "probe semaphores are never closed";
         let asker = Asker {
             instance: instance.id,
             urgency,
+            promote_after,
         };
         let instance = instance
             .permits
@@ -196,7 +227,7 @@ impl Fetcher {
         let global = self.permits.clone().acquire_owned().await.expect(closed);
         Permit {
             _instance: instance,
-            _host: host,
+            host,
             _global: global,
         }
     }

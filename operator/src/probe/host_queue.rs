@@ -11,8 +11,8 @@
 //! requests fails and the other six requests taught nothing new.
 //!
 //! This queue grants a freed permit to the waiter whose instance
-//! 1. waits for more than a background request (a master playlist read again while its
-//!    renditions are known: it decides no verdict, see [`Urgency::Background`]),
+//! 1. waits for more than a background request (a working master playlist read again while
+//!    its renditions are known, to follow added or removed ones: see [`Urgency::Background`]),
 //! 2. has the fewest requests in flight to the host,
 //! 3. has a rendition whose next answer can change a verdict (its last request failed while
 //!    it is still fresh: see [`Urgency::PendingVerdict`]),
@@ -20,11 +20,13 @@
 //!    after having nothing in flight or queued here (so an instance that comes and goes does
 //!    not jump ahead of one that has waited all along),
 //!
-//! and then to that instance's most urgent waiter, the oldest of those. Instances with
-//! waiters are kept ordered by these four keys, so a grant costs a logarithm of the
-//! instances waiting plus a scan of one instance's waiters (at most its
-//! `FetchLimits::per_instance` permits, acquired before this queue). Instances thus take turns: every instance gets
-//! one request out before any gets a second, so a hung host is judged at about one request per
+//! and then to that instance's most urgent waiter, the oldest of those. A background waiter
+//! still waiting after its `Asker::promote_after` is raised to routine where it stands (its
+//! ticket and its instance's turn kept), so a host kept busy without hanging still serves it.
+//! Instances with waiters are kept ordered by these four keys, so a grant costs a logarithm of
+//! the instances waiting plus a scan of one instance's waiters (at most its
+//! `FetchLimits::per_instance` permits, acquired before this queue). Instances thus take
+//! turns: every instance gets one request out before any gets a second, so a hung host is judged at about one request per
 //! instance. The order changes nobody's verdict rules: a rendition is still judged only on its
 //! own request, and the time it waits here is still the operator's, never the origin's. When
 //! the host is not saturated nobody waits and the order does not matter.
@@ -38,16 +40,18 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How much the answer to a request can decide; orders a host's waiters (least first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Urgency {
-    /// A master playlist read again while its renditions are known: a failing master judges
-    /// no instance that has renditions (they are judged on their own requests), so at a busy
-    /// host it waits behind every media playlist. When a host hangs, the masters of its
-    /// instances (read every rediscover interval, and retried within half a target duration
-    /// while they fail) would otherwise hold a large part of its permits.
+    /// A master playlist that answered last time, read again while its renditions are known
+    /// only to follow added or removed ones: at a busy host it waits behind every media
+    /// playlist, which are what judge the instance while the master works. When a whole
+    /// region hangs, its masters falling due would otherwise take permits from the media
+    /// playlists whose failures judge the instances. A master that failed is not background:
+    /// its next answer decides `MasterUnavailable`.
     Background,
     /// A routine poll.
     Routine,
@@ -63,12 +67,22 @@ pub struct Asker {
     /// The instance the request is for (see `fetch::InstanceBudget`).
     pub instance: u64,
     pub urgency: Urgency,
+    /// A background waiter still waiting after this long is raised to routine in place.
+    pub promote_after: Option<Duration>,
 }
 
 /// Permission to hold one request to the host; freed (and handed to the next waiter) on drop.
 pub struct HostPermit {
     queue: Arc<HostQueue>,
     instance: u64,
+    promoted: bool,
+}
+
+impl HostPermit {
+    /// Whether the wait was raised from background to routine (see [`Asker::promote_after`]).
+    pub fn promoted(&self) -> bool {
+        self.promoted
+    }
 }
 
 impl Drop for HostPermit {
@@ -209,6 +223,7 @@ impl HostQueue {
                 return HostPermit {
                     queue: self.clone(),
                     instance: asker.instance,
+                    promoted: false,
                 };
             }
             let (tx, rx) = oneshot::channel();
@@ -230,11 +245,45 @@ impl HostQueue {
             rx: Some(rx),
         };
         let rx = guard.rx.as_mut().expect("set above");
+        let promote_after = asker
+            .promote_after
+            .filter(|_| asker.urgency == Urgency::Background);
+        let mut promoted = false;
+        let received = match promote_after {
+            Some(after) => tokio::select! {
+                biased;
+                received = &mut *rx => received,
+                () = tokio::time::sleep(after) => {
+                    promoted = self.promote(asker.instance, ticket);
+                    rx.await
+                }
+            },
+            None => rx.await,
+        };
         // The sender is dropped only after a grant was sent or the waiter was removed by this
         // guard, so an error cannot happen while the guard lives.
-        let permit = rx.await.expect("a waiter is only dropped by its own guard");
+        let mut permit = received.expect("a waiter is only dropped by its own guard");
         guard.rx = None;
+        permit.promoted = promoted;
         permit
+    }
+
+    /// Raises a background waiter still queued to routine, keeping its ticket and its
+    /// instance's turn. False when it was granted meanwhile.
+    fn promote(&self, instance: u64, ticket: u64) -> bool {
+        let mut s = self.lock();
+        let queued = s
+            .instances
+            .get(&instance)
+            .is_some_and(|i| i.waiters.iter().any(|w| w.ticket == ticket));
+        if queued {
+            s.update(instance, |i, _| {
+                if let Some(w) = i.waiters.iter_mut().find(|w| w.ticket == ticket) {
+                    w.urgency = Urgency::Routine;
+                }
+            });
+        }
+        queued
     }
 
     /// Requests in flight to this host and waiters.
@@ -263,6 +312,7 @@ impl HostQueue {
             let permit = HostPermit {
                 queue: self.clone(),
                 instance,
+                promoted: false,
             };
             drop(w.grant.send(permit));
         }
@@ -316,6 +366,7 @@ mod tests {
         Asker {
             instance,
             urgency: Urgency::Routine,
+            promote_after: None,
         }
     }
 
@@ -394,9 +445,59 @@ mod tests {
         let pending = Asker {
             instance: 3,
             urgency: Urgency::PendingVerdict,
+            promote_after: None,
         };
         let order = served_order(1, &[9], &[asker(1), asker(2), pending]).await;
         assert_eq!(order[0], pending);
+    }
+
+    #[tokio::test]
+    async fn a_background_read_is_raised_to_routine_where_it_stands() {
+        let background = |instance| Asker {
+            instance,
+            urgency: Urgency::Background,
+            promote_after: Some(Duration::from_millis(100)),
+        };
+        // Instance 1's master (background) waits before instance 2's poll: once raised, it
+        // goes first, on instance 1's turn (older than instance 2's).
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let master = queued(&q, background(1)).await;
+        let poll = queued(&q, asker(2)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        let first = tokio::time::timeout(Duration::from_secs(5), master)
+            .await
+            .expect("the raised master is served first")
+            .unwrap();
+        assert!(first.promoted());
+        assert!(!poll.is_finished());
+        drop(first);
+        assert!(!poll.await.unwrap().promoted());
+
+        // Raised, it keeps its ticket: it goes before a poll of its own instance that asked
+        // after it (asked again instead, it would go after).
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let master = queued(&q, background(1)).await;
+        let poll = queued(&q, asker(1)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        let first = tokio::time::timeout(Duration::from_secs(5), master)
+            .await
+            .expect("the raised master is served first")
+            .unwrap();
+        assert!(!poll.is_finished());
+        drop(first);
+        poll.await.unwrap();
+
+        // Served before its bound: not raised.
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let master = queued(&q, background(1)).await;
+        drop(held);
+        assert!(!master.await.unwrap().promoted());
+        assert_eq!(q.load(), (0, 0));
     }
 
     #[tokio::test]
@@ -409,6 +510,7 @@ mod tests {
         let background = Asker {
             instance: 1,
             urgency: Urgency::Background,
+            promote_after: None,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for (n, a) in [background, asker(2)].into_iter().enumerate() {
@@ -486,6 +588,7 @@ mod tests {
                         1 => Urgency::Background,
                         _ => Urgency::Routine,
                     },
+                    promote_after: (n % 3 == 0).then(|| Duration::from_millis(n % 4)),
                 };
                 // Every third wait gives up after a moment, like a probe whose instance goes.
                 let wait = q.acquire(a);
