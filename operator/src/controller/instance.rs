@@ -390,6 +390,38 @@ pub(crate) fn up_to_date(
     })
 }
 
+/// What a reconciliation has to write to an instance's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// Nothing: the status says what it should, or only detail changed and is not due.
+    None,
+    /// Conditions (a verdict, a binding, credentials) or the shape of the rendition list
+    /// (renditions added, removed, gone stale) changed: written at once.
+    Verdict,
+    /// Only rendition detail (sequence numbers, ages, the lag figure) changed and is due.
+    DetailOnly,
+}
+
+/// Which write the comparison of an instance's status with its plan calls for.
+pub fn status_write(
+    conditions_current: bool,
+    shape_current: bool,
+    details_current: bool,
+    details_due: bool,
+) -> StatusWrite {
+    if !conditions_current || !shape_current {
+        StatusWrite::Verdict
+    } else if !details_current && details_due {
+        StatusWrite::DetailOnly
+    } else {
+        StatusWrite::None
+    }
+}
+
+/// A detail write put off for want of a slot is tried again after this long (milliseconds, at
+/// random within the range so the instances put off together do not come back together).
+const DETAIL_RETRY_MS: (u64, u64) = (3_000, 7_000);
+
 pub async fn reconcile(instance: Arc<StreamInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&instance, &ctx).await;
@@ -534,9 +566,28 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
         .is_none_or(|at| at.elapsed() >= ctx.detail_refresh);
-    if conditions_current && shape_current && (details_current || !details_due) {
-        return Ok(Action::requeue(requeue));
-    }
+    // A write of rendition detail alone takes one of a few slots, or waits for a later round:
+    // when the API server is slow, 1,400 instances' detail refreshes would otherwise fill every
+    // reconcile slot, and a verdict (a region going stale) would queue behind them for as long
+    // as the backlog lasts, even past the end of the fault it should have reported.
+    let _detail_slot = match status_write(
+        conditions_current,
+        shape_current,
+        details_current,
+        details_due,
+    ) {
+        StatusWrite::None => return Ok(Action::requeue(requeue)),
+        StatusWrite::Verdict => None,
+        StatusWrite::DetailOnly => match ctx.detail_slots.try_acquire() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                ctx.metrics.detail_writes_deferred.inc();
+                let retry =
+                    Duration::from_millis(fastrand::u64(DETAIL_RETRY_MS.0..=DETAIL_RETRY_MS.1));
+                return Ok(Action::requeue(retry.min(requeue)));
+            }
+        },
+    };
 
     let mut next = conditions::merge(
         &status.conditions,
@@ -1016,6 +1067,26 @@ mod tests {
         assert_eq!(s["mediaSequence"], serde_json::json!(i64::MAX));
         assert_eq!(s["targetDurationMs"], serde_json::json!(i64::MAX));
         assert_eq!(crate::resources::api_int(42), 42);
+    }
+
+    #[test]
+    fn only_a_write_of_detail_alone_can_be_put_off() {
+        use StatusWrite::*;
+        // (conditions current, shape current, details current, details due)
+        let cases = [
+            ((false, true, true, false), Verdict),
+            ((false, false, false, true), Verdict),
+            ((true, false, true, false), Verdict),
+            ((true, true, false, true), DetailOnly),
+            ((true, true, false, false), None),
+            ((true, true, true, true), None),
+            ((true, true, true, false), None),
+        ];
+        for ((c, s, d, due), want) in cases {
+            assert_eq!(status_write(c, s, d, due), want, "{c} {s} {d} {due}");
+        }
+        assert_eq!(super::super::detail_slots(16), 8);
+        assert_eq!(super::super::detail_slots(1), 1);
     }
 
     #[test]
