@@ -1695,10 +1695,19 @@ mod tests {
     }
 
     fn engine(limits: FetchLimits) -> ProbeEngine {
+        engine_with(limits, Duration::from_secs(2), Duration::from_millis(300))
+    }
+
+    /// [`engine`] with its own backoff limit and rediscover interval.
+    fn engine_with(
+        limits: FetchLimits,
+        max_backoff: Duration,
+        rediscover_every: Duration,
+    ) -> ProbeEngine {
         let settings = EngineSettings {
             limits,
-            max_backoff: Duration::from_secs(2),
-            rediscover_every: Duration::from_millis(300),
+            max_backoff,
+            rediscover_every,
             max_renditions: 10,
             confirm: Confirm::default(),
             parse: Default::default(),
@@ -2012,22 +2021,14 @@ mod tests {
         origin.fail_master.store(true, Ordering::SeqCst);
         let url = serve(origin.clone()).await;
         let every = Duration::from_secs(2);
-        let e = ProbeEngine::new(
-            EngineSettings {
-                limits: FetchLimits {
-                    allow_private: true,
-                    ..FetchLimits::default()
-                },
-                max_backoff: Duration::from_millis(400),
-                rediscover_every: every,
-                max_renditions: 10,
-                confirm: Confirm::default(),
-                parse: Default::default(),
+        let e = engine_with(
+            FetchLimits {
+                allow_private: true,
+                ..FetchLimits::default()
             },
-            Arc::new(Metrics::default()),
-        )
-        .unwrap()
-        .0;
+            Duration::from_millis(400),
+            every,
+        );
         for n in 0..INSTANCES {
             let mut u = url.clone();
             u.set_query(Some(&format!("i={n}")));
@@ -2103,22 +2104,14 @@ mod tests {
     async fn a_master_that_answers_again_is_noticed_within_the_reload_interval() {
         let origin = Arc::new(Origin::default());
         let url = serve(origin.clone()).await;
-        let e = ProbeEngine::new(
-            EngineSettings {
-                limits: FetchLimits {
-                    allow_private: true,
-                    ..FetchLimits::default()
-                },
-                max_backoff: Duration::from_secs(2),
-                rediscover_every: Duration::from_secs(10),
-                max_renditions: 10,
-                confirm: Confirm::default(),
-                parse: Default::default(),
+        let e = engine_with(
+            FetchLimits {
+                allow_private: true,
+                ..FetchLimits::default()
             },
-            Arc::new(Metrics::default()),
-        )
-        .unwrap()
-        .0;
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+        );
         probe(&e, "m", &url);
         let (healthy, seen) =
             watch_until(&e, "m", Duration::from_secs(20), |h| h == Some(true)).await;
