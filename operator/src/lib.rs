@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod dashboard;
 pub mod decide;
+pub mod heap;
 pub mod metrics;
 pub mod notify;
 pub mod openness;

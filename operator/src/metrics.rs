@@ -108,6 +108,17 @@ pub struct Metrics {
     /// How far each compared instance runs behind the leading instance of its ClusteredStream,
     /// in seconds; an instance not compared (stale, alone, no common clock) has no series.
     pub instance_lag: Family<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The allocator's figures, refreshed at each scrape; only in a process that allocates
+    /// through jemalloc ([`Metrics::with_heap_stats`]).
+    heap: Option<HeapGauges>,
+}
+
+/// jemalloc's statistics as gauges (see [`crate::heap`]).
+struct HeapGauges {
+    allocated: Gauge,
+    active: Gauge,
+    resident: Gauge,
+    retained: Gauge,
 }
 
 impl Default for Metrics {
@@ -306,6 +317,7 @@ impl Default for Metrics {
             instance_lag.clone(),
         );
         Self {
+            heap: None,
             leader,
             instance_lag,
             sns_replayed,
@@ -343,6 +355,39 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds `cvs_heap_*_bytes`, read from jemalloc at each scrape. Only for a process whose
+    /// global allocator is jemalloc: anywhere else its figures would describe an idle heap.
+    pub fn with_heap_stats(mut self) -> Self {
+        let gauges = HeapGauges {
+            allocated: Gauge::default(),
+            active: Gauge::default(),
+            resident: Gauge::default(),
+            retained: Gauge::default(),
+        };
+        self.registry.register(
+            "heap_allocated_bytes",
+            "Bytes the operator holds on its heap (jemalloc stats.allocated): grows only with a leak or more work",
+            gauges.allocated.clone(),
+        );
+        self.registry.register(
+            "heap_active_bytes",
+            "Bytes in the heap's pages that hold at least one live block (jemalloc stats.active)",
+            gauges.active.clone(),
+        );
+        self.registry.register(
+            "heap_resident_bytes",
+            "Bytes of the heap resident in RAM, allocator metadata included (jemalloc stats.resident)",
+            gauges.resident.clone(),
+        );
+        self.registry.register(
+            "heap_retained_bytes",
+            "Bytes of address space the allocator keeps mapped after returning the pages (jemalloc stats.retained)",
+            gauges.retained.clone(),
+        );
+        self.heap = Some(gauges);
+        self
+    }
+
     pub fn observe_reconcile(&self, controller: &'static str, took: Duration) {
         let labels = ControllerLabels { controller };
         self.reconciliations.get_or_create(&labels).inc();
@@ -397,6 +442,21 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        if let Some(heap) = &self.heap {
+            match crate::heap::jemalloc_stats() {
+                Ok(stats) => {
+                    let set = |gauge: &Gauge, bytes: u64| {
+                        gauge.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                    };
+                    set(&heap.allocated, stats.allocated);
+                    set(&heap.active, stats.active);
+                    set(&heap.resident, stats.resident);
+                    set(&heap.retained, stats.retained);
+                }
+                // The gauges keep their last figures; a scrape is no place to fail.
+                Err(e) => tracing::debug!(error = %e, "reading jemalloc's statistics failed"),
+            }
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -13,6 +13,13 @@ pub struct Sample {
     /// Seconds since the observed run started.
     pub t_s: f64,
     pub rss_mib: f64,
+    /// What the operator holds on its heap, `cvs_heap_allocated_bytes` in MiB (0 from a build
+    /// without the figure). RSS growing while this stays flat is the allocator keeping pages.
+    #[serde(default)]
+    pub heap_allocated_mib: f64,
+    /// `cvs_heap_resident_bytes` in MiB: the allocator's pages in RAM.
+    #[serde(default)]
+    pub heap_resident_mib: f64,
     pub threads: u64,
     /// Open file descriptors.
     pub fds: u64,
@@ -47,14 +54,16 @@ pub struct Sample {
 }
 
 /// The CSV header matching [`Sample::csv_row`].
-pub const CSV_HEADER: &str = "t_s,rss_mib,threads,fds,sockets,tcp,tcp_established,cpu_pct,instances,healthy,probed_playlists,instance_tasks,rendition_tasks,stale_playlists,faults_active,faults,faults_detected,spurious,creates,deletes";
+pub const CSV_HEADER: &str = "t_s,rss_mib,heap_allocated_mib,heap_resident_mib,threads,fds,sockets,tcp,tcp_established,cpu_pct,instances,healthy,probed_playlists,instance_tasks,rendition_tasks,stale_playlists,faults_active,faults,faults_detected,spurious,creates,deletes";
 
 impl Sample {
     pub fn csv_row(&self) -> String {
         format!(
-            "{:.1},{:.1},{},{},{},{},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{}",
             self.t_s,
             self.rss_mib,
+            self.heap_allocated_mib,
+            self.heap_resident_mib,
             self.threads,
             self.fds,
             self.sockets,
@@ -235,6 +244,10 @@ pub struct Flatness {
     pub samples: usize,
     /// RSS in MiB: flat within 5 % of its median or 8 MiB.
     pub rss_mib: Option<Trend>,
+    /// What the heap holds (jemalloc's `allocated`), MiB: the same tolerance as RSS. A leak
+    /// shows here; RSS growing without it is memory the allocator keeps.
+    #[serde(default)]
+    pub heap_allocated_mib: Option<Trend>,
     /// Threads, open fds and TCP connections: flat within 10 % of the median or 16.
     pub threads: Option<Trend>,
     pub fds: Option<Trend>,
@@ -253,6 +266,7 @@ pub fn flatness(samples: &[Sample]) -> Flatness {
         w.iter().map(|s| (s.t_s, f(s))).collect()
     };
     let rss_mib = trend(&series(&|s| s.rss_mib), 0.05, 8.0);
+    let heap_allocated_mib = trend(&series(&|s| s.heap_allocated_mib), 0.05, 8.0);
     let threads = trend(&series(&|s| s.threads as f64), 0.10, 16.0);
     let fds = trend(&series(&|s| s.fds as f64), 0.10, 16.0);
     let tcp = trend(&series(&|s| s.tcp as f64), 0.10, 16.0);
@@ -261,9 +275,16 @@ pub fn flatness(samples: &[Sample]) -> Flatness {
         .iter()
         .map(|s| (s.instance_tasks - s.instances as f64).abs())
         .fold(0.0, f64::max);
-    let flat = [&rss_mib, &threads, &fds, &tcp, &rendition_tasks]
-        .iter()
-        .all(|t| t.as_ref().is_some_and(|t| t.flat));
+    let flat = [
+        &rss_mib,
+        &heap_allocated_mib,
+        &threads,
+        &fds,
+        &tcp,
+        &rendition_tasks,
+    ]
+    .iter()
+    .all(|t| t.as_ref().is_some_and(|t| t.flat));
     Flatness {
         window_s: match (w.first(), w.last()) {
             (Some(a), Some(b)) => b.t_s - a.t_s,
@@ -271,6 +292,7 @@ pub fn flatness(samples: &[Sample]) -> Flatness {
         },
         samples: w.len(),
         rss_mib,
+        heap_allocated_mib,
         threads,
         fds,
         tcp,
@@ -369,13 +391,25 @@ pub fn panels(samples: &[Sample]) -> Vec<Panel<'static>> {
     let pts = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t_s, f(s))).collect();
     vec![
         Panel {
-            title: "Operator RSS",
+            title: "Operator memory",
             y_label: "MiB",
-            lines: vec![Line {
-                name: "VmRSS",
-                color: BLUE,
-                points: pts(|s| s.rss_mib),
-            }],
+            lines: vec![
+                Line {
+                    name: "VmRSS",
+                    color: BLUE,
+                    points: pts(|s| s.rss_mib),
+                },
+                Line {
+                    name: "heap resident (jemalloc)",
+                    color: RGBColor(150, 150, 150),
+                    points: pts(|s| s.heap_resident_mib),
+                },
+                Line {
+                    name: "heap allocated (jemalloc)",
+                    color: RED,
+                    points: pts(|s| s.heap_allocated_mib),
+                },
+            ],
         },
         Panel {
             title: "Probe tasks and StreamInstances",
@@ -524,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn a_heap_that_keeps_growing_is_not_flat_even_while_rss_is() {
+        // The allocator reusing pages it had kept can hide a leak from RSS for a while.
+        let mut samples = run(|_| 150.0);
+        for s in &mut samples {
+            s.heap_allocated_mib = 60.0 + 20.0 * s.t_s / 3600.0;
+        }
+        let f = flatness(&samples);
+        assert!(f.rss_mib.as_ref().unwrap().flat);
+        let heap = f.heap_allocated_mib.clone().unwrap();
+        assert!((heap.per_hour - 20.0).abs() < 0.5, "{heap:?}");
+        assert!(!heap.flat);
+        assert!(!f.flat);
+        // A steady heap under the same RSS is flat.
+        for s in &mut samples {
+            s.heap_allocated_mib = 60.0;
+        }
+        assert!(flatness(&samples).flat);
+    }
+
+    #[test]
     fn connections_or_tasks_that_keep_growing_are_not_flat() {
         let mut samples = run(|_| 150.0);
         for (i, s) in samples.iter_mut().enumerate() {
@@ -541,10 +595,15 @@ mod tests {
 
     #[test]
     fn samples_are_written_as_csv_rows_matching_the_header() {
-        let s = run(|_| 150.0)[3].clone();
+        let mut s = run(|_| 150.0)[3].clone();
+        s.heap_allocated_mib = 61.25;
+        s.heap_resident_mib = 90.0;
         let row = s.csv_row();
         assert_eq!(row.split(',').count(), CSV_HEADER.split(',').count());
-        assert!(row.starts_with("30.0,149.0,6,303,0,253,"), "{row}");
+        assert!(
+            row.starts_with("30.0,149.0,61.2,90.0,6,303,0,253,"),
+            "{row}"
+        );
     }
 
     #[test]
@@ -558,7 +617,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
         for title in [
-            "Operator RSS",
+            "Operator memory",
+            "heap allocated",
             "Probe tasks",
             "TCP connections",
             "Operator CPU",

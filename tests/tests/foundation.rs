@@ -439,6 +439,14 @@ async fn operator_sets_status_and_stops_cleanly() {
         "{metrics}"
     );
     assert!(metrics.contains("cvs_status_writes_total"), "{metrics}");
+    // The binary allocates through jemalloc, so its heap is reported: what it holds is more
+    // than nothing and no more than what the allocator has resident.
+    let allocated = operator.metric("cvs_heap_allocated_bytes").await;
+    let resident = operator.metric("cvs_heap_resident_bytes").await;
+    match (allocated, resident) {
+        (Some(a), Some(r)) => assert!(a > 1e6 && a <= r, "allocated {a}, resident {r}"),
+        _ => panic!("no heap figures on /metrics:\n{metrics}"),
+    }
 
     // SIGTERM: a clean exit, promptly.
     let log = operator.log.clone();

@@ -681,6 +681,10 @@ impl CpuMeter {
 // ---------------------------------------------------------------------------------------------
 
 /// Sum of every sample of `metric` whose labels include all of `with` and none of `without`.
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
 fn metric_sum(text: &str, metric: &str, with: &[(&str, &str)], without: &[(&str, &str)]) -> f64 {
     let mut sum = 0.0;
     for line in text.lines() {
@@ -3157,6 +3161,8 @@ impl Soak<'_> {
         cvs_e2e::soak::Sample {
             t_s,
             rss_mib: cvs_e2e::soak::status_field(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
+            heap_allocated_mib: mib(metric_sum(&metrics, "cvs_heap_allocated_bytes", &[], &[])),
+            heap_resident_mib: mib(metric_sum(&metrics, "cvs_heap_resident_bytes", &[], &[])),
             threads: cvs_e2e::soak::status_field(&status, "Threads:").unwrap_or(0),
             fds,
             sockets: sockets.len() as u64,
@@ -3213,9 +3219,11 @@ impl Soak<'_> {
             if Instant::now() >= next_note {
                 next_note += Duration::from_secs(60);
                 say(format!(
-                    "{:.0} s: RSS {:.1} MiB, {} threads, {} fds, {} TCP, CPU {:.1} %, {} instances ({} Healthy), tasks {} / {}, faults {} ({} detected), spurious {}, churn +{} -{}, load {}",
+                    "{:.0} s: RSS {:.1} MiB (heap {:.1} held, {:.1} resident), {} threads, {} fds, {} TCP, CPU {:.1} %, {} instances ({} Healthy), tasks {} / {}, faults {} ({} detected), spurious {}, churn +{} -{}, load {}",
                     s.t_s,
                     s.rss_mib,
+                    s.heap_allocated_mib,
+                    s.heap_resident_mib,
                     s.threads,
                     s.fds,
                     s.tcp,
@@ -3480,6 +3488,7 @@ fn print_soak(label: &str, s: &SoakSummary) {
         f.window_s, f.samples
     );
     print_trend("RSS", "MiB", &f.rss_mib);
+    print_trend("heap allocated", "MiB", &f.heap_allocated_mib);
     print_trend("threads", "", &f.threads);
     print_trend("open fds", "", &f.fds);
     print_trend("TCP connections", "", &f.tcp);
