@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make image` needs, non-interactively: Rust's x86_64-unknown-linux-musl target
 # (rustup) and, with --c, Debian's musl-tools (musl-gcc, for the C parts of the operator's
-# dependencies: aws-lc-sys, ring). crane is built on first use by tests/env/build-go-tool.sh.
+# dependencies: aws-lc-sys, ring, jemalloc). crane is built on first use by
+# tests/env/build-go-tool.sh.
 set -euo pipefail
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   echo "[image] rustup target add x86_64-unknown-linux-musl" >&2
