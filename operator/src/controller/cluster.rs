@@ -62,6 +62,37 @@ pub fn healthy_since_ms(instance: &StreamInstance) -> Option<i64> {
     Some(changed.map_or(transition, |ms| ms.max(transition)))
 }
 
+/// A fingerprint of what this reconciler reads of a StreamInstance: its spec (by generation),
+/// its deletion, labels and annotations (the take-over annotation), the effective open state,
+/// when its health last changed, and each condition's type, status, reason and transition time.
+/// Not the rendition detail, the lag or the conditions' messages: the instance reconciler
+/// rewrites those every few seconds with nothing changed for the group, and reconciling the
+/// ClusteredStream on each of them was most of its work at scale. A change only there reaches
+/// the ClusteredStream at its next reconciliation, which reads the cache.
+pub fn inputs_fingerprint(instance: &StreamInstance) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Not randomly keyed: fingerprints are compared across events within one process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let meta = &instance.metadata;
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    if let Some(status) = &instance.status {
+        status.observed_generation.hash(&mut h);
+        status.open.hash(&mut h);
+        status.health_changed_at.hash(&mut h);
+        for c in &status.conditions {
+            c.type_.hash(&mut h);
+            c.status.hash(&mut h);
+            c.reason.hash(&mut h);
+            c.last_transition_time.0.as_millisecond().hash(&mut h);
+            c.observed_generation.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// Pure stage: the effective open state of every instance and the ClusteredStream's conditions.
 pub fn plan(
     cluster: &ClusteredStream,
@@ -1327,6 +1358,77 @@ mod tests {
             });
         }
         Arc::new(i)
+    }
+
+    #[test]
+    fn only_what_the_group_reads_of_an_instance_changes_its_fingerprint() {
+        use crate::resources::RenditionStatus;
+        let base = Arc::unwrap_or_clone(instance("east", true, Some(true)));
+        let fp = inputs_fingerprint;
+        let same = fp(&base);
+        assert_eq!(fp(&base.clone()), same);
+
+        // What the instance reconciler rewrites at every refresh leaves it alone.
+        let mut detail = base.clone();
+        let status = detail.status.as_mut().unwrap();
+        status.renditions = vec![RenditionStatus {
+            uri: "https://o.example.com/v1.m3u8".into(),
+            kind: "video".into(),
+            fresh: false,
+            ..Default::default()
+        }];
+        status.renditions_total = Some(7);
+        status.renditions_stale = Some(1);
+        status.lag_seconds = Some(2.5);
+        status.conditions[0].message = "moved on".into();
+        assert_eq!(fp(&detail), same, "detail alone");
+
+        // Everything the plan, the table sync or the events read changes it.
+        let mut changes: Vec<(&str, StreamInstance)> = Vec::new();
+        let mut c = base.clone();
+        c.status.as_mut().unwrap().conditions[0].status = "False".into();
+        changes.push(("Healthy status", c));
+        let mut c = base.clone();
+        c.status.as_mut().unwrap().conditions[0].reason = "NoNewSegment".into();
+        changes.push(("Healthy reason", c));
+        let mut c = base.clone();
+        let t = &mut c.status.as_mut().unwrap().conditions[0].last_transition_time;
+        t.0 += jiff::SignedDuration::from_secs(1);
+        changes.push(("transition time", c));
+        let mut c = base.clone();
+        c.status.as_mut().unwrap().open = Some(false);
+        changes.push(("open", c));
+        let mut c = base.clone();
+        c.status.as_mut().unwrap().health_changed_at = Some("2026-12-02T10:00:00.123Z".into());
+        changes.push(("healthChangedAt", c));
+        let mut c = base.clone();
+        c.metadata.generation = Some(2);
+        changes.push(("generation", c));
+        let mut c = base.clone();
+        c.annotations_mut()
+            .insert(crate::state::TAKE_OVER_ANNOTATION.into(), "true".into());
+        changes.push(("take-over annotation", c));
+        let mut c = base.clone();
+        c.labels_mut().insert("team".into(), "sports".into());
+        changes.push(("label", c));
+        let mut c = base.clone();
+        c.status.as_mut().unwrap().observed_generation = Some(3);
+        changes.push(("observed generation", c));
+        let mut c = base.clone();
+        c.metadata.deletion_timestamp = c
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .first()
+            .map(|c| c.last_transition_time.clone());
+        changes.push(("deletion", c));
+        let mut c = base.clone();
+        c.status = None;
+        changes.push(("no status", c));
+        for (what, changed) in changes {
+            assert_ne!(fp(&changed), same, "{what}");
+        }
     }
 
     fn condition<'a>(plan: &'a ClusterPlan, type_: &str) -> &'a Desired {

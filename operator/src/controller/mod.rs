@@ -345,11 +345,15 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 /// With `writer` the watch also keeps that cache. Lists read the latest state from etcd: a list
 /// from the API server's watch cache could return a resourceVersion from before the CRD was
 /// re-created, and every watch from it failed with 410 Gone.
+/// Sees every event of a watch after the cache applied it.
+type WatchTap<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
+
 fn watch_objects<K>(
     api: Api<K>,
     writer: Option<kube::runtime::reflector::store::Writer<K>>,
     name: &'static str,
     touched: bool,
+    mut tap: Option<WatchTap<K>>,
     health: Health,
     feed: Option<crate::dashboard::Feed>,
 ) -> futures::stream::BoxStream<'static, Result<K, watcher::Error>>
@@ -377,6 +381,10 @@ where
                     if let Some(feed) = &feed {
                         feed.poke();
                     }
+                    // After the reflector: the cache already holds what the event says.
+                    if let Some(tap) = &mut tap {
+                        tap(&event);
+                    }
                     match event {
                         watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
                         watcher::Event::Delete(o) if touched => vec![o],
@@ -391,6 +399,103 @@ where
             futures::stream::iter(objects.into_iter().map(Ok))
         })
         .boxed()
+}
+
+/// Lets through an object of a watch only when its fingerprint differs from the one last let
+/// through for the same object (namespace, name and uid: a re-created object is new). Unlike
+/// kube-runtime's `predicate_filter` it is told of deletions, so it keeps an entry per live
+/// object only, and the deletion itself is never filtered out.
+struct ChangeFilter<K> {
+    fingerprint: fn(&K) -> u64,
+    seen: std::collections::HashMap<(Option<String>, String, Option<String>), u64>,
+}
+
+impl<K: Resource> ChangeFilter<K> {
+    fn new(fingerprint: fn(&K) -> u64) -> Self {
+        Self {
+            fingerprint,
+            seen: Default::default(),
+        }
+    }
+
+    fn key(object: &K) -> (Option<String>, String, Option<String>) {
+        let meta = object.meta();
+        (
+            meta.namespace.clone(),
+            meta.name.clone().unwrap_or_default(),
+            meta.uid.clone(),
+        )
+    }
+
+    /// Whether `object` changed since it was last let through; remembers it.
+    fn admit(&mut self, object: &K) -> bool {
+        let print = (self.fingerprint)(object);
+        self.seen.insert(Self::key(object), print) != Some(print)
+    }
+
+    fn forget(&mut self, object: &K) {
+        self.seen.remove(&Self::key(object));
+    }
+
+    fn clear(&mut self) {
+        self.seen.clear();
+    }
+}
+
+/// Which ClusteredStream to reconcile again for an event of the instance watch that fills the
+/// instance cache: the instance's, when it appeared, went away, or changed in what the cluster
+/// reconciler reads ([`cluster::inputs_fingerprint`]); not when the instance reconciler only
+/// refreshed its rendition detail. Taken from the cache's own watch, after the cache applied the
+/// event, so the reconciliation it triggers finds the change there (a second watch could run
+/// ahead of the cache, and a reconciliation that read the old state would wait for its requeue).
+/// A relist is applied to the cache only when it is complete, so its triggers wait until then;
+/// it triggers every ClusteredStream it lists, since an instance deleted while the watch was
+/// down has no Delete event.
+struct ClusterTriggers {
+    changes: ChangeFilter<StreamInstance>,
+    relisted: std::collections::HashSet<ObjectRef<ClusteredStream>>,
+}
+
+impl ClusterTriggers {
+    fn new() -> Self {
+        Self {
+            changes: ChangeFilter::new(cluster::inputs_fingerprint),
+            relisted: Default::default(),
+        }
+    }
+
+    fn cluster_of(instance: &StreamInstance) -> ObjectRef<ClusteredStream> {
+        ObjectRef::new(&instance.spec.clustered_stream)
+            .within(instance.metadata.namespace.as_deref().unwrap_or("default"))
+    }
+
+    /// The ClusteredStreams to reconcile again after `event`.
+    fn on(&mut self, event: &watcher::Event<StreamInstance>) -> Vec<ObjectRef<ClusteredStream>> {
+        match event {
+            watcher::Event::Apply(i) => {
+                if self.changes.admit(i) {
+                    vec![Self::cluster_of(i)]
+                } else {
+                    Vec::new()
+                }
+            }
+            watcher::Event::Delete(i) => {
+                self.changes.forget(i);
+                vec![Self::cluster_of(i)]
+            }
+            watcher::Event::Init => {
+                self.changes.clear();
+                self.relisted.clear();
+                Vec::new()
+            }
+            watcher::Event::InitApply(i) => {
+                self.changes.admit(i);
+                self.relisted.insert(Self::cluster_of(i));
+                Vec::new()
+            }
+            watcher::Event::InitDone => std::mem::take(&mut self.relisted).into_iter().collect(),
+        }
+    }
 }
 
 /// The message of a panic's payload.
@@ -512,12 +617,23 @@ pub async fn run(
     // status write comes back through the watch: that echo was half of all instance
     // reconciliations at 1,430 instances. The cache still sees every change; the verdicts,
     // the ClusteredStream and the heartbeat below trigger the rest.
+    // Unbounded, and that costs nothing: the cluster controller takes every trigger into its
+    // scheduler (which merges repeats) as it arrives, without waiting for reconciliations.
+    let (cluster_trigger_tx, cluster_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut cluster_triggers = ClusterTriggers::new();
     let instance_controller = Controller::for_stream(
         watch_objects(
             instance_api.clone(),
             Some(instance_writer),
             "streaminstances",
             false,
+            Some(Box::new(move |event| {
+                for cluster in cluster_triggers.on(event) {
+                    // The receiver lives as long as the cluster controller; after it stopped
+                    // nothing needs telling.
+                    let _ = cluster_trigger_tx.send(cluster);
+                }
+            })),
             health.clone(),
             Some(feed.clone()),
         )
@@ -532,6 +648,7 @@ pub async fn run(
             Some(cluster_writer),
             "clusteredstreams",
             false,
+            None,
             health.clone(),
             Some(feed.clone()),
         ),
@@ -647,6 +764,7 @@ pub async fn run(
                 None,
                 "clusteredstreams (for instances)",
                 true,
+                None,
                 health.clone(),
                 None,
             ),
@@ -678,25 +796,15 @@ pub async fn run(
         })
         .map(move |()| instance_health.stopped("instance"));
 
-    // A ClusteredStream is reconciled again whenever one of its instances changes.
+    // A ClusteredStream is reconciled again whenever one of its instances appears, goes away or
+    // changes in what the cluster reconciler reads (see `ClusterTriggers`); not on each refresh
+    // of an instance's rendition detail.
     let cluster_health = health.clone();
     let cluster_loop = cluster_controller
-        .watches_stream(
-            watch_objects(
-                instance_api,
-                None,
-                "streaminstances (for clusters)",
-                true,
-                health.clone(),
-                None,
-            ),
-            |instance: StreamInstance| {
-                Some(
-                    kube::runtime::reflector::ObjectRef::new(&instance.spec.clustered_stream)
-                        .within(instance.metadata.namespace.as_deref().unwrap_or("default")),
-                )
-            },
-        )
+        .reconcile_on(futures::stream::unfold(
+            cluster_trigger_rx,
+            |mut rx| async move { rx.recv().await.map(|cluster| (cluster, rx)) },
+        ))
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
             |o, c| guarded("cluster", o, c, cluster::reconcile),
@@ -947,6 +1055,105 @@ mod tests {
     use axum::Router;
     use axum::http::StatusCode;
     use axum::routing::get;
+
+    fn instance(
+        name: &str,
+        cluster: &str,
+        uid: &str,
+        open: Option<bool>,
+        lag: Option<f64>,
+    ) -> StreamInstance {
+        let mut i: StreamInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cvs.dev/v1alpha1", "kind": "StreamInstance",
+            "metadata": {"name": name, "namespace": "tenant-a", "uid": uid},
+            "spec": {
+                "clusteredStream": cluster, "region": "us-east-1",
+                "cloudfront": {"domain": format!("{name}.cloudfront.net")},
+                "origin": {"url": "https://o.example.com/master.m3u8"},
+                "distroOpen": true,
+            },
+        }))
+        .unwrap();
+        i.status = Some(crate::resources::StreamInstanceStatus {
+            open,
+            lag_seconds: lag,
+            ..Default::default()
+        });
+        i
+    }
+
+    #[test]
+    fn a_change_filter_lets_through_changes_and_new_objects() {
+        let mut filter = ChangeFilter::<StreamInstance>::new(cluster::inputs_fingerprint);
+        let east = |uid, open, lag| instance("east", "event", uid, open, lag);
+        assert!(filter.admit(&east("u1", Some(true), None)), "first sight");
+        assert!(
+            !filter.admit(&east("u1", Some(true), Some(1.0))),
+            "detail only"
+        );
+        assert!(filter.admit(&east("u1", Some(false), Some(1.0))), "closed");
+        assert!(!filter.admit(&east("u1", Some(false), None)));
+        // Re-created under the same name: another object.
+        assert!(filter.admit(&east("u2", Some(false), None)));
+        // After a deletion the same object is new again, and nothing is kept for it.
+        filter.forget(&east("u2", Some(false), None));
+        filter.forget(&east("u1", Some(false), None));
+        assert!(filter.seen.is_empty());
+        assert!(filter.admit(&east("u2", Some(false), None)));
+    }
+
+    #[test]
+    fn a_cluster_is_triggered_by_its_instances_changes_not_by_their_detail() {
+        use watcher::Event;
+        let event = |c: &str| ObjectRef::<ClusteredStream>::new(c).within("tenant-a");
+        let mut triggers = ClusterTriggers::new();
+        let east = |open, lag| instance("east", "event", "u1", open, lag);
+        assert_eq!(
+            triggers.on(&Event::Apply(east(None, None))),
+            [event("event")]
+        );
+        assert!(triggers.on(&Event::Apply(east(None, Some(0.5)))).is_empty());
+        assert!(triggers.on(&Event::Apply(east(None, Some(2.0)))).is_empty());
+        assert_eq!(
+            triggers.on(&Event::Apply(east(Some(true), Some(2.0)))),
+            [event("event")]
+        );
+        assert_eq!(
+            triggers.on(&Event::Delete(east(Some(true), None))),
+            [event("event")]
+        );
+
+        // A relist triggers each ClusteredStream it lists once, when it is complete (the
+        // cache swaps it in then), and starts the filter afresh: what was kept for an
+        // instance deleted while the watch was down is dropped.
+        let gone = instance("gone", "other", "u9", Some(true), None);
+        assert_eq!(triggers.on(&Event::Apply(gone)), [event("other")]);
+        assert!(triggers.on(&Event::Init).is_empty());
+        assert!(triggers.changes.seen.is_empty());
+        for i in [
+            instance("east", "event", "u1", Some(true), None),
+            instance("west", "event", "u2", Some(true), None),
+            instance("north", "third", "u3", None, None),
+        ] {
+            assert!(triggers.on(&Event::InitApply(i)).is_empty());
+        }
+        let relisted: std::collections::HashSet<_> =
+            triggers.on(&Event::InitDone).into_iter().collect();
+        assert_eq!(relisted, [event("event"), event("third")].into());
+        assert_eq!(triggers.changes.seen.len(), 3);
+        // The relisted state is what later events are compared with.
+        assert!(
+            triggers
+                .on(&Event::Apply(instance(
+                    "west",
+                    "event",
+                    "u2",
+                    Some(true),
+                    Some(1.0)
+                )))
+                .is_empty()
+        );
+    }
 
     /// A reconciliation that panics is an error the controller retries, as kube-runtime runs
     /// it; without the guard the panic unwinds through the controller's stream (and, in the
