@@ -364,26 +364,30 @@ impl Metrics {
             resident: Gauge::default(),
             retained: Gauge::default(),
         };
-        self.registry.register(
-            "heap_allocated_bytes",
-            "Bytes the operator holds on its heap (jemalloc stats.allocated): grows only with a leak or more work",
-            gauges.allocated.clone(),
-        );
-        self.registry.register(
-            "heap_active_bytes",
-            "Bytes in the heap's pages that hold at least one live block (jemalloc stats.active)",
-            gauges.active.clone(),
-        );
-        self.registry.register(
-            "heap_resident_bytes",
-            "Bytes of the heap resident in RAM, allocator metadata included (jemalloc stats.resident)",
-            gauges.resident.clone(),
-        );
-        self.registry.register(
-            "heap_retained_bytes",
-            "Bytes of address space the allocator keeps mapped after returning the pages (jemalloc stats.retained)",
-            gauges.retained.clone(),
-        );
+        for (name, help, gauge) in [
+            (
+                "heap_allocated_bytes",
+                "Bytes the operator holds on its heap (jemalloc stats.allocated): grows only with a leak or more work",
+                &gauges.allocated,
+            ),
+            (
+                "heap_active_bytes",
+                "Bytes in the heap's pages that hold at least one live block (jemalloc stats.active)",
+                &gauges.active,
+            ),
+            (
+                "heap_resident_bytes",
+                "Bytes of the heap resident in RAM, allocator metadata included (jemalloc stats.resident)",
+                &gauges.resident,
+            ),
+            (
+                "heap_retained_bytes",
+                "Bytes of address space the allocator keeps mapped after returning the pages (jemalloc stats.retained)",
+                &gauges.retained,
+            ),
+        ] {
+            self.registry.register(name, help, gauge.clone());
+        }
         self.heap = Some(gauges);
         self
     }

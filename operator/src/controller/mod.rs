@@ -339,15 +339,16 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
-/// One watch of `api`, for a controller: objects applied (and, with `touched`, deleted), with
-/// each failure logged at WARN, shown in readiness and retried after [`WatchBackoff`]; the
-/// controller itself never sees the errors, so one failing watch does not pause its others.
-/// With `writer` the watch also keeps that cache. Lists read the latest state from etcd: a list
-/// from the API server's watch cache could return a resourceVersion from before the CRD was
-/// re-created, and every watch from it failed with 410 Gone.
 /// Sees every event of a watch after the cache applied it.
 type WatchTap<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
 
+/// One watch of `api`, for a controller: objects applied (and, with `touched`, deleted), with
+/// each failure logged at WARN, shown in readiness and retried after [`WatchBackoff`]; the
+/// controller itself never sees the errors, so one failing watch does not pause its others.
+/// With `writer` the watch also keeps that cache, and `tap` sees each event once the cache
+/// applied it. Lists read the latest state from etcd: a list from the API server's watch cache
+/// could return a resourceVersion from before the CRD was re-created, and every watch from it
+/// failed with 410 Gone.
 fn watch_objects<K>(
     api: Api<K>,
     writer: Option<kube::runtime::reflector::store::Writer<K>>,
@@ -613,14 +614,15 @@ pub async fn run(
     let config = || kube::runtime::controller::Config::default().concurrency(reconcile_concurrency);
     let (instances, instance_writer) = kube::runtime::reflector::store::<StreamInstance>();
     let (clusters, cluster_writer) = kube::runtime::reflector::store::<ClusteredStream>();
-    // An instance is reconciled when its spec changes (a new generation), not when its own
-    // status write comes back through the watch: that echo was half of all instance
-    // reconciliations at 1,430 instances. The cache still sees every change; the verdicts,
-    // the ClusteredStream and the heartbeat below trigger the rest.
     // Unbounded, and that costs nothing: the cluster controller takes every trigger into its
     // scheduler (which merges repeats) as it arrives, without waiting for reconciliations.
     let (cluster_trigger_tx, cluster_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut cluster_triggers = ClusterTriggers::new();
+    // An instance is reconciled when its spec changes (a new generation), not when its own
+    // status write comes back through the watch: that echo was half of all instance
+    // reconciliations at 1,430 instances. The cache still sees every change; the verdicts,
+    // the ClusteredStream and the heartbeat below trigger the rest. The same watch tells the
+    // cluster controller which ClusteredStreams to look at again (`ClusterTriggers`).
     let instance_controller = Controller::for_stream(
         watch_objects(
             instance_api.clone(),

@@ -680,11 +680,11 @@ impl CpuMeter {
 // The operator's /metrics
 // ---------------------------------------------------------------------------------------------
 
-/// Sum of every sample of `metric` whose labels include all of `with` and none of `without`.
 fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)
 }
 
+/// Sum of every sample of `metric` whose labels include all of `with` and none of `without`.
 fn metric_sum(text: &str, metric: &str, with: &[(&str, &str)], without: &[(&str, &str)]) -> f64 {
     let mut sum = 0.0;
     for line in text.lines() {
