@@ -82,6 +82,10 @@ pub struct Metrics {
     /// Master playlists read again in the background (behind the media playlists at their
     /// host) that waited a whole rediscover interval and were then asked for as routine polls.
     pub master_reads_promoted: Counter,
+    /// Playlist reads (media or master) of instances already judged unhealthy, asked for behind
+    /// the other instances at their host, that waited their bound and were then sent as routine
+    /// polls.
+    pub judged_polls_promoted: Counter,
     /// LL-HLS renditions that left blocking playlist reload because the server misbehaved.
     pub probe_blocking_fallbacks: Counter,
     /// Rendition probe tasks that ended unexpectedly (a panic) and were restarted.
@@ -225,6 +229,12 @@ impl Default for Metrics {
             "Master playlists read again behind the media playlists at their host that waited a rediscover interval and were then sent as routine polls",
             master_reads_promoted.clone(),
         );
+        let judged_polls_promoted = Counter::default();
+        registry.register(
+            "probe_judged_polls_promoted",
+            "Playlist reads (media or master) of instances already judged unhealthy, waiting behind the other instances at their host, that waited one target duration and were then sent as routine polls",
+            judged_polls_promoted.clone(),
+        );
         let probe_starved = Counter::default();
         registry.register(
             "probe_starved",
@@ -340,6 +350,7 @@ impl Default for Metrics {
             probe_blocking_fallbacks,
             probe_task_restarts,
             master_reads_promoted,
+            judged_polls_promoted,
             detail_writes_deferred,
             probe_tasks,
             probe_retries,

@@ -326,6 +326,9 @@ struct RenditionCtx {
     destinations: watch::Receiver<Arc<Destinations>>,
     /// Media playlists of the instance, which spaces the segment checks (see `segments`).
     renditions: Arc<std::sync::atomic::AtomicUsize>,
+    /// The instance's last verdict was unhealthy: its polls wait behind the other instances'
+    /// at a busy host (see [`judged_poll_wait`]).
+    judged_unhealthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn spawn_rendition(
@@ -405,6 +408,7 @@ async fn run_instance(
         budget: shared.fetcher.instance_budget(),
         destinations: destinations_rx,
         renditions: Arc::default(),
+        judged_unhealthy: Arc::default(),
     };
     let mut renditions: BTreeMap<String, RenditionTask> = BTreeMap::new();
     let mut master_error: Option<Failure> = None;
@@ -434,18 +438,27 @@ async fn run_instance(
             _ = sleep_until(next_master), if master_fetch.is_none() => {
                 // A working master with renditions known only follows added or removed ones:
                 // it waits behind the media playlists at a busy host (see `host_queue`). One
-                // that failed is not: its next answer sets or clears `MasterUnavailable`.
-                let urgency = if renditions.is_empty() || master_error.is_some() || master_failures > 0 {
-                    Urgency::Routine
+                // that failed is not: its next answer sets or clears `MasterUnavailable`. Any
+                // read of an instance already judged unhealthy waits behind the instances not
+                // judged yet (see `judged_poll_wait`).
+                let priority = if ctx.judged_unhealthy.load(std::sync::atomic::Ordering::Relaxed) {
+                    let min_target = renditions
+                        .values()
+                        .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
+                        .min()
+                        .unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
+                    MasterPriority::Judged(judged_poll_wait(min_target))
+                } else if renditions.is_empty() || master_error.is_some() || master_failures > 0 {
+                    MasterPriority::Routine
                 } else {
-                    Urgency::Background
+                    MasterPriority::FollowRenditions
                 };
                 master_fetch = Some(Box::pin(fetch_master(
                     shared.clone(),
                     ctx.budget.clone(),
                     target.master_url.clone(),
                     destinations_tx.borrow().clone(),
-                    urgency,
+                    priority,
                 )));
                 continue;
             }
@@ -596,6 +609,10 @@ async fn run_instance(
         let mut verdict = decision::aggregate(
             master_error.as_ref(),
             renditions.iter().map(|(k, t)| (k.as_str(), &t.tracker)),
+        );
+        ctx.judged_unhealthy.store(
+            verdict.healthy == Some(false),
+            std::sync::atomic::Ordering::Relaxed,
         );
         // Renditions are named by their keys (no user info, no query); error texts may still
         // quote a URL.
@@ -797,20 +814,34 @@ fn rendition_health(shared: &Shared, task: &RenditionTask) -> RenditionHealth {
     }
 }
 
+/// How a master read asks for its host's permit (see `host_queue`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MasterPriority {
+    /// A routine poll: the instance's renditions are not known yet, or the master failed.
+    Routine,
+    /// A working master read again only to follow added or removed renditions: behind the
+    /// media playlists for one rediscover interval at most.
+    FollowRenditions,
+    /// The instance is already judged unhealthy: behind the instances not judged yet, for at
+    /// most this long (see [`judged_poll_wait`]).
+    Judged(Duration),
+}
+
 async fn fetch_master(
     shared: Arc<Shared>,
     budget: Arc<InstanceBudget>,
     url: Url,
     destinations: Arc<Destinations>,
-    urgency: Urgency,
+    priority: MasterPriority,
 ) -> Result<Vec<Rendition>, Failure> {
     let queued = Instant::now();
-    let permit = match urgency {
+    let permit = match priority {
+        MasterPriority::Routine => shared.fetcher.permit(&budget, &url, Urgency::Routine).await,
         // Behind the media playlists for one rediscover interval at most, then as a routine
         // poll where it stands: a host kept busy (not hung) by its media playlists still has
         // its masters read, and an origin whose rendition URIs carry expiring tokens gets
         // them refreshed.
-        Urgency::Background => {
+        MasterPriority::FollowRenditions => {
             let permit = shared
                 .fetcher
                 .background_permit(&budget, &url, shared.settings.rediscover_every)
@@ -820,7 +851,13 @@ async fn fetch_master(
             }
             permit
         }
-        urgency => shared.fetcher.permit(&budget, &url, urgency).await,
+        MasterPriority::Judged(wait) => {
+            let permit = shared.fetcher.background_permit(&budget, &url, wait).await;
+            if permit.promoted() {
+                shared.metrics.judged_polls_promoted.inc();
+            }
+            permit
+        }
     };
     shared
         .metrics
@@ -937,14 +974,33 @@ async fn run_rendition(
             let queued = Instant::now();
             shared.metrics.probes_queued.inc();
             let permit = {
+                let judged = ctx
+                    .judged_unhealthy
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 // A rendition whose last request failed while it is still fresh goes first
                 // among equals at its host: its answer can decide a verdict.
-                let urgency = if tracker.consecutive_failures > 0 && tracker.is_fresh() {
+                let urgency = if judged {
+                    Urgency::Background
+                } else if tracker.consecutive_failures > 0 && tracker.is_fresh() {
                     Urgency::PendingVerdict
                 } else {
                     Urgency::Routine
                 };
-                let mut acquire = Box::pin(shared.fetcher.permit(&ctx.budget, &uri, urgency));
+                let wait = judged_poll_wait(tracker.target_duration_ms());
+                let mut acquire = Box::pin(async {
+                    if urgency == Urgency::Background {
+                        let permit = shared
+                            .fetcher
+                            .background_permit(&ctx.budget, &uri, wait)
+                            .await;
+                        if permit.promoted() {
+                            shared.metrics.judged_polls_promoted.inc();
+                        }
+                        permit
+                    } else {
+                        shared.fetcher.permit(&ctx.budget, &uri, urgency).await
+                    }
+                });
                 loop {
                     let deadline = tracker
                         .watch_deadline_ms(&policy)
@@ -1299,6 +1355,20 @@ impl ParseMemo {
     }
 }
 
+/// How long a poll of an instance already judged unhealthy waits behind the other instances'
+/// polls at a busy host before it is sent as a routine poll: one target duration (0.5-10 s).
+///
+/// Its answer cannot make the instance any less healthy; it can only show a recovery, which
+/// takes new segments anyway. Instances still to be judged need the host's permits more: when a
+/// whole region hangs, every request holds its permit for the request timeout, and the judged
+/// instances' polls (each of their renditions, backing off) took turns with the instances
+/// still waiting for their first hung request (RELIABILITY.md, whole-region outages). At a host
+/// that is busy without hanging, the bound keeps a recovery from being seen more than about a
+/// segment late. At a host with free permits nothing waits.
+fn judged_poll_wait(target_duration_ms: u64) -> Duration {
+    Duration::from_millis(target_duration_ms.clamp(500, 10_000))
+}
+
 /// A deadline timer firing later than this after its instant shows the operator itself was
 /// short of CPU (see `run_rendition`).
 const OWN_LAG: Duration = Duration::from_millis(100);
@@ -1596,6 +1666,9 @@ mod tests {
         held_reads: AtomicU64,
         /// Every media playlist is answered this much later (a busy origin).
         media_delay_ms: AtomicU64,
+        /// Reads of `/v.m3u8?gone`, the live rendition of a master read as `/m.m3u8?gone`,
+        /// which lists it beside `gone/0.m3u8` (always 404) and nothing else.
+        gone_live_reads: AtomicU64,
     }
 
     fn unix_ms() -> u64 {
@@ -1625,22 +1698,27 @@ mod tests {
         let app = Router::new()
             .route(
                 "/v.m3u8",
-                get(|State(o): State<Arc<Origin>>| async move {
-                    if o.hang_media.load(Ordering::SeqCst) {
-                        o.held_reads.fetch_add(1, Ordering::SeqCst);
-                        std::future::pending::<()>().await;
-                    }
-                    let delay = o.media_delay_ms.load(Ordering::SeqCst);
-                    if delay > 0 {
-                        sleep(Duration::from_millis(delay)).await;
-                    }
-                    let n = o.media_reads.fetch_add(1, Ordering::SeqCst) + 1;
-                    let every = o.fail_every.load(Ordering::SeqCst);
-                    if every > 0 && n % every == 0 {
-                        return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-                    }
-                    Ok(media(&o))
-                }),
+                get(
+                    |State(o): State<Arc<Origin>>, RawQuery(query): RawQuery| async move {
+                        if query.as_deref() == Some("gone") {
+                            o.gone_live_reads.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if o.hang_media.load(Ordering::SeqCst) {
+                            o.held_reads.fetch_add(1, Ordering::SeqCst);
+                            std::future::pending::<()>().await;
+                        }
+                        let delay = o.media_delay_ms.load(Ordering::SeqCst);
+                        if delay > 0 {
+                            sleep(Duration::from_millis(delay)).await;
+                        }
+                        let n = o.media_reads.fetch_add(1, Ordering::SeqCst) + 1;
+                        let every = o.fail_every.load(Ordering::SeqCst);
+                        if every > 0 && n % every == 0 {
+                            return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                        }
+                        Ok(media(&o))
+                    },
+                ),
             )
             .route(
                 "/m.m3u8",
@@ -1652,11 +1730,16 @@ mod tests {
                             std::future::pending::<()>().await;
                         }
                         let fail = o.fail_master.load(Ordering::SeqCst);
+                        let gone = query.as_deref() == Some("gone");
                         o.master_read_log.lock().unwrap().push((query, at, !fail));
                         if fail {
                             return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
                         }
                         let mut m = String::from("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n");
+                        if gone {
+                            m.push_str("v.m3u8?gone\n#EXT-X-STREAM-INF:BANDWIDTH=2\ngone/0.m3u8\n");
+                            return Ok(m);
+                        }
                         if o.tokens.load(Ordering::SeqCst) {
                             m.push_str(&format!("v.m3u8?session={n}\n"));
                         } else {
@@ -1686,6 +1769,10 @@ mod tests {
             .route(
                 "/hang/{n}",
                 get(|| async { std::future::pending::<String>().await }),
+            )
+            .route(
+                "/gone/{n}",
+                get(|| async { axum::http::StatusCode::NOT_FOUND }),
             )
             .with_state(origin);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -2095,6 +2182,46 @@ mod tests {
             "{masters} master reads, {media} media reads in 5 s"
         );
         assert!(e.shared.metrics.master_reads_promoted.get() >= 1);
+    }
+
+    /// One permit at a host kept busy by a live instance's media playlists (as in the test
+    /// above) and shared with an instance already judged unhealthy (one of its two renditions
+    /// answers 404): the judged instance's polls wait behind the busy instance's, but only for
+    /// one target duration (1 s here), so its live rendition is still read and a recovery would
+    /// be seen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_judged_instance_behind_a_busy_host_is_still_polled() {
+        let origin = Arc::new(Origin {
+            live_renditions: 9,
+            ..Origin::default()
+        });
+        let url = serve(origin.clone()).await;
+        let e = engine(FetchLimits {
+            per_host: 1,
+            allow_private: true,
+            ..FetchLimits::default()
+        });
+        probe(&e, "busy", &url);
+        let (healthy, seen) =
+            watch_until(&e, "busy", Duration::from_secs(20), |h| h == Some(true)).await;
+        assert!(healthy, "{seen:?}");
+        let mut gone = url.clone();
+        gone.set_query(Some("gone"));
+        probe(&e, "judged", &gone);
+        let (judged, seen) =
+            watch_until(&e, "judged", Duration::from_secs(20), |h| h == Some(false)).await;
+        assert!(judged, "{seen:?}");
+        origin.media_delay_ms.store(300, Ordering::SeqCst);
+        sleep(Duration::from_secs(2)).await;
+        let before = origin.gone_live_reads.load(Ordering::SeqCst);
+        sleep(Duration::from_secs(5)).await;
+        let reads = origin.gone_live_reads.load(Ordering::SeqCst) - before;
+        // Promoted after 1 s, a poll then waits behind those already queued (about 3 s here).
+        assert!(
+            reads >= 1,
+            "the judged instance's live rendition was read {reads} times in 5 s"
+        );
+        assert!(e.shared.metrics.judged_polls_promoted.get() >= 1);
     }
 
     /// A master that fails while its renditions are live makes the instance stale

@@ -167,6 +167,20 @@ impl Fetcher {
         per_host(&self.hosts, url, || HostQueue::new(self.per_host))
     }
 
+    /// Tells `url`'s host queue, if it has one, that the host answered (see
+    /// [`HostQueue::answered`]).
+    fn note_answer(&self, url: &Url) {
+        let queue = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host_key(url))
+            .cloned();
+        if let Some(queue) = queue {
+            queue.answered();
+        }
+    }
+
     /// A slot for an LL-HLS blocking reload of `url`, if one is free now (never waits: a
     /// rendition without one polls plainly).
     pub fn try_blocking_permit(&self, url: &Url) -> Option<BlockingPermit> {
@@ -378,6 +392,7 @@ impl Fetcher {
                 request = request.header(c.name.clone(), c.value.clone());
             }
             let response = request.send().await.map_err(classify)?;
+            self.note_answer(&current);
             let status = response.status().as_u16();
             let location = response.headers().get(reqwest::header::LOCATION);
             let (true, Some(location)) = (matches!(status, 301 | 302 | 303 | 307 | 308), location)
@@ -410,16 +425,21 @@ impl Fetcher {
 
 /// The semaphore of `url`'s host (host and port) in `hosts`, made with `per_host` permits.
 /// The limit of `url`'s host (host and port) in `hosts`, made by `new` on first use.
+/// The key of `url`'s host in the per-host maps: host and port.
+fn host_key(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
 fn per_host<T>(
     hosts: &Mutex<HashMap<String, Arc<T>>>,
     url: &Url,
     new: impl FnOnce() -> Arc<T>,
 ) -> Arc<T> {
-    let host = format!(
-        "{}:{}",
-        url.host_str().unwrap_or(""),
-        url.port_or_known_default().unwrap_or(0)
-    );
+    let host = host_key(url);
     let mut hosts = hosts.lock().unwrap_or_else(|p| p.into_inner());
     if hosts.len() >= 1024 && !hosts.contains_key(&host) {
         // Forget hosts nobody is using, so the map follows the origins in use.

@@ -12,7 +12,8 @@
 //!
 //! This queue grants a freed permit to the waiter whose instance
 //! 1. waits for more than a background request (a working master playlist read again while
-//!    its renditions are known, to follow added or removed ones: see [`Urgency::Background`]),
+//!    its renditions are known, to follow added or removed ones, or any read of an instance
+//!    already judged unhealthy: see [`Urgency::Background`]),
 //! 2. has the fewest requests in flight to the host,
 //! 3. has a rendition whose next answer can change a verdict (its last request failed while
 //!    it is still fresh: see [`Urgency::PendingVerdict`]),
@@ -22,7 +23,9 @@
 //!
 //! and then to that instance's most urgent waiter, the oldest of those. A background waiter
 //! still waiting after its `Asker::promote_after` is raised to routine where it stands (its
-//! ticket and its instance's turn kept), so a host kept busy without hanging still serves it.
+//! ticket and its instance's turn kept), so a host kept busy without hanging still serves it;
+//! at a host that has answered nothing since the waiter asked (hung), it is raised only with
+//! the host's next answer (see [`HostQueue::answered`]).
 //! Instances with waiters are kept ordered by these four keys, so a grant costs a logarithm of
 //! the instances waiting plus a scan of one instance's waiters (at most its
 //! `FetchLimits::per_instance` permits, acquired before this queue). Instances thus take
@@ -39,9 +42,10 @@
 //! crate offers a semaphore with a caller-chosen grant order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// How much the answer to a request can decide; orders a host's waiters (least first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +56,11 @@ pub enum Urgency {
     /// region hangs, its masters falling due would otherwise take permits from the media
     /// playlists whose failures judge the instances. A master that failed is not background:
     /// its next answer decides `MasterUnavailable`.
+    ///
+    /// Every read (media or master playlist) of an instance already judged unhealthy is
+    /// background too: its answer cannot make the instance less healthy, only show a recovery,
+    /// while the instances still waiting for their first hung request need the permits to be
+    /// judged at all.
     Background,
     /// A routine poll.
     Routine,
@@ -67,7 +76,11 @@ pub struct Asker {
     /// The instance the request is for (see `fetch::InstanceBudget`).
     pub instance: u64,
     pub urgency: Urgency,
-    /// A background waiter still waiting after this long is raised to routine in place.
+    /// A background waiter still waiting after this long is raised to routine in place, once
+    /// the host has answered any request since it began waiting. A host that answers nothing
+    /// (hung) would only hold the raised request for the whole timeout too: its permits go to
+    /// the requests that can still judge an instance, and a background request there is
+    /// raised with the host's first answer.
     pub promote_after: Option<Duration>,
 }
 
@@ -94,6 +107,10 @@ impl Drop for HostPermit {
 /// The permits of one host. See the module documentation for the order.
 pub struct HostQueue {
     state: Mutex<State>,
+    /// Answers the host has given (see [`HostQueue::answered`]).
+    answers: AtomicU64,
+    /// Woken on every answer, for background waiters whose bound has passed.
+    answer: Notify,
 }
 
 /// An instance's place in the order: only background waiters, requests in flight, nothing
@@ -201,7 +218,16 @@ impl HostQueue {
                 free: permits.max(1),
                 ..State::default()
             }),
+            answers: AtomicU64::new(0),
+            answer: Notify::new(),
         })
+    }
+
+    /// The host answered a request (a status line, whatever the status): it is not hung, so
+    /// a background waiter past its bound may be raised (see [`Asker::promote_after`]).
+    pub fn answered(&self) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        self.answer.notify_waiters();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -212,6 +238,7 @@ impl HostQueue {
     /// Waits for a permit. Cancel-safe: a dropped wait leaves the queue, and a permit granted
     /// to it meanwhile goes to the next waiter.
     pub async fn acquire(self: &Arc<Self>, asker: Asker) -> HostPermit {
+        let answers_before = self.answers.load(Ordering::Relaxed);
         let (ticket, rx) = {
             let mut s = self.lock();
             if s.free > 0 && s.waiting == 0 {
@@ -253,9 +280,20 @@ impl HostQueue {
             Some(after) => tokio::select! {
                 biased;
                 received = &mut *rx => received,
-                () = tokio::time::sleep(after) => {
-                    promoted = self.promote(asker.instance, ticket);
-                    rx.await
+                () = tokio::time::sleep(after) => loop {
+                    // Raised only once the host has answered something since this wait began.
+                    let answer = self.answer.notified();
+                    tokio::pin!(answer);
+                    answer.as_mut().enable();
+                    if self.answers.load(Ordering::Relaxed) != answers_before {
+                        promoted = self.promote(asker.instance, ticket);
+                        break rx.await;
+                    }
+                    tokio::select! {
+                        biased;
+                        received = &mut *rx => break received,
+                        () = answer => {}
+                    }
                 }
             },
             None => rx.await,
@@ -464,6 +502,7 @@ mod tests {
         let held = q.acquire(asker(9)).await;
         let master = queued(&q, background(1)).await;
         let poll = queued(&q, asker(2)).await;
+        q.answered();
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(held);
         let first = tokio::time::timeout(Duration::from_secs(5), master)
@@ -481,6 +520,7 @@ mod tests {
         let held = q.acquire(asker(9)).await;
         let master = queued(&q, background(1)).await;
         let poll = queued(&q, asker(1)).await;
+        q.answered();
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(held);
         let first = tokio::time::timeout(Duration::from_secs(5), master)
@@ -498,6 +538,43 @@ mod tests {
         drop(held);
         assert!(!master.await.unwrap().promoted());
         assert_eq!(q.load(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_background_read_is_raised_only_once_its_host_answers() {
+        let background = |instance| Asker {
+            instance,
+            urgency: Urgency::Background,
+            promote_after: Some(Duration::from_millis(100)),
+        };
+        // Past its bound at a host that has answered nothing since it asked (hung), instance
+        // 1's background read stays behind the routine polls of instances 2 and 3.
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let read = queued(&q, background(1)).await;
+        let second = queued(&q, asker(2)).await;
+        let third = queued(&q, asker(3)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        let first = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("a routine poll is served")
+            .unwrap();
+        assert_eq!(first.instance, 2);
+        assert!(!read.is_finished());
+        // The host answers: the read is raised where it stands, and instance 1's turn is older
+        // than instance 3's.
+        q.answered();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        let raised = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the raised read is served next")
+            .unwrap();
+        assert!(raised.promoted());
+        assert!(!third.is_finished());
+        drop(raised);
+        assert_eq!(third.await.unwrap().instance, 3);
     }
 
     #[tokio::test]
