@@ -844,8 +844,8 @@ async fn fetch_master(
     let queued = Instant::now();
     let permit = match priority {
         MasterPriority::Routine => shared.fetcher.permit(&budget, &url, Urgency::Routine).await,
-        // Behind the media playlists for one rediscover interval at most, then raised where it
-        // stands: a host kept busy (not hung) by its media playlists still has
+        // Behind the media playlists for one rediscover interval at most, then as a routine
+        // poll where it stands: a host kept busy (not hung) by its media playlists still has
         // its masters read, and an origin whose rendition URIs carry expiring tokens gets
         // them refreshed.
         MasterPriority::FollowRenditions => {
@@ -994,11 +994,6 @@ async fn run_rendition(
                     Urgency::Routine
                 };
                 let wait = judged_poll_wait(tracker.target_duration_ms());
-                // Once the staleness deadline passes while the poll waits, its answer decides
-                // the verdict: it is raised to a pending verdict where it stands.
-                let deadline = tracker
-                    .watch_deadline_ms(&policy)
-                    .map(|ms| shared.instant(ms.saturating_add(1)));
                 let mut acquire = Box::pin(async {
                     if urgency == Urgency::Background {
                         let permit = shared
@@ -1010,10 +1005,7 @@ async fn run_rendition(
                         }
                         permit
                     } else {
-                        shared
-                            .fetcher
-                            .poll_permit(&ctx.budget, &uri, urgency, deadline)
-                            .await
+                        shared.fetcher.permit(&ctx.budget, &uri, urgency).await
                     }
                 });
                 loop {
@@ -1371,7 +1363,7 @@ impl ParseMemo {
 }
 
 /// How long a poll of an instance already judged unhealthy waits behind the other instances'
-/// polls at a busy host before it is raised where it stands: one target duration (0.5-10 s).
+/// polls at a busy host before it is sent as a routine poll: one target duration (0.5-10 s).
 ///
 /// Its answer cannot make the instance any less healthy; it can only show a recovery, which
 /// takes new segments anyway. Instances still to be judged need the host's permits more: when a
