@@ -342,8 +342,8 @@ fn spawn_rendition(
     let alive = ctx.shared.metrics.probe_task("rendition");
     // Boxed: a future awaited inside the spawned block is stored in it twice (captured, and
     // again as the value being awaited), so every rendition's task held its probe twice, about
-    // 8 KiB. Growing the probe by 112 bytes added 18 MiB to the heap at 10,010 playlists, most
-    // likely by crossing one of the allocator's size classes. Boxed, the probe (about 4 KiB)
+    // 8 KiB. Growing the probe by 56 bytes (the block by 112) added 18 MiB to the heap at
+    // 10,010 playlists, most likely by crossing one of the allocator's size classes. Boxed, the probe (about 4 KiB)
     // has an allocation of its own and the task stays small: 161 MiB held at rest at that
     // scale, against 196 MiB before (RELIABILITY.md).
     let probe = Box::pin(supervise(
@@ -449,10 +449,7 @@ async fn run_instance(
                 // read of an instance already judged unhealthy waits behind the instances not
                 // judged yet (see `judged_poll_wait`).
                 let priority = if ctx.judged_unhealthy.load(std::sync::atomic::Ordering::Relaxed) {
-                    let min_target = renditions
-                        .values()
-                        .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
-                        .min()
+                    let min_target = known_min_target_ms(&renditions)
                         .unwrap_or(decision::DEFAULT_TARGET_DURATION_MS);
                     MasterPriority::Judged(judged_poll_wait(min_target))
                 } else if renditions.is_empty() || master_error.is_some() || master_failures > 0 {
@@ -543,10 +540,7 @@ async fn run_instance(
                         {
                             master_error = Some(e);
                         }
-                        let min_target = renditions
-                            .values()
-                            .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
-                            .min();
+                        let min_target = known_min_target_ms(&renditions);
                         next_master = Instant::now()
                             + master_retry(master_failures, min_target, &shared.settings);
                     }
@@ -821,6 +815,29 @@ fn rendition_health(shared: &Shared, task: &RenditionTask) -> RenditionHealth {
     }
 }
 
+/// The smallest target duration among the renditions whose playlist has been read.
+fn known_min_target_ms(renditions: &BTreeMap<String, RenditionTask>) -> Option<u64> {
+    renditions
+        .values()
+        .filter_map(|t| t.tracker.last.map(|_| t.tracker.target_duration_ms()))
+        .min()
+}
+
+/// A permit for a read of an instance already judged unhealthy: behind the instances not
+/// judged yet at its host, for at most `wait` (see [`judged_poll_wait`]).
+async fn judged_permit(
+    shared: &Shared,
+    budget: &InstanceBudget,
+    url: &Url,
+    wait: Duration,
+) -> fetch::Permit {
+    let permit = shared.fetcher.background_permit(budget, url, wait).await;
+    if permit.promoted() {
+        shared.metrics.judged_polls_promoted.inc();
+    }
+    permit
+}
+
 /// How a master read asks for its host's permit (see `host_queue`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MasterPriority {
@@ -858,13 +875,7 @@ async fn fetch_master(
             }
             permit
         }
-        MasterPriority::Judged(wait) => {
-            let permit = shared.fetcher.background_permit(&budget, &url, wait).await;
-            if permit.promoted() {
-                shared.metrics.judged_polls_promoted.inc();
-            }
-            permit
-        }
+        MasterPriority::Judged(wait) => judged_permit(&shared, &budget, &url, wait).await,
     };
     shared
         .metrics
@@ -986,24 +997,15 @@ async fn run_rendition(
                     .load(std::sync::atomic::Ordering::Relaxed);
                 // A rendition whose last request failed while it is still fresh goes first
                 // among equals at its host: its answer can decide a verdict.
-                let urgency = if judged {
-                    Urgency::Background
-                } else if tracker.consecutive_failures > 0 && tracker.is_fresh() {
+                let urgency = if tracker.consecutive_failures > 0 && tracker.is_fresh() {
                     Urgency::PendingVerdict
                 } else {
                     Urgency::Routine
                 };
                 let wait = judged_poll_wait(tracker.target_duration_ms());
                 let mut acquire = Box::pin(async {
-                    if urgency == Urgency::Background {
-                        let permit = shared
-                            .fetcher
-                            .background_permit(&ctx.budget, &uri, wait)
-                            .await;
-                        if permit.promoted() {
-                            shared.metrics.judged_polls_promoted.inc();
-                        }
-                        permit
+                    if judged {
+                        judged_permit(&shared, &ctx.budget, &uri, wait).await
                     } else {
                         shared.fetcher.permit(&ctx.budget, &uri, urgency).await
                     }
@@ -2152,12 +2154,9 @@ mod tests {
         );
     }
 
-    /// One permit at a host kept busy by its media playlists (ten renditions polled twice a
-    /// second, each answered after 300 ms: six times what the permit can serve) but not hung:
-    /// the master, read again behind them, still goes out once it has waited a rediscover
-    /// interval (300 ms here) instead of waiting as long as the host stays busy.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_master_behind_a_busy_host_is_still_read() {
+    /// An engine with one permit per host, probing the instance "busy" (ten live renditions)
+    /// until it is healthy; setting the origin's `media_delay_ms` then keeps that host busy.
+    async fn busy_host() -> (Arc<Origin>, Url, ProbeEngine) {
         let origin = Arc::new(Origin {
             live_renditions: 9,
             ..Origin::default()
@@ -2172,6 +2171,16 @@ mod tests {
         let (healthy, seen) =
             watch_until(&e, "busy", Duration::from_secs(20), |h| h == Some(true)).await;
         assert!(healthy, "{seen:?}");
+        (origin, url, e)
+    }
+
+    /// One permit at a host kept busy by its media playlists (ten renditions polled twice a
+    /// second, each answered after 300 ms: six times what the permit can serve) but not hung:
+    /// the master, read again behind them, still goes out once it has waited a rediscover
+    /// interval (300 ms here) instead of waiting as long as the host stays busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_master_behind_a_busy_host_is_still_read() {
+        let (origin, _, e) = busy_host().await;
         origin.media_delay_ms.store(300, Ordering::SeqCst);
         sleep(Duration::from_secs(2)).await;
         let (masters, media) = (
@@ -2198,20 +2207,7 @@ mod tests {
     /// be seen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_judged_instance_behind_a_busy_host_is_still_polled() {
-        let origin = Arc::new(Origin {
-            live_renditions: 9,
-            ..Origin::default()
-        });
-        let url = serve(origin.clone()).await;
-        let e = engine(FetchLimits {
-            per_host: 1,
-            allow_private: true,
-            ..FetchLimits::default()
-        });
-        probe(&e, "busy", &url);
-        let (healthy, seen) =
-            watch_until(&e, "busy", Duration::from_secs(20), |h| h == Some(true)).await;
-        assert!(healthy, "{seen:?}");
+        let (origin, url, e) = busy_host().await;
         let mut gone = url.clone();
         gone.set_query(Some("gone"));
         probe(&e, "judged", &gone);

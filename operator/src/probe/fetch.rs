@@ -423,8 +423,6 @@ impl Fetcher {
     }
 }
 
-/// The semaphore of `url`'s host (host and port) in `hosts`, made with `per_host` permits.
-/// The limit of `url`'s host (host and port) in `hosts`, made by `new` on first use.
 /// The key of `url`'s host in the per-host maps: host and port.
 fn host_key(url: &Url) -> String {
     format!(
@@ -434,6 +432,7 @@ fn host_key(url: &Url) -> String {
     )
 }
 
+/// The limit of `url`'s host (host and port) in `hosts`, made by `new` on first use.
 fn per_host<T>(
     hosts: &Mutex<HashMap<String, Arc<T>>>,
     url: &Url,

@@ -400,6 +400,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A background read of `instance`, raised after 100 ms (once its host has answered).
+    fn background(instance: u64) -> Asker {
+        Asker {
+            instance,
+            urgency: Urgency::Background,
+            promote_after: Some(Duration::from_millis(100)),
+        }
+    }
+
     fn asker(instance: u64) -> Asker {
         Asker {
             instance,
@@ -491,11 +500,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_background_read_is_raised_to_routine_where_it_stands() {
-        let background = |instance| Asker {
-            instance,
-            urgency: Urgency::Background,
-            promote_after: Some(Duration::from_millis(100)),
-        };
         // Instance 1's master (background) waits before instance 2's poll: once raised, it
         // goes first, on instance 1's turn (older than instance 2's).
         let q = HostQueue::new(1);
@@ -542,11 +546,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_background_read_is_raised_only_once_its_host_answers() {
-        let background = |instance| Asker {
-            instance,
-            urgency: Urgency::Background,
-            promote_after: Some(Duration::from_millis(100)),
-        };
         // Past its bound at a host that has answered nothing since it asked (hung), instance
         // 1's background read stays behind the routine polls of instances 2 and 3.
         let q = HostQueue::new(1);
