@@ -80,11 +80,11 @@ pub struct Metrics {
     /// (not declared stale: the operator, not the origin, was late).
     pub probe_starved: Counter,
     /// Master playlists read again in the background (behind the media playlists at their
-    /// host) that waited a whole rediscover interval and were then asked for as routine polls.
+    /// host) that waited a whole rediscover interval and were then raised in their host's queue.
     pub master_reads_promoted: Counter,
     /// Playlist reads (media or master) of instances already judged unhealthy, asked for behind
-    /// the other instances at their host, that waited their bound and were then sent as routine
-    /// polls.
+    /// the other instances at their host, that waited their bound and were then raised in their
+    /// host's queue.
     pub judged_polls_promoted: Counter,
     /// LL-HLS renditions that left blocking playlist reload because the server misbehaved.
     pub probe_blocking_fallbacks: Counter,
@@ -226,13 +226,13 @@ impl Default for Metrics {
         let master_reads_promoted = Counter::default();
         registry.register(
             "probe_master_reads_promoted",
-            "Master playlists read again behind the media playlists at their host that waited a rediscover interval and were then sent as routine polls",
+            "Master playlists read again behind the media playlists at their host that waited a rediscover interval and were then raised in their host's queue",
             master_reads_promoted.clone(),
         );
         let judged_polls_promoted = Counter::default();
         registry.register(
             "probe_judged_polls_promoted",
-            "Playlist reads (media or master) of instances already judged unhealthy, waiting behind the other instances at their host, that waited one target duration and were then sent as routine polls",
+            "Playlist reads (media or master) of instances already judged unhealthy, waiting behind the other instances at their host, that waited one target duration and were then raised in their host's queue",
             judged_polls_promoted.clone(),
         );
         let probe_starved = Counter::default();

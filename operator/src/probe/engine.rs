@@ -838,6 +838,39 @@ async fn judged_permit(
     permit
 }
 
+/// A permit for one of a rendition's requests (its playlist, or a check of its newest
+/// segment), asked for at `urgency`: behind the instances not judged yet when its instance is
+/// judged unhealthy (see [`judged_permit`]); otherwise raised to a pending verdict where it
+/// stands once the rendition's staleness deadline passes while it waits, as its answer then
+/// decides the verdict (see `host_queue::Asker::decisive_at`).
+///
+/// A segment check asks as its poll did: as a routine request of a judged instance it would
+/// hold the rendition's task behind every pending verdict at a busy host, and the instance's
+/// recovery would go unseen.
+async fn rendition_permit(
+    ctx: &RenditionCtx,
+    url: &Url,
+    urgency: Urgency,
+    tracker: &Tracker,
+    policy: &Policy,
+) -> fetch::Permit {
+    let shared = &ctx.shared;
+    if ctx
+        .judged_unhealthy
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let wait = judged_poll_wait(tracker.target_duration_ms());
+        return judged_permit(shared, &ctx.budget, url, wait).await;
+    }
+    let deadline = tracker
+        .watch_deadline_ms(policy)
+        .map(|ms| shared.instant(ms.saturating_add(1)));
+    shared
+        .fetcher
+        .poll_permit(&ctx.budget, url, urgency, deadline)
+        .await
+}
+
 /// How a master read asks for its host's permit (see `host_queue`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MasterPriority {
@@ -861,8 +894,8 @@ async fn fetch_master(
     let queued = Instant::now();
     let permit = match priority {
         MasterPriority::Routine => shared.fetcher.permit(&budget, &url, Urgency::Routine).await,
-        // Behind the media playlists for one rediscover interval at most, then as a routine
-        // poll where it stands: a host kept busy (not hung) by its media playlists still has
+        // Behind the media playlists for one rediscover interval at most, then raised where it
+        // stands: a host kept busy (not hung) by its media playlists still has
         // its masters read, and an origin whose rendition URIs carry expiring tokens gets
         // them refreshed.
         MasterPriority::FollowRenditions => {
@@ -992,9 +1025,6 @@ async fn run_rendition(
             let queued = Instant::now();
             shared.metrics.probes_queued.inc();
             let permit = {
-                let judged = ctx
-                    .judged_unhealthy
-                    .load(std::sync::atomic::Ordering::Relaxed);
                 // A rendition whose last request failed while it is still fresh goes first
                 // among equals at its host: its answer can decide a verdict.
                 let urgency = if tracker.consecutive_failures > 0 && tracker.is_fresh() {
@@ -1002,14 +1032,8 @@ async fn run_rendition(
                 } else {
                     Urgency::Routine
                 };
-                let wait = judged_poll_wait(tracker.target_duration_ms());
-                let mut acquire = Box::pin(async {
-                    if judged {
-                        judged_permit(&shared, &ctx.budget, &uri, wait).await
-                    } else {
-                        shared.fetcher.permit(&ctx.budget, &uri, urgency).await
-                    }
-                });
+                let mut acquire =
+                    Box::pin(rendition_permit(&ctx, &uri, urgency, &tracker, &policy));
                 loop {
                     let deadline = tracker
                         .watch_deadline_ms(&policy)
@@ -1365,7 +1389,7 @@ impl ParseMemo {
 }
 
 /// How long a poll of an instance already judged unhealthy waits behind the other instances'
-/// polls at a busy host before it is sent as a routine poll: one target duration (0.5-10 s).
+/// polls at a busy host before it is raised where it stands: one target duration (0.5-10 s).
 ///
 /// Its answer cannot make the instance any less healthy; it can only show a recovery, which
 /// takes new segments anyway. Instances still to be judged need the host's permits more: when a
@@ -1498,10 +1522,7 @@ async fn check_segments(
         let result = match playlist.join(uri) {
             Err(e) => Err(Failure::Unparsable(format!("bad segment URI: {e}"))),
             Ok(url) => {
-                let permit = shared
-                    .fetcher
-                    .permit(&ctx.budget, &url, Urgency::Routine)
-                    .await;
+                let permit = rendition_permit(ctx, &url, Urgency::Routine, tracker, policy).await;
                 let settings = shared
                     .settings
                     .confirm
@@ -2154,19 +2175,24 @@ mod tests {
         );
     }
 
-    /// An engine with one permit per host, probing the instance "busy" (ten live renditions)
-    /// until it is healthy; setting the origin's `media_delay_ms` then keeps that host busy.
-    async fn busy_host() -> (Arc<Origin>, Url, ProbeEngine) {
+    /// An engine with one permit per host and masters read again every `rediscover_every`,
+    /// probing the instance "busy" (ten live renditions) until it is healthy; setting the
+    /// origin's `media_delay_ms` then keeps that host busy.
+    async fn busy_host(rediscover_every: Duration) -> (Arc<Origin>, Url, ProbeEngine) {
         let origin = Arc::new(Origin {
             live_renditions: 9,
             ..Origin::default()
         });
         let url = serve(origin.clone()).await;
-        let e = engine(FetchLimits {
-            per_host: 1,
-            allow_private: true,
-            ..FetchLimits::default()
-        });
+        let e = engine_with(
+            FetchLimits {
+                per_host: 1,
+                allow_private: true,
+                ..FetchLimits::default()
+            },
+            Duration::from_secs(2),
+            rediscover_every,
+        );
         probe(&e, "busy", &url);
         let (healthy, seen) =
             watch_until(&e, "busy", Duration::from_secs(20), |h| h == Some(true)).await;
@@ -2180,7 +2206,7 @@ mod tests {
     /// interval (300 ms here) instead of waiting as long as the host stays busy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_master_behind_a_busy_host_is_still_read() {
-        let (origin, _, e) = busy_host().await;
+        let (origin, _, e) = busy_host(Duration::from_millis(300)).await;
         origin.media_delay_ms.store(300, Ordering::SeqCst);
         sleep(Duration::from_secs(2)).await;
         let (masters, media) = (
@@ -2207,7 +2233,7 @@ mod tests {
     /// be seen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_judged_instance_behind_a_busy_host_is_still_polled() {
-        let (origin, url, e) = busy_host().await;
+        let (origin, url, e) = busy_host(Duration::from_secs(10)).await;
         let mut gone = url.clone();
         gone.set_query(Some("gone"));
         probe(&e, "judged", &gone);
@@ -2216,13 +2242,19 @@ mod tests {
         assert!(judged, "{seen:?}");
         origin.media_delay_ms.store(300, Ordering::SeqCst);
         sleep(Duration::from_secs(2)).await;
-        let before = origin.gone_live_reads.load(Ordering::SeqCst);
-        sleep(Duration::from_secs(5)).await;
-        let reads = origin.gone_live_reads.load(Ordering::SeqCst) - before;
         // Promoted after 1 s, a poll then waits behind those already queued (about 3 s here).
+        // Counted in two windows: a request of the rendition's task stuck in the queue (as
+        // its segment checks were, asked for as routine requests behind the busy instance's
+        // pending verdicts) stops its reads for as long as the host stays busy.
+        let mut reads = Vec::new();
+        for _ in 0..2 {
+            let before = origin.gone_live_reads.load(Ordering::SeqCst);
+            sleep(Duration::from_secs(5)).await;
+            reads.push(origin.gone_live_reads.load(Ordering::SeqCst) - before);
+        }
         assert!(
-            reads >= 1,
-            "the judged instance's live rendition was read {reads} times in 5 s"
+            reads.iter().all(|&r| r >= 1),
+            "the judged instance's live rendition was read {reads:?} times in two 5 s windows"
         );
         assert!(e.shared.metrics.judged_polls_promoted.get() >= 1);
     }

@@ -83,7 +83,7 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// Whether a background wait was raised to routine at the host (see
+    /// Whether a background wait was raised at the host (see
     /// [`Fetcher::background_permit`]).
     pub fn promoted(&self) -> bool {
         self.host.promoted()
@@ -202,10 +202,23 @@ impl Fetcher {
     /// global semaphores are first come, first served; a host's permits go to its instances in
     /// turn, by `urgency` among equals (see [`super::host_queue`]).
     pub async fn permit(&self, instance: &InstanceBudget, url: &Url, urgency: Urgency) -> Permit {
-        self.permit_as(instance, url, urgency, None).await
+        self.permit_as(instance, url, urgency, None, None).await
     }
 
-    /// [`Fetcher::permit`] for a background request, raised to routine where it stands in its
+    /// [`Fetcher::permit`] for a poll whose rendition's staleness deadline is `deadline`: a
+    /// routine poll still waiting in its host's queue then is raised to a pending verdict
+    /// where it stands (see [`super::host_queue::Asker::decisive_at`]).
+    pub async fn poll_permit(
+        &self,
+        instance: &InstanceBudget,
+        url: &Url,
+        urgency: Urgency,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Permit {
+        self.permit_as(instance, url, urgency, None, deadline).await
+    }
+
+    /// [`Fetcher::permit`] for a background request, raised where it stands in its
     /// host's queue once it has waited `promote_after` there (see [`Permit::promoted`]).
     pub async fn background_permit(
         &self,
@@ -213,8 +226,14 @@ impl Fetcher {
         url: &Url,
         promote_after: Duration,
     ) -> Permit {
-        self.permit_as(instance, url, Urgency::Background, Some(promote_after))
-            .await
+        self.permit_as(
+            instance,
+            url,
+            Urgency::Background,
+            Some(promote_after),
+            None,
+        )
+        .await
     }
 
     async fn permit_as(
@@ -223,6 +242,7 @@ impl Fetcher {
         url: &Url,
         urgency: Urgency,
         promote_after: Option<Duration>,
+        decisive_at: Option<tokio::time::Instant>,
     ) -> Permit {
         // The semaphores are never closed, so acquiring cannot fail.
         let closed = "probe semaphores are never closed";
@@ -230,6 +250,7 @@ impl Fetcher {
             instance: instance.id,
             urgency,
             promote_after,
+            decisive_at,
         };
         let instance = instance
             .permits

@@ -16,13 +16,15 @@
 //!    already judged unhealthy: see [`Urgency::Background`]),
 //! 2. has the fewest requests in flight to the host,
 //! 3. has a rendition whose next answer can change a verdict (its last request failed while
-//!    it is still fresh: see [`Urgency::PendingVerdict`]),
+//!    it is still fresh, or its staleness deadline passed while it waited here: see
+//!    [`Urgency::PendingVerdict`] and [`Asker::decisive_at`]),
 //! 4. took its last turn longest ago: its last grant here, or the moment it began waiting
 //!    after having nothing in flight or queued here (so an instance that comes and goes does
 //!    not jump ahead of one that has waited all along),
 //!
 //! and then to that instance's most urgent waiter, the oldest of those. A background waiter
-//! still waiting after its `Asker::promote_after` is raised to routine where it stands (its
+//! still waiting after its `Asker::promote_after` is raised to the front rank (as a pending
+//! verdict) where it stands (its
 //! ticket and its instance's turn kept), so a host kept busy without hanging still serves it;
 //! at a host that has answered nothing since the waiter asked (hung), it is raised only with
 //! the host's next answer (see [`HostQueue::answered`]).
@@ -64,8 +66,9 @@ pub enum Urgency {
     Background,
     /// A routine poll.
     Routine,
-    /// The rendition's last request failed and it is still fresh: the answer to this request
-    /// can decide a verdict, so it goes before the instance's routine polls and before
+    /// The rendition's last request failed and it is still fresh, or its staleness deadline
+    /// passed while this request waited (see [`Asker::decisive_at`]): the answer to this
+    /// request can decide a verdict, so it goes before the instance's routine polls and before
     /// instances with nothing pending that have as many requests in flight.
     PendingVerdict,
 }
@@ -76,12 +79,19 @@ pub struct Asker {
     /// The instance the request is for (see `fetch::InstanceBudget`).
     pub instance: u64,
     pub urgency: Urgency,
-    /// A background waiter still waiting after this long is raised to routine in place, once
+    /// A background waiter still waiting after this long is raised in place to the front rank
+    /// (as a [`Urgency::PendingVerdict`]), once
     /// the host has answered any request since it began waiting. A host that answers nothing
     /// (hung) would only hold the raised request for the whole timeout too: its permits go to
     /// the requests that can still judge an instance, and a background request there is
     /// raised with the host's first answer.
     pub promote_after: Option<Duration>,
+    /// A routine waiter still waiting at this instant is raised to
+    /// [`Urgency::PendingVerdict`] in place: its rendition's staleness deadline has passed
+    /// while it waited, so the answer to its request decides the verdict (any failure judges
+    /// it at once). Without this, a rendition none of whose requests got out before its
+    /// deadline waited behind every instance whose first request had failed earlier.
+    pub decisive_at: Option<tokio::time::Instant>,
 }
 
 /// Permission to hold one request to the host; freed (and handed to the next waiter) on drop.
@@ -92,7 +102,7 @@ pub struct HostPermit {
 }
 
 impl HostPermit {
-    /// Whether the wait was raised from background to routine (see [`Asker::promote_after`]).
+    /// Whether the background wait was raised (see [`Asker::promote_after`]).
     pub fn promoted(&self) -> bool {
         self.promoted
     }
@@ -272,31 +282,41 @@ impl HostQueue {
             rx: Some(rx),
         };
         let rx = guard.rx.as_mut().expect("set above");
-        let promote_after = asker
+        let mut promote_at = asker
             .promote_after
-            .filter(|_| asker.urgency == Urgency::Background);
+            .filter(|_| asker.urgency == Urgency::Background)
+            .map(|after| tokio::time::Instant::now() + after);
+        let mut decisive_at = asker
+            .decisive_at
+            .filter(|_| asker.urgency == Urgency::Routine);
         let mut promoted = false;
-        let received = match promote_after {
-            Some(after) => tokio::select! {
+        let received = loop {
+            let answer = self.answer.notified();
+            tokio::pin!(answer);
+            answer.as_mut().enable();
+            let now = tokio::time::Instant::now();
+            // A background waiter past its bound is raised only once the host has answered
+            // something since this wait began.
+            let promote_due = promote_at.is_some_and(|at| at <= now);
+            if promote_due && self.answers.load(Ordering::Relaxed) != answers_before {
+                // To the front rank, not merely routine: at a host kept busy by polls whose
+                // deadlines pass while they wait, those are all pending verdicts, and a read
+                // raised only to routine would wait behind them for as long as the host is busy.
+                promoted = self.raise(asker.instance, ticket, Urgency::PendingVerdict);
+                promote_at = None;
+            }
+            if decisive_at.is_some_and(|at| at <= now) {
+                self.raise(asker.instance, ticket, Urgency::PendingVerdict);
+                decisive_at = None;
+            }
+            let promote_due = promote_at.is_some_and(|at| at <= now);
+            tokio::select! {
                 biased;
-                received = &mut *rx => received,
-                () = tokio::time::sleep(after) => loop {
-                    // Raised only once the host has answered something since this wait began.
-                    let answer = self.answer.notified();
-                    tokio::pin!(answer);
-                    answer.as_mut().enable();
-                    if self.answers.load(Ordering::Relaxed) != answers_before {
-                        promoted = self.promote(asker.instance, ticket);
-                        break rx.await;
-                    }
-                    tokio::select! {
-                        biased;
-                        received = &mut *rx => break received,
-                        () = answer => {}
-                    }
-                }
-            },
-            None => rx.await,
+                received = &mut *rx => break received,
+                () = tokio::time::sleep_until(promote_at.unwrap_or(now)), if promote_at.is_some() && !promote_due => {}
+                () = tokio::time::sleep_until(decisive_at.unwrap_or(now)), if decisive_at.is_some() => {}
+                () = &mut answer, if promote_due => {}
+            }
         };
         // The sender is dropped only after a grant was sent or the waiter was removed by this
         // guard, so an error cannot happen while the guard lives.
@@ -306,9 +326,9 @@ impl HostQueue {
         permit
     }
 
-    /// Raises a background waiter still queued to routine, keeping its ticket and its
-    /// instance's turn. False when it was granted meanwhile.
-    fn promote(&self, instance: u64, ticket: u64) -> bool {
+    /// Raises a waiter still queued to `to`, keeping its ticket and its instance's turn. False
+    /// when it was granted meanwhile.
+    fn raise(&self, instance: u64, ticket: u64, to: Urgency) -> bool {
         let mut s = self.lock();
         let queued = s
             .instances
@@ -317,7 +337,7 @@ impl HostQueue {
         if queued {
             s.update(instance, |i, _| {
                 if let Some(w) = i.waiters.iter_mut().find(|w| w.ticket == ticket) {
-                    w.urgency = Urgency::Routine;
+                    w.urgency = w.urgency.max(to);
                 }
             });
         }
@@ -406,6 +426,7 @@ mod tests {
             instance,
             urgency: Urgency::Background,
             promote_after: Some(Duration::from_millis(100)),
+            decisive_at: None,
         }
     }
 
@@ -414,6 +435,7 @@ mod tests {
             instance,
             urgency: Urgency::Routine,
             promote_after: None,
+            decisive_at: None,
         }
     }
 
@@ -493,13 +515,14 @@ mod tests {
             instance: 3,
             urgency: Urgency::PendingVerdict,
             promote_after: None,
+            decisive_at: None,
         };
         let order = served_order(1, &[9], &[asker(1), asker(2), pending]).await;
         assert_eq!(order[0], pending);
     }
 
     #[tokio::test]
-    async fn a_background_read_is_raised_to_routine_where_it_stands() {
+    async fn a_background_read_is_raised_where_it_stands() {
         // Instance 1's master (background) waits before instance 2's poll: once raised, it
         // goes first, on instance 1's turn (older than instance 2's).
         let q = HostQueue::new(1);
@@ -577,6 +600,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poll_whose_deadline_passes_in_the_queue_goes_first_among_equals() {
+        // Instance 1's poll asked first but nothing of it has failed yet; instance 2's rendition
+        // failed once before its deadline (pending). Once instance 1's deadline passes while it
+        // waits, its answer decides as much, and its older turn puts it first.
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let starved = queued(
+            &q,
+            Asker {
+                decisive_at: Some(tokio::time::Instant::now() + Duration::from_millis(100)),
+                ..asker(1)
+            },
+        )
+        .await;
+        let pending = queued(
+            &q,
+            Asker {
+                urgency: Urgency::PendingVerdict,
+                ..asker(2)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        let first = tokio::time::timeout(Duration::from_secs(5), starved)
+            .await
+            .expect("the poll past its deadline is served first")
+            .unwrap();
+        assert!(!pending.is_finished());
+        drop(first);
+        pending.await.unwrap();
+
+        // Before its deadline it is routine: the pending one goes first.
+        let q = HostQueue::new(1);
+        let held = q.acquire(asker(9)).await;
+        let routine = queued(
+            &q,
+            Asker {
+                decisive_at: Some(tokio::time::Instant::now() + Duration::from_secs(60)),
+                ..asker(1)
+            },
+        )
+        .await;
+        let pending = queued(
+            &q,
+            Asker {
+                urgency: Urgency::PendingVerdict,
+                ..asker(2)
+            },
+        )
+        .await;
+        drop(held);
+        let first = tokio::time::timeout(Duration::from_secs(5), pending)
+            .await
+            .expect("the pending poll is served first")
+            .unwrap();
+        assert!(!routine.is_finished());
+        drop(first);
+        routine.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_background_read_waits_behind_every_poll() {
         // Instance 1's master is read again (background) and asked first; instance 2's
         // routine poll, with a request already in flight, still goes first.
@@ -587,6 +672,7 @@ mod tests {
             instance: 1,
             urgency: Urgency::Background,
             promote_after: None,
+            decisive_at: None,
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for (n, a) in [background, asker(2)].into_iter().enumerate() {
@@ -665,6 +751,8 @@ mod tests {
                         _ => Urgency::Routine,
                     },
                     promote_after: (n % 3 == 0).then(|| Duration::from_millis(n % 4)),
+                    decisive_at: (n % 4 == 0)
+                        .then(|| tokio::time::Instant::now() + Duration::from_millis(n % 5)),
                 };
                 // Every third wait gives up after a moment, like a probe whose instance goes.
                 let wait = q.acquire(a);
