@@ -24,10 +24,9 @@
 //!
 //! and then to that instance's most urgent waiter, the oldest of those. A background waiter
 //! still waiting after its `Asker::promote_after` is raised to the front rank (as a pending
-//! verdict) where it stands (its
-//! ticket and its instance's turn kept), so a host kept busy without hanging still serves it;
-//! at a host that has answered nothing since the waiter asked (hung), it is raised only with
-//! the host's next answer (see [`HostQueue::answered`]).
+//! verdict) where it stands (its ticket and its instance's turn kept), so a host kept busy
+//! without hanging still serves it; at a host that has answered nothing since the waiter asked
+//! (hung), it is raised only with the host's next answer (see [`HostQueue::answered`]).
 //! Instances with waiters are kept ordered by these four keys, so a grant costs a logarithm of
 //! the instances waiting plus a scan of one instance's waiters (at most its
 //! `FetchLimits::per_instance` permits, acquired before this queue). Instances thus take
@@ -80,11 +79,10 @@ pub struct Asker {
     pub instance: u64,
     pub urgency: Urgency,
     /// A background waiter still waiting after this long is raised in place to the front rank
-    /// (as a [`Urgency::PendingVerdict`]), once
-    /// the host has answered any request since it began waiting. A host that answers nothing
-    /// (hung) would only hold the raised request for the whole timeout too: its permits go to
-    /// the requests that can still judge an instance, and a background request there is
-    /// raised with the host's first answer.
+    /// (as a [`Urgency::PendingVerdict`]), once the host has answered any request since it
+    /// began waiting. A host that answers nothing (hung) would only hold the raised request
+    /// for the whole timeout too: its permits go to the requests that can still judge an
+    /// instance, and a background request there is raised with the host's first answer.
     pub promote_after: Option<Duration>,
     /// A routine waiter still waiting at this instant is raised to
     /// [`Urgency::PendingVerdict`] in place: its rendition's staleness deadline has passed
