@@ -61,8 +61,10 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub status_writes: Family<ControllerLabels, Counter>,
-    /// Status writes of an instance's rendition detail alone put off because every slot for
-    /// them was taken (the API server slow or the operator busy): verdicts go first.
+    /// Status writes of an instance that are not a verdict (rendition detail, or a changed
+    /// description) put off because every slot for them was taken or a verdict was being
+    /// written (the API server slow, the operator busy, or a region failing): verdicts go
+    /// first.
     pub detail_writes_deferred: Counter,
     pub condition_transitions: Family<ConditionLabels, Counter>,
     pub open_instances: Gauge,
@@ -152,7 +154,7 @@ impl Default for Metrics {
         let detail_writes_deferred = Counter::default();
         registry.register(
             "status_detail_writes_deferred",
-            "Status writes of an instance's rendition detail alone put off because every slot for them was taken (verdicts go first)",
+            "Status writes of an instance that are not a verdict (rendition detail, a changed message or rendition list) put off because every slot for them was taken or a verdict was being written (verdicts go first)",
             detail_writes_deferred.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();

@@ -395,26 +395,58 @@ pub(crate) fn up_to_date(
 pub enum StatusWrite {
     /// Nothing: the status says what it should, or only detail changed and is not due.
     None,
-    /// Conditions (a verdict, a binding, credentials) or the shape of the rendition list
-    /// (renditions added, removed, gone stale) changed: written at once.
+    /// A condition's status or reason changed (a verdict, a binding, credentials), or when
+    /// health last changed: what the ClusteredStream and the state table act on. Written at
+    /// once, always.
     Verdict,
+    /// Only how the status describes it changed: a condition's message, or the shape of the
+    /// rendition list (renditions added, removed, gone stale one by one after the first).
+    /// Written as soon as it can be, but never ahead of a verdict (see
+    /// [`StatusWrite::may_wait`]).
+    Description,
     /// Only rendition detail (sequence numbers, ages, the lag figure) changed and is due.
     DetailOnly,
 }
 
+impl StatusWrite {
+    /// Whether this write takes one of the few detail slots, or waits for a later round when
+    /// none is free or a verdict is being written: everything but a verdict.
+    pub fn may_wait(self) -> bool {
+        matches!(self, StatusWrite::Description | StatusWrite::DetailOnly)
+    }
+}
+
 /// Which write the comparison of an instance's status with its plan calls for.
 pub fn status_write(
-    conditions_current: bool,
-    shape_current: bool,
+    verdict_current: bool,
+    described_current: bool,
     details_current: bool,
     details_due: bool,
 ) -> StatusWrite {
-    if !conditions_current || !shape_current {
+    if !verdict_current {
         StatusWrite::Verdict
+    } else if !described_current {
+        StatusWrite::Description
     } else if !details_current && details_due {
         StatusWrite::DetailOnly
     } else {
         StatusWrite::None
+    }
+}
+
+/// Counts a verdict's status write in flight (see `Context::verdict_writes`) until dropped.
+struct VerdictWrite<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> VerdictWrite<'a> {
+    fn start(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for VerdictWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -544,19 +576,19 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .iter()
         .cloned()
         .partition(|d| d.type_ == "Lagging");
-    let conditions_current = status.observed_generation == generation
-        && up_to_date(&status.conditions, &steady, generation)
-        && lagging.iter().all(|d| {
+    let verdict_current = status.observed_generation == generation
+        && status.health_changed_at == plan.health_changed_at
+        && plan.conditions.iter().all(|d| {
             conditions::find(&status.conditions, d.type_).is_some_and(|c| {
                 c.status == d.status.as_str()
                     && c.reason == d.reason
                     && c.observed_generation == generation
             })
         });
-    let shape_current = shape(&status.renditions) == shape(&plan.renditions)
+    let described_current = up_to_date(&status.conditions, &steady, generation)
+        && shape(&status.renditions) == shape(&plan.renditions)
         && status.renditions_total == plan.renditions_total
-        && status.renditions_stale == plan.renditions_stale
-        && status.health_changed_at == plan.health_changed_at;
+        && status.renditions_stale == plan.renditions_stale;
     let details_current = status.renditions == plan.renditions
         && status.lag_seconds == plan.lag_seconds
         && up_to_date(&status.conditions, &lagging, generation);
@@ -566,27 +598,40 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
         .is_none_or(|at| at.elapsed() >= ctx.detail_refresh);
-    // A write of rendition detail alone takes one of a few slots, or waits for a later round:
+    // A write that is not a verdict takes one of a few slots, or waits for a later round:
     // when the API server is slow, 1,400 instances' detail refreshes would otherwise fill every
     // reconcile slot, and a verdict (a region going stale) would queue behind them for as long
-    // as the backlog lasts, even past the end of the fault it should have reported.
-    let _detail_slot = match status_write(
-        conditions_current,
-        shape_current,
+    // as the backlog lasts, even past the end of the fault it should have reported. It also
+    // waits while any verdict is being written: when a whole region fails, each of its
+    // instances is rewritten as each of its renditions goes stale, and in a soak at 10,010
+    // playlists those descriptions took three of every four status writes while the region's
+    // verdicts reached the API server at 20 a second.
+    let write = status_write(
+        verdict_current,
+        described_current,
         details_current,
         details_due,
-    ) {
-        StatusWrite::None => return Ok(Action::requeue(requeue)),
-        StatusWrite::Verdict => None,
-        StatusWrite::DetailOnly => match ctx.detail_slots.try_acquire() {
-            Ok(slot) => Some(slot),
-            Err(_) => {
-                ctx.metrics.detail_writes_deferred.inc();
-                let retry =
-                    Duration::from_millis(fastrand::u64(DETAIL_RETRY_MS.0..=DETAIL_RETRY_MS.1));
-                return Ok(Action::requeue(retry.min(requeue)));
-            }
-        },
+    );
+    if write == StatusWrite::None {
+        return Ok(Action::requeue(requeue));
+    }
+    let _verdict_write;
+    let _detail_slot = if write.may_wait() {
+        let slot = (ctx
+            .verdict_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0)
+            .then(|| ctx.detail_slots.try_acquire().ok())
+            .flatten();
+        if slot.is_none() {
+            ctx.metrics.detail_writes_deferred.inc();
+            let retry = Duration::from_millis(fastrand::u64(DETAIL_RETRY_MS.0..=DETAIL_RETRY_MS.1));
+            return Ok(Action::requeue(retry.min(requeue)));
+        }
+        slot
+    } else {
+        _verdict_write = VerdictWrite::start(&ctx.verdict_writes);
+        None
     };
 
     let mut next = conditions::merge(
@@ -1070,13 +1115,14 @@ mod tests {
     }
 
     #[test]
-    fn only_a_write_of_detail_alone_can_be_put_off() {
+    fn only_a_verdict_is_never_put_off() {
         use StatusWrite::*;
-        // (conditions current, shape current, details current, details due)
+        // (verdict current, description current, details current, details due)
         let cases = [
             ((false, true, true, false), Verdict),
             ((false, false, false, true), Verdict),
-            ((true, false, true, false), Verdict),
+            ((true, false, true, false), Description),
+            ((true, false, false, true), Description),
             ((true, true, false, true), DetailOnly),
             ((true, true, false, false), None),
             ((true, true, true, true), None),
@@ -1084,9 +1130,22 @@ mod tests {
         ];
         for ((c, s, d, due), want) in cases {
             assert_eq!(status_write(c, s, d, due), want, "{c} {s} {d} {due}");
+            assert_eq!(want.may_wait(), matches!(want, Description | DetailOnly));
         }
         assert_eq!(super::super::detail_slots(16), 8);
         assert_eq!(super::super::detail_slots(1), 1);
+    }
+
+    #[test]
+    fn a_verdict_write_is_counted_while_it_lasts() {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let first = VerdictWrite::start(&count);
+        let second = VerdictWrite::start(&count);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(second);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct Context {
     /// concurrency, so a verdict never waits behind them when the API server is slow (see
     /// `instance::reconcile`).
     pub detail_slots: tokio::sync::Semaphore,
+    /// Instance status writes of a verdict in flight; while any is, every other status write
+    /// waits for a later round (see `instance::StatusWrite`).
+    pub verdict_writes: std::sync::atomic::AtomicUsize,
     /// AWS configuration from the standard chain (`AWS_ENDPOINT_URL_*` included).
     pub aws: aws_config::SdkConfig,
     /// State tables by (name, region), with when each was last checked.
@@ -669,6 +672,7 @@ pub async fn run(
         detail_writes: Default::default(),
         detail_refresh,
         detail_slots: tokio::sync::Semaphore::new(detail_slots(reconcile_concurrency)),
+        verdict_writes: Default::default(),
         notifier: Notifier::start(aws.clone(), metrics.clone()),
         aws,
         tables: Default::default(),
@@ -1234,6 +1238,7 @@ mod tests {
             detail_writes: Default::default(),
             detail_refresh: Duration::from_secs(30),
             detail_slots: tokio::sync::Semaphore::new(detail_slots(16)),
+            verdict_writes: Default::default(),
             notifier: Notifier::start(aws.clone(), metrics),
             aws,
             tables: Default::default(),
