@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Per `hang` outage of a soak (`cvs-bench soak`): the distinct instances of the hung region
+"""Per `hang` (or `refuse`) outage of a soak (`cvs-bench soak`): the distinct instances of the hung region
 the operator itself declared unhealthy within 10/20/30/40 s of the fault, from its "instance
-health changed" log lines, beside the number the watch saw. Usage: engine_judged.py <summary.json> <operator log>
-(the log is <state dir>/logs/<namespace>-operator.log)."""
+health changed" log lines, beside the number the watch saw. Usage: engine_judged.py <summary.json> <operator log> [kind]
+(the log is <state dir>/logs/<namespace>-operator.log; kind is `hang`, the default, or `refuse`)."""
 import json, sys, datetime
 summary, log = sys.argv[1], sys.argv[2]
+kind = sys.argv[3] if len(sys.argv) > 3 else "hang"
 faults = json.load(open(summary))["fault_list"]
 changes = []
 for line in open(log):
@@ -17,7 +18,7 @@ for line in open(log):
     t = datetime.datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")).timestamp() * 1000
     changes.append((t, f["instance"]))
 for fault in faults:
-    if fault["kind"] != "hang":
+    if fault["kind"] != kind:
         continue
     at = fault["applied_at_ms"]
     firsts = {}
