@@ -615,22 +615,25 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     if write == StatusWrite::None {
         return Ok(Action::requeue(requeue));
     }
-    let _verdict_write;
+    let _verdict_write =
+        (write == StatusWrite::Verdict).then(|| VerdictWrite::start(&ctx.verdict_writes));
     let _detail_slot = if write.may_wait() {
-        let slot = (ctx
+        let verdict_in_flight = ctx
             .verdict_writes
             .load(std::sync::atomic::Ordering::Relaxed)
-            == 0)
-            .then(|| ctx.detail_slots.try_acquire().ok())
-            .flatten();
-        if slot.is_none() {
+            > 0;
+        let slot = if verdict_in_flight {
+            None
+        } else {
+            ctx.detail_slots.try_acquire().ok()
+        };
+        let Some(slot) = slot else {
             ctx.metrics.detail_writes_deferred.inc();
             let retry = Duration::from_millis(fastrand::u64(DETAIL_RETRY_MS.0..=DETAIL_RETRY_MS.1));
             return Ok(Action::requeue(retry.min(requeue)));
-        }
-        slot
+        };
+        Some(slot)
     } else {
-        _verdict_write = VerdictWrite::start(&ctx.verdict_writes);
         None
     };
 

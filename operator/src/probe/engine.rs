@@ -343,9 +343,9 @@ fn spawn_rendition(
     // Boxed: a future awaited inside the spawned block is stored in it twice (captured, and
     // again as the value being awaited), so every rendition's task held its probe twice, about
     // 8 KiB. Growing the probe by 56 bytes (the block by 112) added 18 MiB to the heap at
-    // 10,010 playlists, most likely by crossing one of the allocator's size classes. Boxed, the probe (about 4 KiB)
-    // has an allocation of its own and the task stays small: 161 MiB held at rest at that
-    // scale, against 196 MiB before (RELIABILITY.md).
+    // 10,010 playlists, most likely by crossing one of the allocator's size classes. Boxed,
+    // the probe (about 4 KiB) has an allocation of its own and the task stays small: 161 MiB
+    // held at rest at that scale, against 196 MiB before (RELIABILITY.md).
     let probe = Box::pin(supervise(
         key.to_owned(),
         ctx.shared.metrics.clone(),
@@ -862,13 +862,19 @@ async fn rendition_permit(
         let wait = judged_poll_wait(tracker.target_duration_ms());
         return judged_permit(shared, &ctx.budget, url, wait).await;
     }
-    let deadline = tracker
-        .watch_deadline_ms(policy)
-        .map(|ms| shared.instant(ms.saturating_add(1)));
+    let deadline = past_deadline(shared, tracker, policy);
     shared
         .fetcher
         .poll_permit(&ctx.budget, url, urgency, deadline)
         .await
+}
+
+/// The instant just past the rendition's staleness deadline, if it has one: when a poll still
+/// waiting for its permit is raised in its host's queue, and when it is reported starved.
+fn past_deadline(shared: &Shared, tracker: &Tracker, policy: &Policy) -> Option<Instant> {
+    tracker
+        .watch_deadline_ms(policy)
+        .map(|ms| shared.instant(ms.saturating_add(1)))
 }
 
 /// How a master read asks for its host's permit (see `host_queue`).
@@ -1035,10 +1041,7 @@ async fn run_rendition(
                 let mut acquire =
                     Box::pin(rendition_permit(&ctx, &uri, urgency, &tracker, &policy));
                 loop {
-                    let deadline = tracker
-                        .watch_deadline_ms(&policy)
-                        .map(|ms| shared.instant(ms.saturating_add(1)))
-                        .filter(|_| !starved);
+                    let deadline = past_deadline(&shared, &tracker, &policy).filter(|_| !starved);
                     tokio::select! {
                         p = &mut acquire => break p,
                         _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {

@@ -454,6 +454,16 @@ mod tests {
     /// Queues one waiter per asker, in order, behind a host whose permits are all held, and
     /// returns the order in which they are served as permits free up one at a time.
     async fn served_order(permits: usize, held_by: &[u64], askers: &[Asker]) -> Vec<Asker> {
+        served_order_after(Duration::ZERO, permits, held_by, askers).await
+    }
+
+    /// [`served_order`] with the first permit freed only `wait` after the last waiter queued.
+    async fn served_order_after(
+        wait: Duration,
+        permits: usize,
+        held_by: &[u64],
+        askers: &[Asker],
+    ) -> Vec<Asker> {
         let q = HostQueue::new(permits);
         let mut held = Vec::new();
         for &i in held_by {
@@ -465,6 +475,7 @@ mod tests {
             tokio::spawn(async move { tx.send((a, waiter.await.unwrap())).unwrap() });
         }
         let mut order = Vec::new();
+        tokio::time::sleep(wait).await;
         drop(held.remove(0));
         for _ in askers {
             let (a, p) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -602,61 +613,22 @@ mod tests {
         // Instance 1's poll asked first but nothing of it has failed yet; instance 2's rendition
         // failed once before its deadline (pending). Once instance 1's deadline passes while it
         // waits, its answer decides as much, and its older turn puts it first.
-        let q = HostQueue::new(1);
-        let held = q.acquire(asker(9)).await;
-        let starved = queued(
-            &q,
-            Asker {
-                decisive_at: Some(tokio::time::Instant::now() + Duration::from_millis(100)),
+        let served = |deadline_in: Duration| async move {
+            let poll = Asker {
+                decisive_at: Some(tokio::time::Instant::now() + deadline_in),
                 ..asker(1)
-            },
-        )
-        .await;
-        let pending = queued(
-            &q,
-            Asker {
+            };
+            let pending = Asker {
                 urgency: Urgency::PendingVerdict,
                 ..asker(2)
-            },
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(held);
-        let first = tokio::time::timeout(Duration::from_secs(5), starved)
-            .await
-            .expect("the poll past its deadline is served first")
-            .unwrap();
-        assert!(!pending.is_finished());
-        drop(first);
-        pending.await.unwrap();
-
+            };
+            let order =
+                served_order_after(Duration::from_millis(300), 1, &[9], &[poll, pending]).await;
+            order.iter().map(|a| a.instance).collect::<Vec<_>>()
+        };
+        assert_eq!(served(Duration::from_millis(100)).await, [1, 2]);
         // Before its deadline it is routine: the pending one goes first.
-        let q = HostQueue::new(1);
-        let held = q.acquire(asker(9)).await;
-        let routine = queued(
-            &q,
-            Asker {
-                decisive_at: Some(tokio::time::Instant::now() + Duration::from_secs(60)),
-                ..asker(1)
-            },
-        )
-        .await;
-        let pending = queued(
-            &q,
-            Asker {
-                urgency: Urgency::PendingVerdict,
-                ..asker(2)
-            },
-        )
-        .await;
-        drop(held);
-        let first = tokio::time::timeout(Duration::from_secs(5), pending)
-            .await
-            .expect("the pending poll is served first")
-            .unwrap();
-        assert!(!routine.is_finished());
-        drop(first);
-        routine.await.unwrap();
+        assert_eq!(served(Duration::from_secs(60)).await, [2, 1]);
     }
 
     #[tokio::test]
