@@ -66,6 +66,8 @@ pub struct Metrics {
     /// written (the API server slow, the operator busy, or a region failing): verdicts go
     /// first.
     pub detail_writes_deferred: Counter,
+    /// Kubernetes Events waiting to be sent (see `controller::events`).
+    pub events_queued: Gauge,
     pub condition_transitions: Family<ConditionLabels, Counter>,
     pub open_instances: Gauge,
     pub probe_requests: Family<ProbeLabels, Counter>,
@@ -156,6 +158,12 @@ impl Default for Metrics {
             "status_detail_writes_deferred",
             "Status writes of an instance that are not a verdict (rendition detail, a changed message or rendition list) put off because every slot for them was taken or a verdict was being written (verdicts go first)",
             detail_writes_deferred.clone(),
+        );
+        let events_queued = Gauge::default();
+        registry.register(
+            "events_queued",
+            "Kubernetes Events waiting to be sent; a few are sent at once, after the status writes that caused them",
+            events_queued.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();
         registry.register(
@@ -354,6 +362,7 @@ impl Default for Metrics {
             master_reads_promoted,
             judged_polls_promoted,
             detail_writes_deferred,
+            events_queued,
             probe_tasks,
             probe_retries,
             segment_checks,

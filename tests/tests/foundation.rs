@@ -397,12 +397,15 @@ async fn operator_sets_status_and_stops_cleanly() {
         None,
     );
     assert!(described.contains("CloseRefused"), "{described}");
-    assert!(
+    // Events are sent in the background, after the status writes that caused them.
+    wait_for("Closed Event", STATUS_WAIT, || async {
         events_for(&client, &ns, "live-event-eu-west-1")
             .await
             .iter()
             .any(|e| e.reason.as_deref() == Some("Closed"))
-    );
+            .then_some(())
+    })
+    .await;
 
     // An instance whose ClusteredStream does not exist says so.
     let orphan = "apiVersion: cvs.dev/v1alpha1\nkind: StreamInstance\nmetadata:\n  name: orphan\nspec:\n  clusteredStream: no-such-stream\n  region: us-west-2\n  cloudfront: {domain: d3orphan.cloudfront.net}\n  origin: {url: \"https://o.example.com/m.m3u8\"}\n";

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod edge;
+pub mod events;
 pub mod health;
 pub mod instance;
 pub mod leader;
@@ -123,6 +124,8 @@ pub struct Context {
     pub namespaces: tenancy::NamespaceCache,
     /// What the dashboard shows: its timeline is fed from here.
     pub feed: crate::dashboard::Feed,
+    /// Kubernetes Events, sent in the background (see [`publish`]).
+    pub events: events::EventQueue,
 }
 
 /// The state table (name, region) and the member domains a ClusteredStream was last swept with.
@@ -663,8 +666,8 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder,
-        reporter,
+        recorder: recorder.clone(),
+        reporter: reporter.clone(),
         metrics: metrics.clone(),
         instances: instances.clone(),
         clusters: clusters.clone(),
@@ -685,10 +688,11 @@ pub async fn run(
         tenant_policy,
         namespaces: Default::default(),
         feed: feed.clone(),
+        events: events::EventQueue::start(client.clone(), recorder, reporter, metrics.clone()),
     });
     feed.attach(instances.clone(), clusters.clone(), Some(probes.clone()));
 
-    let notifier = ctx.notifier.clone();
+    let (notifier, events) = (ctx.notifier.clone(), ctx.clone());
     // Stop probing instances that are gone, and forget what was kept for them. Deletions need
     // no finalizer: probes are in memory. The same round checks that the probe engine still
     // publishes verdicts, for the liveness check.
@@ -837,11 +841,16 @@ pub async fn run(
              the table and are announced by the next leader"
         );
     }
+    if !events.events.shutdown(EVENTS_DRAIN).await {
+        tracing::warn!("Kubernetes Events were still being sent at shutdown; those left are lost");
+    }
     tracing::info!("controllers stopped");
 }
 
 /// Longest wait at shutdown for the SNS event being sent (and its delivery record).
 const NOTIFIER_DRAIN: Duration = Duration::from_secs(2);
+/// Longest wait at shutdown for the Kubernetes Events queued.
+const EVENTS_DRAIN: Duration = Duration::from_secs(2);
 
 /// A controller's own errors (its queue) are logged at WARN; a failed reconciliation was already
 /// logged by its error policy, and its watches' errors by [`watch_objects`].
@@ -945,7 +954,7 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
         }
         ctx.feed.record(&cluster, entry);
     }
-    record_event(&ctx.client, &ctx.recorder, &ctx.reporter, object, event).await;
+    ctx.events.send(object.object_ref(&()), event).await;
 }
 
 /// The ClusteredStream (`namespace/name`) an Event about `object` belongs to, and the
@@ -978,12 +987,22 @@ pub async fn record_event<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
     reporter: &Reporter,
     object: &K,
+    event: kube::runtime::events::Event,
+) {
+    record_reference(client, recorder, reporter, object.object_ref(&()), event).await;
+}
+
+/// Records an Event about the object `reference` names (see [`record_event`]).
+pub(crate) async fn record_reference(
+    client: &Client,
+    recorder: &Recorder,
+    reporter: &Reporter,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
     mut event: kube::runtime::events::Event,
 ) {
     if let Some(note) = event.note.as_mut() {
         *note = instance::truncate(note, MAX_EVENT_NOTE_BYTES);
     }
-    let reference = object.object_ref(&());
     let long_name = reference
         .name
         .as_ref()
@@ -1229,8 +1248,8 @@ mod tests {
         let aws = aws_config::SdkConfig::builder().build();
         Arc::new(Context {
             client: client.clone(),
-            recorder: Recorder::new(client, reporter.clone()),
-            reporter,
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter: reporter.clone(),
             metrics: metrics.clone(),
             instances: kube::runtime::reflector::store().0,
             clusters: kube::runtime::reflector::store().0,
@@ -1239,7 +1258,7 @@ mod tests {
             detail_refresh: Duration::from_secs(30),
             detail_slots: tokio::sync::Semaphore::new(detail_slots(16)),
             verdict_writes: Default::default(),
-            notifier: Notifier::start(aws.clone(), metrics),
+            notifier: Notifier::start(aws.clone(), metrics.clone()),
             aws,
             tables: Default::default(),
             items: Default::default(),
@@ -1258,6 +1277,12 @@ mod tests {
             tenant_policy: Default::default(),
             namespaces: Default::default(),
             feed: Default::default(),
+            events: events::EventQueue::start(
+                client.clone(),
+                Recorder::new(client, reporter.clone()),
+                reporter,
+                metrics,
+            ),
         })
     }
 
