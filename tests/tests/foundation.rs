@@ -751,3 +751,62 @@ async fn status_and_events_are_accepted_for_hostile_playlists_and_long_names() {
     let log = _operator.log_text();
     assert!(!log.contains("could not record Event"), "{log}");
 }
+
+/// The instance reconciler takes the answer of its own status write for newer than a cached
+/// copy of the object by comparing resourceVersions as numbers (`controller::written`): true of
+/// the kube-apiserver the operator runs against, checked here on the real one.
+#[tokio::test]
+async fn a_status_write_answers_with_a_later_version_than_the_object_read_before_it() {
+    use cvs_operator::controller::written::Written;
+    use kube::api::{Patch, PatchParams, PostParams};
+    use std::sync::Arc;
+    install_crds();
+    let ns = namespace("written");
+    let api: Api<StreamInstance> = Api::namespaced(client().await, &ns);
+    let instance: StreamInstance = serde_yaml::from_str(&instance_manifest(
+        "us-east-1",
+        "d-written.cloudfront.net",
+        "http://127.0.0.1:1/master.m3u8",
+    ))
+    .unwrap();
+    // The API server may need a moment after the CRDs are Established.
+    let created = wait_for("the instance to be created", STATUS_WAIT, || async {
+        api.create(&PostParams::default(), &instance).await.ok()
+    })
+    .await;
+    let name = created.metadata.name.clone().unwrap();
+    let cached = Arc::new(api.get(&name).await.unwrap());
+    assert!(cached.status.is_none());
+
+    let patch = serde_json::json!({
+        "apiVersion": "cvs.dev/v1alpha1", "kind": "StreamInstance",
+        "status": {"observedGeneration": 1, "healthChangedAt": "2026-12-02T10:00:00.000Z"}
+    });
+    let write = || async {
+        api.patch_status(
+            &name,
+            &PatchParams::apply("written-test").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap()
+    };
+    let written = Written::default();
+    written.record(write().await);
+    // The cache still holds the copy from before the write: the write stands in for it.
+    let seen = written.newest(cached.clone());
+    assert_eq!(
+        seen.status
+            .as_ref()
+            .and_then(|s| s.health_changed_at.as_deref()),
+        Some("2026-12-02T10:00:00.000Z")
+    );
+    // Read again after the write, the object is at least as new: it is used, and the kept copy
+    // is dropped.
+    let fresh = Arc::new(api.get(&name).await.unwrap());
+    assert!(Arc::ptr_eq(&written.newest(fresh.clone()), &fresh));
+    assert!(written.is_empty());
+    // A write that changes nothing answers with the same version: the cache is not behind.
+    written.record(write().await);
+    assert!(Arc::ptr_eq(&written.newest(fresh.clone()), &fresh));
+}

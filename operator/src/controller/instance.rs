@@ -456,6 +456,7 @@ const DETAIL_RETRY_MS: (u64, u64) = (3_000, 7_000);
 
 pub async fn reconcile(instance: Arc<StreamInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let instance = ctx.written_instances.newest(instance);
     let result = reconcile_inner(&instance, &ctx).await;
     ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
     result
@@ -671,7 +672,8 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
             status[field] = v;
         }
     }
-    apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
+    let written = apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
+    ctx.written_instances.record(written);
     ctx.detail_writes
         .lock()
         .unwrap_or_else(|p| p.into_inner())

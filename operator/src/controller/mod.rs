@@ -18,6 +18,7 @@ pub mod leader;
 pub mod publish;
 pub mod secrets;
 pub mod tenancy;
+pub mod written;
 
 pub use health::Health;
 
@@ -96,6 +97,9 @@ pub struct Context {
     /// Instance status writes of a verdict in flight; while any is, every other status write
     /// waits for a later round (see `instance::StatusWrite`).
     pub verdict_writes: std::sync::atomic::AtomicUsize,
+    /// Each instance as its last status write left it, until the cache has it (see
+    /// [`written`]).
+    pub written_instances: written::Written<StreamInstance>,
     /// AWS configuration from the standard chain (`AWS_ENDPOINT_URL_*` included).
     pub aws: aws_config::SdkConfig,
     /// State tables by (name, region), with when each was last checked.
@@ -138,6 +142,12 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| keep(k));
+        self.written_instances.retain(|namespace, name| {
+            keep(&InstanceKey {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        });
     }
 
     /// The state table `name` in `region`: whether its existence needs checking again, and the
@@ -676,6 +686,7 @@ pub async fn run(
         detail_refresh,
         detail_slots: tokio::sync::Semaphore::new(detail_slots(reconcile_concurrency)),
         verdict_writes: Default::default(),
+        written_instances: Default::default(),
         notifier: Notifier::start(aws.clone(), metrics.clone()),
         aws,
         tables: Default::default(),
@@ -882,7 +893,7 @@ pub(crate) async fn apply_status<K>(
     manager: &'static str,
     controller: &'static str,
     status: serde_json::Value,
-) -> Result<(), Error>
+) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -891,17 +902,18 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     ctx.metrics
         .status_writes
         .get_or_create(&crate::metrics::ControllerLabels { controller })
         .inc();
-    Ok(())
+    Ok(written)
 }
 
 /// Counts a condition's status flip in the metrics.
@@ -1258,6 +1270,7 @@ mod tests {
             detail_refresh: Duration::from_secs(30),
             detail_slots: tokio::sync::Semaphore::new(detail_slots(16)),
             verdict_writes: Default::default(),
+            written_instances: Default::default(),
             notifier: Notifier::start(aws.clone(), metrics.clone()),
             aws,
             tables: Default::default(),
