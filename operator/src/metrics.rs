@@ -68,6 +68,9 @@ pub struct Metrics {
     pub detail_writes_deferred: Counter,
     /// Kubernetes Events waiting to be sent (see `controller::events`).
     pub events_queued: Gauge,
+    /// From an instance's verdict written (`healthChangedAt`) to its ClusteredStream's status
+    /// recording it.
+    pub verdict_to_cluster: Histogram,
     pub condition_transitions: Family<ConditionLabels, Counter>,
     pub open_instances: Gauge,
     pub probe_requests: Family<ProbeLabels, Counter>,
@@ -164,6 +167,12 @@ impl Default for Metrics {
             "events_queued",
             "Kubernetes Events waiting to be sent; a few are sent at once, after the status writes that caused them",
             events_queued.clone(),
+        );
+        let verdict_to_cluster = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "verdict_to_cluster_seconds",
+            "From an instance's verdict being written (healthChangedAt) to its ClusteredStream's status recording it (the state table is written in the same reconciliation)",
+            verdict_to_cluster.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();
         registry.register(
@@ -363,6 +372,7 @@ impl Default for Metrics {
             judged_polls_promoted,
             detail_writes_deferred,
             events_queued,
+            verdict_to_cluster,
             probe_tasks,
             probe_retries,
             segment_checks,

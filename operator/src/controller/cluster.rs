@@ -38,6 +38,36 @@ pub struct ClusterPlan {
     pub recheck_at_ms: Option<i64>,
 }
 
+/// For each instance whose verdict the ClusteredStream's status is about to record for the first
+/// time (its summary's `healthy` differs from the one in `before`), the seconds from the verdict
+/// being written on the instance (`healthChangedAt`) to `now`. Instances new to the summary, and
+/// times that cannot be read, are left out; a time in the future counts as 0.
+pub fn newly_recorded_verdicts(
+    before: &[InstanceSummary],
+    members: &[Arc<StreamInstance>],
+    now: jiff::Timestamp,
+) -> Vec<f64> {
+    members
+        .iter()
+        .filter_map(|i| {
+            let name = i.name_any();
+            let previous = before.iter().find(|s| s.name == name)?;
+            let healthy = health_of(i)?;
+            if previous.healthy == Some(healthy) {
+                return None;
+            }
+            let at: jiff::Timestamp = i
+                .status
+                .as_ref()?
+                .health_changed_at
+                .as_deref()?
+                .parse()
+                .ok()?;
+            Some(now.duration_since(at).as_secs_f64().max(0.0))
+        })
+        .collect()
+}
+
 /// Health as the instance reconciler last recorded it in the `Healthy` condition.
 pub fn health_of(instance: &StreamInstance) -> Option<bool> {
     super::instance::recorded_verdict(instance.status.as_ref()?)
@@ -227,6 +257,7 @@ pub fn plan(
 
 pub async fn reconcile(cluster: Arc<ClusteredStream>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let cluster = ctx.written_clusters.newest(cluster);
     let result = reconcile_inner(&cluster, &ctx).await;
     ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
     result
@@ -242,6 +273,8 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
     let ns = cluster
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(name.clone()))?;
+    // Each instance as this operator last wrote it when the cache has not caught up yet: a
+    // verdict counts from the moment it is recorded, not from when the watch brings it back.
     let members: Vec<Arc<StreamInstance>> = ctx
         .instances
         .state()
@@ -249,6 +282,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         .filter(|i| {
             i.spec.clustered_stream == name && i.metadata.namespace.as_deref() == Some(ns.as_str())
         })
+        .map(|i| ctx.written_instances.newest(i))
         .collect();
     // What the namespace may use (with --tenant-policy): refused resources are never touched.
     let judgement = super::tenancy::judge(ctx, cluster, &members).await;
@@ -371,6 +405,7 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
         && status.playlist == published.status
         && up_to_date(&status.conditions, &desired_conditions, generation);
     if !unchanged {
+        let recorded = newly_recorded_verdicts(&status.instances, &members, jiff::Timestamp::now());
         let next = conditions::merge(
             &status.conditions,
             desired_conditions,
@@ -388,7 +423,11 @@ async fn reconcile_inner(cluster: &ClusteredStream, ctx: &Context) -> Result<Act
             "playlist": published.status,
         });
         let api: Api<ClusteredStream> = Api::namespaced(ctx.client.clone(), &ns);
-        apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
+        let written = apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
+        ctx.written_clusters.record(written);
+        for seconds in recorded {
+            ctx.metrics.verdict_to_cluster.observe(seconds);
+        }
         for t in transitions {
             count_transition(ctx, "ClusteredStream", &t.type_, &t.to.status);
             if t.type_ == "ResourcesAllowed" && t.to.status == "False" {
@@ -1264,7 +1303,7 @@ async fn write_instance_open(
         conditions::now(),
     );
     let patch = serde_json::json!({ "open": decision.open, "conditions": next });
-    apply_status(
+    let written = apply_status(
         ctx,
         api,
         &instance.name_any(),
@@ -1273,6 +1312,7 @@ async fn write_instance_open(
         patch,
     )
     .await?;
+    ctx.written_instances.record(written);
 
     let before = conditions::find(&status.conditions, "Open");
     let reason_changed = before.is_none_or(|c| c.reason != condition.reason);
@@ -1358,6 +1398,59 @@ mod tests {
             });
         }
         Arc::new(i)
+    }
+
+    #[test]
+    fn a_verdict_is_timed_once_when_the_cluster_status_first_records_it() {
+        let summary = |name: &str, healthy: Option<bool>| InstanceSummary {
+            name: name.into(),
+            region: "us-east-1".into(),
+            domain: format!("{name}.cloudfront.net"),
+            desired_open: true,
+            open: true,
+            healthy,
+            reason: "DesiredOpen".into(),
+        };
+        let changed_at = |i: Arc<StreamInstance>, at: &str| {
+            let mut i = Arc::unwrap_or_clone(i);
+            i.status.as_mut().unwrap().health_changed_at = Some(at.into());
+            Arc::new(i)
+        };
+        let now: jiff::Timestamp = "2026-12-02T10:00:10.000Z".parse().unwrap();
+        let members = vec![
+            // Went stale 2.5 s ago; the status still says healthy: timed.
+            changed_at(
+                instance("flipped", true, Some(false)),
+                "2026-12-02T10:00:07.500Z",
+            ),
+            // Recorded already: not timed again.
+            changed_at(
+                instance("recorded", true, Some(false)),
+                "2026-12-02T10:00:01.000Z",
+            ),
+            // Not in the summary before (new): not timed.
+            changed_at(
+                instance("new", true, Some(true)),
+                "2026-12-02T10:00:09.000Z",
+            ),
+            // Its time cannot be read, or lies ahead (clock skew): left out, or 0.
+            changed_at(instance("garbled", true, Some(true)), "yesterday"),
+            changed_at(
+                instance("ahead", true, Some(true)),
+                "2026-12-02T10:00:15.000Z",
+            ),
+            // No verdict yet.
+            instance("unjudged", true, None),
+        ];
+        let before = vec![
+            summary("flipped", Some(true)),
+            summary("recorded", Some(false)),
+            summary("garbled", Some(false)),
+            summary("ahead", None),
+            summary("unjudged", Some(true)),
+        ];
+        let timed = newly_recorded_verdicts(&before, &members, now);
+        assert_eq!(timed, vec![2.5, 0.0]);
     }
 
     #[test]

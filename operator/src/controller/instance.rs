@@ -674,6 +674,14 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     }
     let written = apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
     ctx.written_instances.record(written);
+    if write == StatusWrite::Verdict && cluster.is_some() {
+        // The ClusteredStream reads this verdict from `written_instances` at once; the watch
+        // may bring it back many seconds later when the API server is busy. The receiver
+        // lives as long as the cluster controller; after it stopped nothing needs telling.
+        let _ = ctx
+            .cluster_triggers
+            .send(ObjectRef::new(&instance.spec.clustered_stream).within(&ns));
+    }
     ctx.detail_writes
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -100,6 +100,12 @@ pub struct Context {
     /// Each instance as its last status write left it, until the cache has it (see
     /// [`written`]).
     pub written_instances: written::Written<StreamInstance>,
+    /// Each ClusteredStream as its last status write left it, until the cache has it.
+    pub written_clusters: written::Written<ClusteredStream>,
+    /// Asks the cluster controller to reconcile a ClusteredStream: sent after an instance's
+    /// verdict is written, so the ClusteredStream acts on it without waiting for the watch to
+    /// bring the write back.
+    pub cluster_triggers: tokio::sync::mpsc::UnboundedSender<ObjectRef<ClusteredStream>>,
     /// AWS configuration from the standard chain (`AWS_ENDPOINT_URL_*` included).
     pub aws: aws_config::SdkConfig,
     /// State tables by (name, region), with when each was last checked.
@@ -633,6 +639,7 @@ pub async fn run(
     // Unbounded, and that costs nothing: the cluster controller takes every trigger into its
     // scheduler (which merges repeats) as it arrives, without waiting for reconciliations.
     let (cluster_trigger_tx, cluster_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    let verdict_trigger_tx = cluster_trigger_tx.clone();
     let mut cluster_triggers = ClusterTriggers::new();
     // An instance is reconciled when its spec changes (a new generation), not when its own
     // status write comes back through the watch: that echo was half of all instance
@@ -687,6 +694,8 @@ pub async fn run(
         detail_slots: tokio::sync::Semaphore::new(detail_slots(reconcile_concurrency)),
         verdict_writes: Default::default(),
         written_instances: Default::default(),
+        written_clusters: Default::default(),
+        cluster_triggers: verdict_trigger_tx,
         notifier: Notifier::start(aws.clone(), metrics.clone()),
         aws,
         tables: Default::default(),
@@ -724,6 +733,9 @@ pub async fn run(
                 };
                 ctx.probes.retain(exists);
                 ctx.forget_instances_except(exists);
+                ctx.written_clusters.retain(|ns, name| {
+                    ctx.clusters.get(&ObjectRef::new(name).within(ns)).is_some()
+                });
                 let instance_count = instances.state().len();
                 ctx.health.has_objects("instance", instance_count > 0);
                 ctx.health
@@ -1271,6 +1283,8 @@ mod tests {
             detail_slots: tokio::sync::Semaphore::new(detail_slots(16)),
             verdict_writes: Default::default(),
             written_instances: Default::default(),
+            written_clusters: Default::default(),
+            cluster_triggers: tokio::sync::mpsc::unbounded_channel().0,
             notifier: Notifier::start(aws.clone(), metrics.clone()),
             aws,
             tables: Default::default(),
