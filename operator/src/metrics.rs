@@ -14,6 +14,12 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `verdict`, `description` or `detail` (see `controller::instance::StatusWrite`).
+    pub write: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
     pub error: &'static str,
@@ -68,6 +74,8 @@ pub struct Metrics {
     pub detail_writes_deferred: Counter,
     /// Kubernetes Events waiting to be sent (see `controller::events`).
     pub events_queued: Gauge,
+    /// Instance status writes by the instance reconciler, by what they carry.
+    pub instance_status_writes: Family<WriteLabels, Counter>,
     /// From an instance's verdict written (`healthChangedAt`) to its ClusteredStream's status
     /// recording it.
     pub verdict_to_cluster: Histogram,
@@ -167,6 +175,12 @@ impl Default for Metrics {
             "events_queued",
             "Kubernetes Events waiting to be sent; a few are sent at once, after the status writes that caused them",
             events_queued.clone(),
+        );
+        let instance_status_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "instance_status_writes",
+            "StreamInstance status writes by the instance reconciler, by what they carry: a verdict (written at once), a description or rendition detail (put off while verdicts are written)",
+            instance_status_writes.clone(),
         );
         let verdict_to_cluster = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         registry.register(
@@ -372,6 +386,7 @@ impl Default for Metrics {
             judged_polls_promoted,
             detail_writes_deferred,
             events_queued,
+            instance_status_writes,
             verdict_to_cluster,
             probe_tasks,
             probe_retries,

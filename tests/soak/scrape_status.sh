@@ -10,7 +10,7 @@ while true; do
   if [ -n "$port" ]; then
     m=$(curl -s --max-time 1 "http://$port/metrics")
     echo "T $(date +%T.%N | cut -c1-12)" >> "$out"
-    echo "$m" | grep -E '^cvs_(reconcile_duration_seconds_(sum|count)|status_writes_total|status_detail_writes_deferred_total|condition_transitions_total\{kind="StreamInstance",condition="Healthy"|verdict_to_cluster_seconds|events_queued)' >> "$out"
+    echo "$m" | grep -E '^cvs_(reconcile_duration_seconds_(sum|count)|status_writes_total|status_detail_writes_deferred_total|condition_transitions_total\{kind="StreamInstance",condition="Healthy"|verdict_to_cluster_seconds|events_queued|instance_status_writes_total)' >> "$out"
   fi
   sleep 2
 done

@@ -414,6 +414,16 @@ impl StatusWrite {
     pub fn may_wait(self) -> bool {
         matches!(self, StatusWrite::Description | StatusWrite::DetailOnly)
     }
+
+    /// The `write` label of `cvs_instance_status_writes_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusWrite::None => "none",
+            StatusWrite::Verdict => "verdict",
+            StatusWrite::Description => "description",
+            StatusWrite::DetailOnly => "detail",
+        }
+    }
 }
 
 /// Which write the comparison of an instance's status with its plan calls for.
@@ -674,6 +684,12 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     }
     let written = apply_status(ctx, &api, &name, FIELD_MANAGER, CONTROLLER, status).await?;
     ctx.written_instances.record(written);
+    ctx.metrics
+        .instance_status_writes
+        .get_or_create(&crate::metrics::WriteLabels {
+            write: write.label(),
+        })
+        .inc();
     if write == StatusWrite::Verdict && cluster.is_some() {
         // The ClusteredStream reads this verdict from `written_instances` at once; the watch
         // may bring it back many seconds later when the API server is busy. The receiver
