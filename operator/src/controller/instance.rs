@@ -426,6 +426,57 @@ impl StatusWrite {
     }
 }
 
+/// The condition that reports the lag behind the other instances. It is not a verdict the
+/// ClusteredStream acts on: with `lag.unhealthy` a lag makes `Healthy` False, and that is the
+/// verdict. So a change of its status or reason is a description. When a whole region fails,
+/// every instance of the other region loses its peer (`NoPeer`) and every failed one stops
+/// being compared (`InstanceStale`): written as verdicts, those doubled the writes that went
+/// ahead of everything else, and the other region's 715 took turns with the 715 `Healthy` flips.
+const LAGGING: &str = "Lagging";
+
+/// Which write an instance's recorded status and the plan for it call for: a verdict when a
+/// condition's status or reason changed (`Lagging` aside, see [`LAGGING`]), `healthChangedAt`
+/// moved or the generation is new; a description when a message, the `Lagging` verdict or the
+/// rendition list's shape changed; detail when only rendition detail or the lag figure did
+/// (written when `details_due`).
+pub fn write_for(
+    status: &StreamInstanceStatus,
+    plan: &InstancePlan,
+    generation: Option<i64>,
+    details_due: bool,
+) -> StatusWrite {
+    // The `Lagging` message carries the lag, which moves at every sample: a change of it alone
+    // is written at the detail cadence, like rendition detail.
+    let (lagging, steady): (Vec<&Desired>, Vec<&Desired>) =
+        plan.conditions.iter().partition(|d| d.type_ == LAGGING);
+    let same_verdict = |d: &&Desired| {
+        conditions::find(&status.conditions, d.type_).is_some_and(|c| {
+            c.status == d.status.as_str()
+                && c.reason == d.reason
+                && c.observed_generation == generation
+        })
+    };
+    let verdict_current = status.observed_generation == generation
+        && status.health_changed_at == plan.health_changed_at
+        && steady.iter().all(same_verdict);
+    let steady: Vec<Desired> = steady.into_iter().cloned().collect();
+    let lagging: Vec<Desired> = lagging.into_iter().cloned().collect();
+    let described_current = up_to_date(&status.conditions, &steady, generation)
+        && lagging.iter().all(|d| same_verdict(&d))
+        && shape(&status.renditions) == shape(&plan.renditions)
+        && status.renditions_total == plan.renditions_total
+        && status.renditions_stale == plan.renditions_stale;
+    let details_current = status.renditions == plan.renditions
+        && status.lag_seconds == plan.lag_seconds
+        && up_to_date(&status.conditions, &lagging, generation);
+    status_write(
+        verdict_current,
+        described_current,
+        details_current,
+        details_due,
+    )
+}
+
 /// Which write the comparison of an instance's status with its plan calls for.
 pub fn status_write(
     verdict_current: bool,
@@ -580,29 +631,6 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     };
 
     let generation = instance.metadata.generation;
-    // The `Lagging` message carries the lag, which moves at every sample: a change of it alone
-    // is written at the detail cadence, like rendition detail.
-    let (lagging, steady): (Vec<Desired>, Vec<Desired>) = plan
-        .conditions
-        .iter()
-        .cloned()
-        .partition(|d| d.type_ == "Lagging");
-    let verdict_current = status.observed_generation == generation
-        && status.health_changed_at == plan.health_changed_at
-        && plan.conditions.iter().all(|d| {
-            conditions::find(&status.conditions, d.type_).is_some_and(|c| {
-                c.status == d.status.as_str()
-                    && c.reason == d.reason
-                    && c.observed_generation == generation
-            })
-        });
-    let described_current = up_to_date(&status.conditions, &steady, generation)
-        && shape(&status.renditions) == shape(&plan.renditions)
-        && status.renditions_total == plan.renditions_total
-        && status.renditions_stale == plan.renditions_stale;
-    let details_current = status.renditions == plan.renditions
-        && status.lag_seconds == plan.lag_seconds
-        && up_to_date(&status.conditions, &lagging, generation);
     let details_due = ctx
         .detail_writes
         .lock()
@@ -617,12 +645,7 @@ async fn reconcile_inner(instance: &StreamInstance, ctx: &Context) -> Result<Act
     // instances is rewritten as each of its renditions goes stale, and in a soak at 10,010
     // playlists those descriptions took three of every four status writes while the region's
     // verdicts reached the API server at 20 a second.
-    let write = status_write(
-        verdict_current,
-        described_current,
-        details_current,
-        details_due,
-    );
+    let write = write_for(&status, &plan, generation, details_due);
     if write == StatusWrite::None {
         return Ok(Action::requeue(requeue));
     }
@@ -999,6 +1022,72 @@ mod tests {
         let mut p = plan(true, "e", Ok(()), Some(h), recorded, ts(9));
         add_lag(&mut p, Some(h), recorded, unhealthy);
         p
+    }
+
+    #[test]
+    fn a_change_of_the_lag_verdict_alone_is_a_description_and_healths_is_a_verdict() {
+        let none = none();
+        // Healthy and within the limit, recorded.
+        let recorded = written(
+            lag_plan(&lagging(true, Some(false), Some(1_000)), &none, false),
+            ts(9),
+        );
+        let write = |h: &InstanceHealth, unhealthy: bool| {
+            write_for(
+                &recorded,
+                &lag_plan(h, &recorded, unhealthy),
+                Some(1),
+                false,
+            )
+        };
+        assert_eq!(
+            write(&lagging(true, Some(false), Some(1_000)), false),
+            StatusWrite::None
+        );
+        // The other region failed: nothing to compare with. The instance's health is unchanged.
+        assert_eq!(
+            write(&lagging(true, None, None), false),
+            StatusWrite::Description
+        );
+        // Lagging, but lag does not make it unhealthy: still a description.
+        assert_eq!(
+            write(&lagging(true, Some(true), Some(31_049)), false),
+            StatusWrite::Description
+        );
+        // Lag makes it unhealthy: Healthy flips, and that is a verdict.
+        assert_eq!(
+            write(&lagging(true, Some(true), Some(31_049)), true),
+            StatusWrite::Verdict
+        );
+        // The instance itself went stale: a verdict, whatever the lag says.
+        assert_eq!(
+            write(&lagging(false, None, None), false),
+            StatusWrite::Verdict
+        );
+        // Only the lag figure moved: detail, written when due.
+        assert_eq!(
+            write(&lagging(true, Some(false), Some(2_000)), false),
+            StatusWrite::None
+        );
+        assert_eq!(
+            write_for(
+                &recorded,
+                &lag_plan(&lagging(true, Some(false), Some(2_000)), &recorded, false),
+                Some(1),
+                true
+            ),
+            StatusWrite::DetailOnly
+        );
+        // A new generation is always a verdict.
+        assert_eq!(
+            write_for(
+                &recorded,
+                &lag_plan(&lagging(true, Some(false), Some(1_000)), &recorded, false),
+                Some(2),
+                false
+            ),
+            StatusWrite::Verdict
+        );
     }
 
     /// A lagging instance gets `Lagging=True` with the lag and the leader; its health changes
