@@ -435,8 +435,8 @@ impl StatusWrite {
 const LAGGING: &str = "Lagging";
 
 /// Which write an instance's recorded status and the plan for it call for: a verdict when a
-/// condition's status or reason changed (`Lagging` aside, see [`LAGGING`]), `healthChangedAt`
-/// moved or the generation is new; a description when a message, the `Lagging` verdict or the
+/// condition's status changed (`Lagging` aside, see [`LAGGING`]), `healthChangedAt` moved or
+/// the generation is new; a description when a reason, a message, the `Lagging` verdict or the
 /// rendition list's shape changed; detail when only rendition detail or the lag figure did
 /// (written when `details_due`).
 pub fn write_for(
@@ -449,20 +449,24 @@ pub fn write_for(
     // is written at the detail cadence, like rendition detail.
     let (lagging, steady): (Vec<&Desired>, Vec<&Desired>) =
         plan.conditions.iter().partition(|d| d.type_ == LAGGING);
-    let same_verdict = |d: &&Desired| {
+    let same = |d: &Desired, reason_too: bool| {
         conditions::find(&status.conditions, d.type_).is_some_and(|c| {
             c.status == d.status.as_str()
-                && c.reason == d.reason
+                && (!reason_too || c.reason == d.reason)
                 && c.observed_generation == generation
         })
     };
+    // A reason that changes while the status stays is a description too: the ClusteredStream
+    // acts on statuses (and `healthChangedAt`), and as a refused region's renditions are judged
+    // one by one an instance's `Healthy=False` reason moves (the master unreachable, then
+    // `NoNewSegment`, then `RenditionsStale` when causes mix), a verdict write each time.
     let verdict_current = status.observed_generation == generation
         && status.health_changed_at == plan.health_changed_at
-        && steady.iter().all(same_verdict);
+        && steady.iter().all(|d| same(d, false));
     let steady: Vec<Desired> = steady.into_iter().cloned().collect();
     let lagging: Vec<Desired> = lagging.into_iter().cloned().collect();
     let described_current = up_to_date(&status.conditions, &steady, generation)
-        && lagging.iter().all(|d| same_verdict(&d))
+        && lagging.iter().all(|d| same(d, true))
         && shape(&status.renditions) == shape(&plan.renditions)
         && status.renditions_total == plan.renditions_total
         && status.renditions_stale == plan.renditions_stale;
@@ -1025,7 +1029,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_of_the_lag_verdict_alone_is_a_description_and_healths_is_a_verdict() {
+    fn only_a_status_is_a_verdict_and_the_lag_verdict_is_a_description() {
         let none = none();
         // Healthy and within the limit, recorded.
         let recorded = written(
@@ -1063,6 +1067,26 @@ mod tests {
         assert_eq!(
             write(&lagging(false, None, None), false),
             StatusWrite::Verdict
+        );
+        // Stale already, for another reason now (causes mixed): a description.
+        let stale = written(
+            lag_plan(&lagging(false, None, None), &recorded, false),
+            ts(12),
+        );
+        let mut mixed = lagging(false, None, None);
+        mixed.verdict.reason = "RenditionsStale";
+        assert_eq!(
+            write_for(&stale, &lag_plan(&mixed, &stale, false), Some(1), false),
+            StatusWrite::Description
+        );
+        assert_eq!(
+            write_for(
+                &stale,
+                &lag_plan(&lagging(false, None, None), &stale, false),
+                Some(1),
+                false
+            ),
+            StatusWrite::None
         );
         // Only the lag figure moved: detail, written when due.
         assert_eq!(
