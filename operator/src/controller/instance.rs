@@ -373,6 +373,30 @@ fn shape(r: &[RenditionStatus]) -> Vec<(&str, &str, bool, Option<&str>)> {
         .collect()
 }
 
+/// How much of a recorded condition has to equal the desired one: its status (and generation)
+/// only, its reason too, or its message too.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Recorded {
+    Status,
+    Reason,
+    Message,
+}
+
+/// True when `desired` is in `current` for this generation, equal up to `depth`.
+fn recorded(
+    current: &[Condition],
+    desired: &Desired,
+    generation: Option<i64>,
+    depth: Recorded,
+) -> bool {
+    conditions::find(current, desired.type_).is_some_and(|c| {
+        c.status == desired.status.as_str()
+            && c.observed_generation == generation
+            && (depth < Recorded::Reason || c.reason == desired.reason)
+            && (depth < Recorded::Message || c.message == desired.message)
+    })
+}
+
 /// True when every desired condition is already in `current` with the same status, reason,
 /// message and generation, so no write is needed.
 pub(crate) fn up_to_date(
@@ -380,14 +404,9 @@ pub(crate) fn up_to_date(
     desired: &[Desired],
     generation: Option<i64>,
 ) -> bool {
-    desired.iter().all(|d| {
-        conditions::find(current, d.type_).is_some_and(|c| {
-            c.status == d.status.as_str()
-                && c.reason == d.reason
-                && c.message == d.message
-                && c.observed_generation == generation
-        })
-    })
+    desired
+        .iter()
+        .all(|d| recorded(current, d, generation, Recorded::Message))
 }
 
 /// What a reconciliation has to write to an instance's status.
@@ -449,12 +468,10 @@ pub fn write_for(
     // is written at the detail cadence, like rendition detail.
     let (lagging, steady): (Vec<&Desired>, Vec<&Desired>) =
         plan.conditions.iter().partition(|d| d.type_ == LAGGING);
-    let same = |d: &Desired, reason_too: bool| {
-        conditions::find(&status.conditions, d.type_).is_some_and(|c| {
-            c.status == d.status.as_str()
-                && (!reason_too || c.reason == d.reason)
-                && c.observed_generation == generation
-        })
+    let all_recorded = |desired: &[&Desired], depth: Recorded| {
+        desired
+            .iter()
+            .all(|d| recorded(&status.conditions, d, generation, depth))
     };
     // A reason that changes while the status stays is a description too: the ClusteredStream
     // acts on statuses (and `healthChangedAt`), and as a refused region's renditions are judged
@@ -462,17 +479,15 @@ pub fn write_for(
     // `NoNewSegment`, then `RenditionsStale` when causes mix), a verdict write each time.
     let verdict_current = status.observed_generation == generation
         && status.health_changed_at == plan.health_changed_at
-        && steady.iter().all(|d| same(d, false));
-    let steady: Vec<Desired> = steady.into_iter().cloned().collect();
-    let lagging: Vec<Desired> = lagging.into_iter().cloned().collect();
-    let described_current = up_to_date(&status.conditions, &steady, generation)
-        && lagging.iter().all(|d| same(d, true))
+        && all_recorded(&steady, Recorded::Status);
+    let described_current = all_recorded(&steady, Recorded::Message)
+        && all_recorded(&lagging, Recorded::Reason)
         && shape(&status.renditions) == shape(&plan.renditions)
         && status.renditions_total == plan.renditions_total
         && status.renditions_stale == plan.renditions_stale;
     let details_current = status.renditions == plan.renditions
         && status.lag_seconds == plan.lag_seconds
-        && up_to_date(&status.conditions, &lagging, generation);
+        && all_recorded(&lagging, Recorded::Message);
     status_write(
         verdict_current,
         described_current,
