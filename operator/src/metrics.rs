@@ -79,6 +79,9 @@ pub struct Metrics {
     /// From an instance's verdict written (`healthChangedAt`) to its ClusteredStream's status
     /// recording it.
     pub verdict_to_cluster: Histogram,
+    /// Writes of this operator that stopped standing in for the cached object because the cache
+    /// had not reached them within `controller::written::KEEP_FOR`, by controller.
+    pub written_expired: Family<ControllerLabels, Counter>,
     pub condition_transitions: Family<ConditionLabels, Counter>,
     pub open_instances: Gauge,
     pub probe_requests: Family<ProbeLabels, Counter>,
@@ -187,6 +190,12 @@ impl Default for Metrics {
             "verdict_to_cluster_seconds",
             "From an instance's verdict being written (healthChangedAt) to its ClusteredStream's status recording it (the state table is written in the same reconciliation)",
             verdict_to_cluster.clone(),
+        );
+        let written_expired = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "written_expired",
+            "Writes of this operator that the controller's cache had not brought back within a minute, after which the cache was trusted again (a watch that far behind, or etcd restored from an older snapshot)",
+            written_expired.clone(),
         );
         let status_writes = Family::<ControllerLabels, Counter>::default();
         registry.register(
@@ -388,6 +397,7 @@ impl Default for Metrics {
             events_queued,
             instance_status_writes,
             verdict_to_cluster,
+            written_expired,
             probe_tasks,
             probe_retries,
             segment_checks,

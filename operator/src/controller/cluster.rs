@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Field manager for the fields this reconciler owns (on both kinds).
 pub const FIELD_MANAGER: &str = "cvs-operator/cluster";
-const CONTROLLER: &str = "cluster";
+pub(crate) const CONTROLLER: &str = "cluster";
 
 /// What the reconciler will write, decided without I/O.
 #[derive(Clone, Debug, PartialEq)]

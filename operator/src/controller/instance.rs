@@ -26,7 +26,7 @@ use std::time::Instant;
 
 /// Field manager for the fields this reconciler owns.
 pub const FIELD_MANAGER: &str = "cvs-operator/instance";
-const CONTROLLER: &str = "instance";
+pub(crate) const CONTROLLER: &str = "instance";
 
 /// Most renditions listed in a StreamInstance's status. Beyond it the list keeps the stale
 /// renditions first (then fresh ones, each group by URI) and `renditionsTotal`/`renditionsStale`

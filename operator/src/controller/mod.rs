@@ -693,8 +693,24 @@ pub async fn run(
         detail_refresh,
         detail_slots: tokio::sync::Semaphore::new(detail_slots(reconcile_concurrency)),
         verdict_writes: Default::default(),
-        written_instances: Default::default(),
-        written_clusters: Default::default(),
+        written_instances: written::Written::new(
+            written::KEEP_FOR,
+            metrics
+                .written_expired
+                .get_or_create(&crate::metrics::ControllerLabels {
+                    controller: instance::CONTROLLER,
+                })
+                .clone(),
+        ),
+        written_clusters: written::Written::new(
+            written::KEEP_FOR,
+            metrics
+                .written_expired
+                .get_or_create(&crate::metrics::ControllerLabels {
+                    controller: cluster::CONTROLLER,
+                })
+                .clone(),
+        ),
         cluster_triggers: verdict_trigger_tx,
         notifier: Notifier::start(aws.clone(), metrics.clone()),
         aws,
