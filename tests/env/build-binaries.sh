@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries the e2e suite runs against (kube-apiserver, kubectl,
-# etcd) from Go modules, once per version, into a cache outside the repository.
+# etcd, etcdutl) from Go modules, once per version, into a cache outside the repository.
 #
 # k8s.io/kubernetes pins its staging modules at v0.0.0 with `=> ./staging/...` replaces, which Go
 # ignores in a dependency, so `go install k8s.io/kubernetes/cmd/...@v1.N.x` is refused. A wrapper
@@ -27,6 +27,7 @@ STAMP="$BIN_DIR/.built"
 STAMP_WANT="recipe=$RECIPE kube=$KUBE_VERSION etcd=$ETCD_VERSION"
 
 if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" \
+      && -x "$BIN_DIR/etcdutl" \
       && -f "$STAMP" && "$(<"$STAMP")" == "$STAMP_WANT" ]]; then
   log "cached: $BIN_DIR"
   echo "$BIN_DIR"
@@ -117,8 +118,33 @@ GO
   mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
 }
 
+# etcdutl restores a snapshot of the fault suite's etcd (tests/env/component.sh restore etcd).
+build_etcdutl() {
+  local dir="$work/etcdutl-$ETCD_VERSION"
+  mkdir -p "$dir"
+  cat >"$dir/go.mod" <<GOMOD
+module cvs.dev/etcdutlbuild
+
+go 1.26.0
+
+require go.etcd.io/etcd/etcdutl/v3 $ETCD_VERSION
+GOMOD
+  cat >"$dir/tools.go" <<'GO'
+//go:build tools
+
+package etcdutlbuild
+
+import _ "go.etcd.io/etcd/etcdutl/v3"
+GO
+  (cd "$dir" && go mod tidy -e >&2 2>"$dir/tidy.log" || true)
+  log "building etcdutl $ETCD_VERSION"
+  (cd "$dir" && go build -tags tools -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcdutl.tmp" go.etcd.io/etcd/etcdutl/v3)
+  mv "$BIN_DIR/etcdutl.tmp" "$BIN_DIR/etcdutl"
+}
+
 rm -f "$STAMP"
 [[ -x "$BIN_DIR/etcd" ]] || build_etcd
+[[ -x "$BIN_DIR/etcdutl" ]] || build_etcdutl
 build_kube
 echo "$STAMP_WANT" >"$STAMP"
 log "built: $BIN_DIR"

@@ -9,6 +9,11 @@
 #   tests/env/component.sh pause  <name>   SIGSTOP: the process holds its port but answers nothing
 #   tests/env/component.sh resume <name>   SIGCONT
 #   tests/env/component.sh status <name>   exit 0 when it runs and answers
+#   tests/env/component.sh snapshot etcd   (etcd stopped) copies its database aside
+#   tests/env/component.sh restore etcd    (etcd stopped) replaces its data with that copy, as
+#                                          an operator restores a backup: etcdutl snapshot
+#                                          restore --bump-revision --mark-compacted, so every
+#                                          watch is told to list again
 #
 # <name>: etcd, kube-apiserver, dynamodb or moto, in $CVS_STATE_DIR (default <repo>/.cvs-env).
 # What a restart keeps: etcd keeps its data dir (up.sh empties it only on a cold start), so the
@@ -24,7 +29,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 READY_TIMEOUT="${CVS_ENV_READY_TIMEOUT:-90}"
 PKI_DIR="$STATE_DIR/pki"
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 (( $# == 2 )) || { usage; exit 2; }
 action="$1" name="$2"
@@ -118,6 +123,46 @@ case "$action" in
     ;;
   status)
     component_pid "$name" >/dev/null && answers
+    ;;
+  snapshot|restore)
+    [[ "$name" == etcd ]] || die "$action: etcd only"
+    lock_state_dir 120
+    ! component_pid etcd >/dev/null || die "$action: stop etcd first"
+    [[ -s "$SAVED/cmdline" ]] || die "no saved command line for etcd (stop it with this script first)"
+    mapfile -d '' cmd <"$SAVED/cmdline"
+    # The value of --<flag> in etcd's command line.
+    flag() {
+      local i
+      for ((i = 0; i < ${#cmd[@]} - 1; i++)); do
+        [[ "${cmd[i]}" == "--$1" ]] && { echo "${cmd[i + 1]}"; return; }
+      done
+      die "etcd's command line has no --$1"
+    }
+    data_dir="$(flag data-dir)"
+    [[ "$data_dir" == /* ]] || data_dir="$(<"$SAVED/cwd")/$data_dir"
+    snapshot="$RUN_DIR/etcd.snapshot.db"
+    if [[ "$action" == snapshot ]]; then
+      cp "$data_dir/member/snap/db" "$snapshot.tmp" && mv "$snapshot.tmp" "$snapshot"
+      log "etcd database copied to $snapshot"
+      exit 0
+    fi
+    [[ -s "$snapshot" ]] || die "no etcd snapshot (take one with: $0 snapshot etcd)"
+    etcdutl="$(dirname "${cmd[0]}")/etcdutl"
+    [[ -x "$etcdutl" ]] || die "$etcdutl missing (tests/env/build-binaries.sh builds it)"
+    rm -rf "$data_dir.restored"
+    # A database copied from a data dir has no snapshot hash. The revision is bumped past every
+    # revision issued since the copy and marked compacted, as etcd's guide for Kubernetes says:
+    # a watch from before the restore is answered 410 Gone and lists again.
+    "$etcdutl" snapshot restore "$snapshot" --skip-hash-check \
+      --name "$(flag name)" \
+      --initial-cluster "$(flag initial-cluster)" \
+      --initial-advertise-peer-urls "$(flag initial-advertise-peer-urls)" \
+      --data-dir "$data_dir.restored" \
+      --bump-revision 1000000000 --mark-compacted >&2
+    chmod 700 "$data_dir.restored"
+    rm -rf "$data_dir"
+    mv "$data_dir.restored" "$data_dir"
+    log "etcd data restored from $snapshot"
     ;;
   *) usage; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 //! The fault suite: the real components the operator depends on fail while it works (DynamoDB
-//! Local restarted empty, kube-apiserver and etcd restarted, moto stopped, an origin flapping,
+//! Local restarted empty, kube-apiserver and etcd restarted, etcd restored from an older backup,
+//! moto stopped, an origin flapping,
 //! the operator SIGKILLed mid-write, the API server answering 429), and after each:
 //! - no panic in the operator's log, and it still answers `/healthz`;
 //! - no wrong state-table item: versions only go forward, every write is one announced change,
@@ -41,6 +42,7 @@ const TESTS: &[(&str, TestFn)] = tests![
     dynamodb_restarted_empty_gets_its_table_and_items_back,
     kube_apiserver_restarted_during_reconciles,
     etcd_restarted_during_reconciles,
+    etcd_restored_from_a_backup_older_than_a_verdict,
     operator_sigkilled_during_a_burst_of_writes,
     operator_sigkilled_three_times_in_one_burst,
     moto_stopped_events_are_delivered_after_it_is_back,
@@ -516,6 +518,102 @@ async fn control_plane_restart(test: &str, component_name: &str) {
         "west was not written"
     );
     f.assert_writes_announced(EAST, &events, 0).await;
+}
+
+/// etcd restored from a backup taken before a verdict, as etcd's guide for Kubernetes says
+/// (kube-apiserver stopped, `etcdutl snapshot restore --bump-revision --mark-compacted`, both
+/// started again), while the operator runs on. East's instance reads back healthy, as in the
+/// backup; the operator's watches are told to list again, and its next reconciliation of east
+/// (at the latest the status refresh, 30 s) writes the verdict again. The table (DynamoDB is
+/// not restored) is not written back, and the change is announced once.
+async fn etcd_restored_from_a_backup_older_than_a_verdict() {
+    /// Twice the status refresh interval: the restored object is the echo of nothing this
+    /// operator did, and the reconciliation that rewrites it may be the refresh.
+    const BOUND: Duration = Duration::from_secs(60);
+    let f = Fixture::start("fault-restore", "{mode: Manual}").await;
+    let instances: Api<StreamInstance> = Api::namespaced(f.client.clone(), &f.ns);
+    let east_healthy = || async {
+        let s = instances.get(&instance_name(EAST)).await.ok()?.status?;
+        Some(
+            s.conditions
+                .into_iter()
+                .find(|c| c.type_ == "Healthy")?
+                .status,
+        )
+    };
+    // The backup: etcd stopped for a moment and its database copied.
+    component("stop", "etcd").unwrap();
+    component("snapshot", "etcd").unwrap();
+    component("start", "etcd").unwrap();
+    // A verdict after the backup: east's media playlists answer 500.
+    f.sim
+        .apply_fault(
+            hls_sim::api::FaultRequest::new(hls_sim::api::FaultKind::Http500)
+                .region(EAST)
+                .resource(hls_sim::api::ResourceFilter::Media),
+        )
+        .await
+        .unwrap();
+    // Every rendition judged: the message stops changing (a change would be written at once,
+    // and mend the restored status before the reconciliation this test is about).
+    wait_for("east judged unhealthy on every rendition", WAIT, || async {
+        let s = instances.get(&instance_name(EAST)).await.ok()?.status?;
+        let healthy = s.conditions.iter().find(|c| c.type_ == "Healthy")?;
+        (healthy.status == "False" && s.renditions_stale? == s.renditions_total?).then_some(())
+    })
+    .await;
+    let judged = Instant::now();
+    let east_item = f
+        .wait_item("east's item stale", EAST, WAIT, |i| i.stale)
+        .await;
+    // The restore.
+    component("stop", "kube-apiserver").unwrap();
+    component("stop", "etcd").unwrap();
+    component("restore", "etcd").unwrap();
+    component("start", "etcd").unwrap();
+    component("start", "kube-apiserver").unwrap();
+    let restored = Instant::now();
+    // The API server shows the status from the backup...
+    let rolled_back = wait_for("the API server answering", WAIT, || async {
+        east_healthy().await
+    })
+    .await;
+    assert_eq!(
+        rolled_back, "True",
+        "east reads back healthy, as in the backup"
+    );
+    // ... until the operator writes its verdict again.
+    wait_for("east's verdict written again", BOUND, || async {
+        (east_healthy().await? == "False").then_some(())
+    })
+    .await;
+    println!(
+        "the verdict was back in the API server {:.1} s after the restore, {:.1} s after it was first written",
+        restored.elapsed().as_secs_f64(),
+        judged.elapsed().as_secs_f64()
+    );
+    let op = f.operator();
+    assert_no_panic(&op.log_text());
+    assert_eq!(op.get("/healthz").await.unwrap().0, 200, "operator alive");
+    // The table kept the verdict: east's item was not written back or again.
+    let item = f.item(EAST).await.unwrap();
+    assert!(item.stale, "{item:?}");
+    assert_eq!(item.version, east_item.version, "east's item not rewritten");
+    f.watcher().assert_monotonic(&instance_domain(EAST));
+    let west = f
+        .watcher()
+        .assert_healthy_and_monotonic(&instance_domain(WEST));
+    eprintln!("west: item versions seen {west:?}");
+    // One change of east to unhealthy announced; west healthy throughout.
+    let events = f.events().await;
+    let east_changes: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["domain"] == instance_domain(EAST) && e["type"] == "HealthChanged")
+        .filter(|e| e["new"]["healthy"] == false)
+        .collect();
+    assert_eq!(east_changes.len(), 1, "{events:#?}");
+    let west_healthy = f.watcher().healthy(&instance_name(WEST));
+    assert!(west_healthy.iter().all(|s| s == "True"), "{west_healthy:?}");
 }
 
 /// The operator SIGKILLed while a burst of patches is being written, then started again: the

@@ -681,6 +681,16 @@ pub async fn run(
     )
     .with_config(config());
 
+    // Each in a statement of its own: the family's guard lives to the end of the statement, and
+    // a second `get_or_create` in the same one would wait for it forever.
+    let expired_counter = |controller| {
+        metrics
+            .written_expired
+            .get_or_create(&crate::metrics::ControllerLabels { controller })
+            .clone()
+    };
+    let instances_expired = expired_counter(instance::CONTROLLER);
+    let clusters_expired = expired_counter(cluster::CONTROLLER);
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: recorder.clone(),
@@ -693,24 +703,8 @@ pub async fn run(
         detail_refresh,
         detail_slots: tokio::sync::Semaphore::new(detail_slots(reconcile_concurrency)),
         verdict_writes: Default::default(),
-        written_instances: written::Written::new(
-            written::KEEP_FOR,
-            metrics
-                .written_expired
-                .get_or_create(&crate::metrics::ControllerLabels {
-                    controller: instance::CONTROLLER,
-                })
-                .clone(),
-        ),
-        written_clusters: written::Written::new(
-            written::KEEP_FOR,
-            metrics
-                .written_expired
-                .get_or_create(&crate::metrics::ControllerLabels {
-                    controller: cluster::CONTROLLER,
-                })
-                .clone(),
-        ),
+        written_instances: written::Written::new(written::KEEP_FOR, instances_expired),
+        written_clusters: written::Written::new(written::KEEP_FOR, clusters_expired),
         cluster_triggers: verdict_trigger_tx,
         notifier: Notifier::start(aws.clone(), metrics.clone()),
         aws,

@@ -17,13 +17,15 @@
 //! issues them; when either one is not a number the cached object is used, as before.
 //!
 //! A kept write stands in for at most [`KEEP_FOR`]. Revisions only grow while etcd keeps its
-//! data, restarts included, but etcd restored from an older snapshot issues again revisions it
-//! had issued before, with the uids of the snapshot kept. The objects the operator wrote after
-//! the snapshot then read back older and at a lower version than the kept write, and the cache
-//! would not reach the kept version until something else wrote the object: the reconciler
-//! would take its verdict as recorded while the API server showed the one before it, and the
-//! ClusteredStream would act on a verdict that nobody can read. After `KEEP_FOR` the cache is
-//! trusted again and the verdict is written anew. The bound is ten times the longest delay
+//! data, restarts included, but after etcd is restored from an older backup the objects the
+//! operator wrote since read back older, at a lower version, with the same uids. A write whose
+//! echo had not come back before the restore is then never reached by the cache until
+//! something else writes the object: the reconciler would take its verdict as recorded while
+//! the API server showed the one before it, and the ClusteredStream would act on a verdict
+//! that nobody can read. After `KEEP_FOR` the cache is trusted again and the verdict is written
+//! anew. (Writes whose echo had come back are no longer kept; the next reconciliation sees the
+//! restored object and writes them again: the fault suite's
+//! `etcd_restored_from_a_backup_older_than_a_verdict`.) The bound is ten times the longest delay
 //! measured between a write and the watch bringing it back (6.3 s, p99, a whole region of 715
 //! instances failing at 10,010 playlists); a watch further behind than that gets the
 //! behaviour from before this module, a verdict written twice, which is late but not wrong.
