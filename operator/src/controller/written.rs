@@ -19,8 +19,9 @@
 //! A kept write stands in for at most [`KEEP_FOR`]. Revisions only grow while etcd keeps its
 //! data, restarts included, but after etcd is restored from an older backup the objects the
 //! operator wrote since read back older, at a lower version, with the same uids. A write whose
-//! echo had not come back before the restore is then never reached by the cache until
-//! something else writes the object: the reconciler would take its verdict as recorded while
+//! echo had not come back before the restore is then never reached by the cache until the
+//! object is written again (by anyone, or by this operator when something else about it
+//! changes, such as rendition detail): the reconciler would take its verdict as recorded while
 //! the API server showed the one before it, and the ClusteredStream would act on a verdict
 //! that nobody can read. After `KEEP_FOR` the cache is trusted again and the verdict is written
 //! anew. (Writes whose echo had come back are no longer kept; the next reconciliation sees the
