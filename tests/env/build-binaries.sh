@@ -95,56 +95,36 @@ GO
   mv "$BIN_DIR/kubectl.tmp" "$BIN_DIR/kubectl"
 }
 
-build_etcd() {
-  local dir="$work/etcd-$ETCD_VERSION"
+# Builds binary <name> of etcd's Go module <module> (at ETCD_VERSION) into BIN_DIR, through a
+# wrapper module that requires it: etcd itself, and etcdutl, which restores a snapshot of the
+# fault suite's etcd (tests/env/component.sh restore etcd).
+build_etcd_binary() {
+  local name="$1" module="$2"
+  local dir="$work/$name-$ETCD_VERSION"
   mkdir -p "$dir"
   cat >"$dir/go.mod" <<GOMOD
-module cvs.dev/etcdbuild
+module cvs.dev/${name}build
 
 go 1.26.0
 
-require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+require $module $ETCD_VERSION
 GOMOD
-  cat >"$dir/tools.go" <<'GO'
+  cat >"$dir/tools.go" <<GO
 //go:build tools
 
-package etcdbuild
+package ${name}build
 
-import _ "go.etcd.io/etcd/server/v3"
+import _ "$module"
 GO
   (cd "$dir" && go mod tidy -e >&2 2>"$dir/tidy.log" || true)
-  log "building etcd $ETCD_VERSION"
-  (cd "$dir" && go build -tags tools -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3)
-  mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
-}
-
-# etcdutl restores a snapshot of the fault suite's etcd (tests/env/component.sh restore etcd).
-build_etcdutl() {
-  local dir="$work/etcdutl-$ETCD_VERSION"
-  mkdir -p "$dir"
-  cat >"$dir/go.mod" <<GOMOD
-module cvs.dev/etcdutlbuild
-
-go 1.26.0
-
-require go.etcd.io/etcd/etcdutl/v3 $ETCD_VERSION
-GOMOD
-  cat >"$dir/tools.go" <<'GO'
-//go:build tools
-
-package etcdutlbuild
-
-import _ "go.etcd.io/etcd/etcdutl/v3"
-GO
-  (cd "$dir" && go mod tidy -e >&2 2>"$dir/tidy.log" || true)
-  log "building etcdutl $ETCD_VERSION"
-  (cd "$dir" && go build -tags tools -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcdutl.tmp" go.etcd.io/etcd/etcdutl/v3)
-  mv "$BIN_DIR/etcdutl.tmp" "$BIN_DIR/etcdutl"
+  log "building $name $ETCD_VERSION"
+  (cd "$dir" && go build -tags tools -trimpath -ldflags "-s -w" -o "$BIN_DIR/$name.tmp" "$module")
+  mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
 }
 
 rm -f "$STAMP"
-[[ -x "$BIN_DIR/etcd" ]] || build_etcd
-[[ -x "$BIN_DIR/etcdutl" ]] || build_etcdutl
+[[ -x "$BIN_DIR/etcd" ]] || build_etcd_binary etcd go.etcd.io/etcd/server/v3
+[[ -x "$BIN_DIR/etcdutl" ]] || build_etcd_binary etcdutl go.etcd.io/etcd/etcdutl/v3
 build_kube
 echo "$STAMP_WANT" >"$STAMP"
 log "built: $BIN_DIR"
