@@ -149,14 +149,19 @@ case "$action" in
     [[ -s "$snapshot" ]] || die "no etcd snapshot (take one with: $0 snapshot etcd)"
     etcdutl="$(dirname "${cmd[0]}")/etcdutl"
     [[ -x "$etcdutl" ]] || die "$etcdutl missing (tests/env/build-binaries.sh builds it)"
+    # Read into variables first: a flag missing inside the command's arguments would only end
+    # its own substitution, and etcdutl would run with an empty value.
+    member="$(flag name)"
+    cluster="$(flag initial-cluster)"
+    peer_urls="$(flag initial-advertise-peer-urls)"
     rm -rf "$data_dir.restored"
     # A database copied from a data dir has no snapshot hash. The revision is bumped past every
     # revision issued since the copy and marked compacted, as etcd's guide for Kubernetes says:
     # a watch from before the restore is answered 410 Gone and lists again.
     "$etcdutl" snapshot restore "$snapshot" --skip-hash-check \
-      --name "$(flag name)" \
-      --initial-cluster "$(flag initial-cluster)" \
-      --initial-advertise-peer-urls "$(flag initial-advertise-peer-urls)" \
+      --name "$member" \
+      --initial-cluster "$cluster" \
+      --initial-advertise-peer-urls "$peer_urls" \
       --data-dir "$data_dir.restored" \
       --bump-revision 1000000000 --mark-compacted >&2
     chmod 700 "$data_dir.restored"
