@@ -262,6 +262,18 @@ impl Fixture {
         }
     }
 
+    /// `region`'s media playlists answer 500 until the returned fault is healed.
+    async fn fail_media(&self, region: &str) -> hls_sim::api::FaultApplied {
+        self.sim
+            .apply_fault(
+                hls_sim::api::FaultRequest::new(hls_sim::api::FaultKind::Http500)
+                    .region(region)
+                    .resource(hls_sim::api::ResourceFilter::Media),
+            )
+            .await
+            .unwrap()
+    }
+
     fn instance_manifest(&self, region: &str) -> String {
         region_instance_manifest(&self.sim, region)
     }
@@ -546,14 +558,7 @@ async fn etcd_restored_from_a_backup_older_than_a_verdict() {
     component("snapshot", "etcd").unwrap();
     component("start", "etcd").unwrap();
     // A verdict after the backup: east's media playlists answer 500.
-    f.sim
-        .apply_fault(
-            hls_sim::api::FaultRequest::new(hls_sim::api::FaultKind::Http500)
-                .region(EAST)
-                .resource(hls_sim::api::ResourceFilter::Media),
-        )
-        .await
-        .unwrap();
+    f.fail_media(EAST).await;
     // Every rendition judged: the message stops changing (a change would be written at once,
     // and mend the restored status before the reconciliation this test is about).
     wait_for("east judged unhealthy on every rendition", WAIT, || async {
@@ -908,15 +913,7 @@ async fn an_origin_flapping_every_few_seconds() {
     let flapping = Instant::now();
     let mut flaps = 0;
     while flapping.elapsed() < Duration::from_secs(28) {
-        let fault = f
-            .sim
-            .apply_fault(
-                hls_sim::api::FaultRequest::new(hls_sim::api::FaultKind::Http500)
-                    .region(EAST)
-                    .resource(hls_sim::api::ResourceFilter::Media),
-            )
-            .await
-            .unwrap();
+        let fault = f.fail_media(EAST).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         f.sim.heal_fault(fault.id).await.unwrap();
         flaps += 1;
